@@ -1,0 +1,105 @@
+//! A JSON-RPC client over the daemon's unix socket.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::error::RpcError;
+use crate::frame::{Frame, FrameReader, Request, Response};
+use crate::methods::Method;
+
+/// Errors of [`Client`].
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be reached.
+    #[error("cannot connect to {path}")]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing the socket failed.
+    #[error("daemon connection failed")]
+    Io(#[from] std::io::Error),
+    /// The daemon closed the connection before answering.
+    #[error("daemon closed the connection without answering")]
+    Closed,
+    /// The response was not valid JSON-RPC or did not match the method's result type.
+    #[error("cannot decode the daemon's response")]
+    Decode(#[source] serde_json::Error),
+    /// The daemon answered with an error.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+}
+
+/// One connection to the daemon; calls are sequential on it.
+#[derive(Debug)]
+pub struct Client {
+    reader: FrameReader<BufReader<OwnedReadHalf>>,
+    writer: OwnedWriteHalf,
+    next_id: u64,
+}
+
+impl Client {
+    /// Connects to the daemon socket at `path`.
+    pub async fn connect(path: &Path) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: path.to_owned(),
+                source,
+            })?;
+        let (read, writer) = stream.into_split();
+        Ok(Client {
+            reader: FrameReader::new(BufReader::new(read)),
+            writer,
+            next_id: 1,
+        })
+    }
+
+    /// Calls a typed method.
+    pub async fn call<M: Method>(&mut self, params: &M::Params) -> Result<M::Result, ClientError> {
+        let params = serde_json::to_value(params).map_err(ClientError::Decode)?;
+        let value = self.call_raw(M::NAME, params).await?;
+        serde_json::from_value(value).map_err(ClientError::Decode)
+    }
+
+    /// Calls a method by name with raw JSON params.
+    pub async fn call_raw(
+        &mut self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut line =
+            serde_json::to_vec(&Request::new(id, method, params)).map_err(ClientError::Decode)?;
+        line.push(b'\n');
+        self.send_bytes(&line).await?;
+        let response = self.read_response().await?;
+        match (response.result, response.error) {
+            (_, Some(err)) => Err(ClientError::Rpc(err)),
+            (Some(result), None) => Ok(result),
+            (None, None) => Ok(serde_json::Value::Null),
+        }
+    }
+
+    /// Writes raw bytes to the socket (tests use it to send malformed frames).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.writer.write_all(bytes).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// Reads the next response frame.
+    pub async fn read_response(&mut self) -> Result<Response, ClientError> {
+        match self.reader.next_frame().await? {
+            Some(Frame::Line(line)) => serde_json::from_slice(&line).map_err(ClientError::Decode),
+            Some(Frame::Oversize) | None => Err(ClientError::Closed),
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Line-delimited JSON-RPC 2.0 framing.
+//!
+//! One JSON object per line, `\n`-terminated (a trailing `\r` is tolerated). A line longer
+//! than [`MAX_FRAME_BYTES`] is reported as [`Frame::Oversize`] and skipped up to its newline,
+//! so the connection stays usable for the next request. Empty lines are ignored.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+use crate::error::RpcError;
+
+/// Largest accepted frame (one line), in bytes, excluding the newline.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+/// A JSON-RPC 2.0 request with banger's `protocol` member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Always `"2.0"`.
+    pub jsonrpc: String,
+    /// Echoed back in the response.
+    #[serde(default)]
+    pub id: Value,
+    /// Method name, e.g. `vm.list`.
+    pub method: String,
+    /// Method params; `null` when the method takes none.
+    #[serde(default)]
+    pub params: Value,
+    /// The caller's [`crate::PROTOCOL_VERSION`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
+}
+
+impl Request {
+    /// A request for `method` with `params`, stamped with this build's protocol version.
+    pub fn new(id: u64, method: &str, params: Value) -> Self {
+        Request {
+            jsonrpc: "2.0".to_owned(),
+            id: Value::from(id),
+            method: method.to_owned(),
+            params,
+            protocol: Some(crate::PROTOCOL_VERSION),
+        }
+    }
+}
+
+/// A JSON-RPC 2.0 response: exactly one of `result` and `error` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Always `"2.0"`.
+    pub jsonrpc: String,
+    /// The request's id, or `null` when the request could not be parsed.
+    pub id: Value,
+    /// The result on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The error on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+impl Response {
+    /// A success response.
+    pub fn ok(id: Value, result: Value) -> Self {
+        Response {
+            jsonrpc: "2.0".to_owned(),
+            id,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// An error response.
+    pub fn err(id: Value, error: RpcError) -> Self {
+        Response {
+            jsonrpc: "2.0".to_owned(),
+            id,
+            result: None,
+            error: Some(error),
+        }
+    }
+
+    /// Serializes the response as one line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        // Serializing a struct of strings, JSON values and an error struct cannot fail.
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
+        line.push(b'\n');
+        line
+    }
+}
+
+/// One frame read from the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete line, without its newline.
+    Line(Vec<u8>),
+    /// A line longer than [`MAX_FRAME_BYTES`]; its bytes were discarded.
+    Oversize,
+}
+
+/// Reads newline-delimited frames with a size cap from a buffered reader.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    max: usize,
+}
+
+impl<R: AsyncBufRead + Unpin> FrameReader<R> {
+    /// A reader that caps frames at [`MAX_FRAME_BYTES`].
+    pub fn new(inner: R) -> Self {
+        Self::with_max(inner, MAX_FRAME_BYTES)
+    }
+
+    /// A reader that caps frames at `max` bytes.
+    pub fn with_max(inner: R, max: usize) -> Self {
+        FrameReader { inner, max }
+    }
+
+    /// The next frame, or `None` at end of stream. A final line without a newline counts.
+    pub async fn next_frame(&mut self) -> std::io::Result<Option<Frame>> {
+        let mut buf = Vec::new();
+        let mut oversize = false;
+        loop {
+            let available = self.inner.fill_buf().await?;
+            if available.is_empty() {
+                if oversize {
+                    return Ok(Some(Frame::Oversize));
+                }
+                return Ok(if buf.is_empty() {
+                    None
+                } else {
+                    Some(Frame::Line(buf))
+                });
+            }
+            let newline = available.iter().position(|&b| b == b'\n');
+            let chunk = &available[..newline.unwrap_or(available.len())];
+            if !oversize {
+                if buf.len() + chunk.len() > self.max {
+                    oversize = true;
+                    buf = Vec::new();
+                } else {
+                    buf.extend_from_slice(chunk);
+                }
+            }
+            let consumed = newline.map_or(available.len(), |i| i + 1);
+            self.inner.consume(consumed);
+            if newline.is_some() {
+                if oversize {
+                    return Ok(Some(Frame::Oversize));
+                }
+                if buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+                if buf.is_empty() {
+                    continue;
+                }
+                return Ok(Some(Frame::Line(buf)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn frames(input: &[u8], max: usize) -> Vec<Frame> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut reader = FrameReader::with_max(input, max);
+            let mut out = Vec::new();
+            while let Some(f) = reader.next_frame().await.unwrap() {
+                out.push(f);
+            }
+            out
+        })
+    }
+
+    #[test]
+    fn test_frame_reader_splits_lines_and_skips_empty() {
+        let got = frames(b"a\n\n b\r\nlast", 16);
+        assert_eq!(
+            got,
+            vec![
+                Frame::Line(b"a".to_vec()),
+                Frame::Line(b" b".to_vec()),
+                Frame::Line(b"last".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn test_frame_reader_oversize_line_is_skipped_and_next_line_reads() {
+        let mut input = vec![b'x'; 40];
+        input.extend_from_slice(b"\nok\n");
+        assert_eq!(
+            frames(&input, 16),
+            vec![Frame::Oversize, Frame::Line(b"ok".to_vec())]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn prop_frame_reader_yields_each_nonempty_line(lines in proptest::collection::vec("[a-z{}\":0-9 ]{0,40}", 0..20)) {
+            let mut input = Vec::new();
+            for l in &lines {
+                input.extend_from_slice(l.as_bytes());
+                input.push(b'\n');
+            }
+            let expected: Vec<Frame> = lines
+                .iter()
+                .map(|l| if l.len() > 24 { Frame::Oversize } else { Frame::Line(l.as_bytes().to_vec()) })
+                .filter(|f| f != &Frame::Line(Vec::new()))
+                .collect();
+            prop_assert_eq!(frames(&input, 24), expected);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Params and results of the daemon's methods.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Result of `ping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingResult {
+    /// The daemon's crate version.
+    pub version: String,
+    /// The git commit the daemon was built from.
+    pub commit: String,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// The daemon's protocol version.
+    pub protocol: u32,
+}
+
+/// Lifecycle state of a VM (durable, stored in SQLite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Recorded, disks may exist, never started or being started.
+    Created,
+    /// The VMM process is running.
+    Running,
+    /// Cleanly stopped; disks kept.
+    Stopped,
+    /// A lifecycle step failed; see `last_error`.
+    Error,
+}
+
+impl VmState {
+    /// The snake_case name used in the store and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Created => "created",
+            VmState::Running => "running",
+            VmState::Stopped => "stopped",
+            VmState::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for VmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error parsing a [`VmState`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown vm state {0:?}")]
+pub struct ParseVmStateError(pub String);
+
+impl FromStr for VmState {
+    type Err = ParseVmStateError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "created" => Ok(VmState::Created),
+            "running" => Ok(VmState::Running),
+            "stopped" => Ok(VmState::Stopped),
+            "error" => Ok(VmState::Error),
+            other => Err(ParseVmStateError(other.to_owned())),
+        }
+    }
+}
+
+/// Where a sizing value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueSource {
+    /// Given on the command line.
+    Flag,
+    /// From `[vm_defaults]` in config.toml.
+    Config,
+    /// Derived from the host (cpus/4, RAM/8).
+    Auto,
+    /// banger's built-in floor.
+    Builtin,
+}
+
+impl fmt::Display for ValueSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ValueSource::Flag => "flag",
+            ValueSource::Config => "config",
+            ValueSource::Auto => "auto",
+            ValueSource::Builtin => "builtin",
+        })
+    }
+}
+
+/// One VM as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    /// Stable id (never reused).
+    pub id: String,
+    /// DNS-label name.
+    pub name: String,
+    /// Lifecycle state.
+    pub state: VmState,
+    /// Image name.
+    pub image: String,
+    /// Guest IPv4 address.
+    pub guest_ip: String,
+    /// Virtual CPUs.
+    pub vcpu: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Work disk size in bytes.
+    pub disk_bytes: u64,
+    /// Whether NAT is enabled for this VM.
+    pub nat: bool,
+    /// The VMM backend that runs (or last ran) this VM: `qemu` or `firecracker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmm: Option<String>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Last state change, RFC 3339.
+    pub updated_at: String,
+    /// The error that put the VM in `error` (or the last failed step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The prepared workspace, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<serde_json::Value>,
+}
+
+/// Params naming one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmRef {
+    /// VM name or id.
+    pub name: String,
+}
+
+/// Result of `vm.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmListResult {
+    /// All VMs, oldest first.
+    pub vms: Vec<VmInfo>,
+}
+
+/// One in-flight daemon operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationSummary {
+    /// The op id (also in log lines).
+    pub op_id: String,
+    /// What kind of operation (the RPC method that started it).
+    pub kind: String,
+    /// Start time, RFC 3339.
+    pub started_at: String,
+    /// Milliseconds since it started.
+    pub elapsed_ms: u64,
+}
+
+/// Result of `daemon.operations.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperationsListResult {
+    /// Operations still running, oldest first.
+    pub operations: Vec<OperationSummary>,
+}
+
+/// Params of methods that take none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}

@@ -1,0 +1,329 @@
+//! `config.toml`: every key optional, unknown keys rejected.
+//!
+//! A parse error names the file, the line and the key, e.g.
+//! `/home/u/.config/banger/config.toml:3: key `vm_defaults.vcpus`: unknown field ...`.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// Errors loading `config.toml`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("cannot read config")]
+    Read(#[source] std::io::Error),
+    /// The file is not valid TOML or has an unknown or mistyped key.
+    #[error("{path}:{line}: {detail}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// Which key and what is wrong with it.
+        detail: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{path}: key `{key}`: {detail}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Debug and above.
+    Debug,
+    /// Info and above (default).
+    #[default]
+    Info,
+    /// Warnings and errors.
+    Warn,
+    /// Errors only.
+    Error,
+}
+
+impl LogLevel {
+    /// The tracing filter directive for this level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "trace" => Ok(LogLevel::Trace),
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" | "warning" => Ok(LogLevel::Warn),
+            "error" => Ok(LogLevel::Error),
+            other => Err(format!(
+                "unknown log level {other:?} (expected trace, debug, info, warn or error)"
+            )),
+        }
+    }
+}
+
+/// Which VMM runs guests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmmKind {
+    /// Firecracker when its binary is present and KVM can run a guest, else QEMU.
+    #[default]
+    Auto,
+    /// Always Firecracker.
+    Firecracker,
+    /// Always QEMU (`-M microvm`; KVM when usable, else TCG).
+    Qemu,
+}
+
+impl fmt::Display for VmmKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VmmKind::Auto => "auto",
+            VmmKind::Firecracker => "firecracker",
+            VmmKind::Qemu => "qemu",
+        })
+    }
+}
+
+/// `[vm_defaults]`: sizing used when a flag is not given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmDefaults {
+    /// Virtual CPUs.
+    pub vcpu: Option<u32>,
+    /// Memory in MiB.
+    pub memory_mib: Option<u64>,
+    /// Work disk size, e.g. `"8G"`.
+    pub disk_size: Option<String>,
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Daemon log level; `BANGER_LOG_LEVEL` overrides it.
+    pub log_level: LogLevel,
+    /// VMM backend choice.
+    pub vmm: VmmKind,
+    /// Firecracker binary (default: `firecracker` on PATH).
+    pub firecracker_bin: Option<PathBuf>,
+    /// QEMU binary (default: `qemu-system-x86_64` on PATH).
+    pub qemu_bin: Option<PathBuf>,
+    /// Image used when `--image` is not given.
+    pub default_image_name: String,
+    /// Bridge all VM taps attach to.
+    pub bridge_name: String,
+    /// The bridge's address: the guests' gateway.
+    pub bridge_ip: Ipv4Addr,
+    /// Network guests get addresses from.
+    pub cidr: Ipv4Net,
+    /// Resolver written into guests.
+    pub default_dns: Ipv4Addr,
+    /// banger's ssh key (default: `<state>/ssh/id_ed25519`).
+    pub ssh_key_path: Option<PathBuf>,
+    /// Seconds a guest gets to become ready (ssh answering) after start.
+    pub boot_timeout_secs: u64,
+    /// Sizing defaults.
+    pub vm_defaults: VmDefaults,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_level: LogLevel::Info,
+            vmm: VmmKind::Auto,
+            firecracker_bin: None,
+            qemu_bin: None,
+            default_image_name: "debian-bookworm".to_owned(),
+            bridge_name: "br-fc".to_owned(),
+            bridge_ip: Ipv4Addr::new(172, 16, 0, 1),
+            cidr: Ipv4Net::new(Ipv4Addr::new(172, 16, 0, 0), 24).unwrap_or_default(),
+            default_dns: Ipv4Addr::new(1, 1, 1, 1),
+            ssh_key_path: None,
+            boot_timeout_secs: 180,
+            vm_defaults: VmDefaults::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`; a missing file means all defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        match fs_err::read_to_string(path) {
+            Ok(text) => Self::parse(path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(ConfigError::Read(e)),
+        }
+    }
+
+    /// Parses config text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let line = text[..offset.min(text.len())].matches('\n').count() + 1;
+            let key = key_at(text, offset);
+            let message = e.message().trim_end_matches('\n').to_owned();
+            let detail = match key {
+                Some(key) => format!("key `{key}`: {message}"),
+                None => message,
+            };
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                detail,
+            }
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, detail: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            detail,
+        };
+        if !self.cidr.contains(&self.bridge_ip) {
+            return Err(invalid(
+                "bridge_ip",
+                format!("{} is not inside cidr {}", self.bridge_ip, self.cidr),
+            ));
+        }
+        if self.cidr.prefix_len() > 30 {
+            return Err(invalid(
+                "cidr",
+                format!("{} leaves no room for guests", self.cidr),
+            ));
+        }
+        if self.bridge_name.is_empty() || self.bridge_name.len() > 15 {
+            return Err(invalid(
+                "bridge_name",
+                format!(
+                    "{:?} must be 1 to 15 characters (a Linux interface name)",
+                    self.bridge_name
+                ),
+            ));
+        }
+        if self.vm_defaults.vcpu == Some(0) {
+            return Err(invalid("vm_defaults.vcpu", "must be at least 1".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// The dotted key whose line contains byte `offset`, with its `[table]` prefix.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[line_start..line_end];
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/banger/config.toml"), text)
+    }
+
+    #[test]
+    fn test_config_empty_is_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn test_config_known_keys_parse() {
+        let c = parse(
+            "log_level = \"debug\"\nvmm = \"qemu\"\n[vm_defaults]\nvcpu = 2\nmemory_mib = 1024\ndisk_size = \"2G\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.vmm, VmmKind::Qemu);
+        assert_eq!(c.vm_defaults.vcpu, Some(2));
+        assert_eq!(c.vm_defaults.disk_size.as_deref(), Some("2G"));
+    }
+
+    #[test]
+    fn test_config_unknown_key_names_file_line_and_key() {
+        let err = parse("log_level = \"info\"\n\nbogus_key = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("/etc/banger/config.toml:3:"), "{err}");
+        assert!(err.contains("bogus_key"), "{err}");
+    }
+
+    #[test]
+    fn test_config_unknown_key_in_table_names_dotted_key() {
+        let err = parse("[vm_defaults]\nvcpus = 2\n").unwrap_err().to_string();
+        assert!(err.contains(":2:"), "{err}");
+        assert!(err.contains("vm_defaults.vcpus"), "{err}");
+    }
+
+    #[test]
+    fn test_config_wrong_type_names_key() {
+        let err = parse("boot_timeout_secs = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":1:") && err.contains("boot_timeout_secs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn test_config_bridge_ip_outside_cidr_rejected() {
+        let err = parse("bridge_ip = \"10.0.0.1\"\n").unwrap_err().to_string();
+        assert!(err.contains("bridge_ip"), "{err}");
+    }
+
+    #[test]
+    fn test_config_missing_file_is_defaults() {
+        let c = Config::load(Path::new("/nonexistent/banger/config.toml")).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn test_log_level_from_str() {
+        assert_eq!("WARN".parse::<LogLevel>().unwrap(), LogLevel::Warn);
+        assert!("loud".parse::<LogLevel>().is_err());
+    }
+}

@@ -1,0 +1,9 @@
+//! banger's directory layout ([`Layout`]), environment variables ([`env`]) and
+//! `config.toml` ([`Config`]).
+
+pub mod config;
+pub mod env;
+pub mod layout;
+
+pub use config::{Config, ConfigError, LogLevel, VmDefaults, VmmKind};
+pub use layout::{Layout, LayoutError};

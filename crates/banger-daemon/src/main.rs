@@ -1,0 +1,132 @@
+//! `bangerd`: banger's daemon.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use banger_config::{Config, Layout, env};
+use banger_daemon::{Daemon, Infra, bind_socket, logging, serve};
+use banger_host::SystemClock;
+use banger_store::{SchemaState, Store};
+use clap::Parser;
+use tracing::{error, info};
+
+/// banger's daemon: owns VM state and does the host work. The CLI starts it on demand.
+#[derive(Debug, Parser)]
+#[command(name = "bangerd", version = banger_api::VERSION)]
+struct Args {
+    /// Check the database schema and exit: 0 compatible, 1 migrations needed, 2 incompatible.
+    #[arg(long)]
+    check_migrations: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = if args.check_migrations {
+        check_migrations()
+    } else {
+        run()
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("bangerd: {err:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn check_migrations() -> anyhow::Result<ExitCode> {
+    let layout = Layout::from_env()?;
+    let db = layout.db_path();
+    let state = Store::inspect(&db).with_context(|| format!("cannot inspect {}", db.display()))?;
+    Ok(match state {
+        SchemaState::Compatible => {
+            println!("compatible: {}", db.display());
+            ExitCode::from(0)
+        }
+        SchemaState::NeedsMigration { pending } => {
+            println!("migrations needed: {pending} pending for {}", db.display());
+            ExitCode::from(1)
+        }
+        SchemaState::Incompatible { db_version, known } => {
+            println!(
+                "incompatible: {} has schema version {db_version}, this bangerd knows up to {known}",
+                db.display()
+            );
+            ExitCode::from(2)
+        }
+    })
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let layout = Layout::from_env()?;
+    let config = Config::load(&layout.config_path)?;
+    layout
+        .ensure_dirs()
+        .context("cannot create banger's directories")?;
+    let level = logging::effective_level(
+        config.log_level,
+        std::env::var(env::BANGER_LOG_LEVEL).ok().as_deref(),
+    )?;
+    logging::init(&layout.log_path(), level)
+        .with_context(|| format!("cannot log to {}", layout.log_path().display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let result = serve_until_stopped(layout, config).await;
+        if let Err(e) = &result {
+            error!("bangerd failed: {e:#}");
+        }
+        result
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<()> {
+    let db = layout.db_path();
+    let store = tokio::task::spawn_blocking(move || Store::open(&db)).await??;
+    let infra = Infra {
+        layout: layout.clone(),
+        config: Arc::new(config),
+        store: Arc::new(store),
+        clock: Arc::new(SystemClock),
+    };
+    let owner_uid = banger_config::layout::current_uid();
+    let daemon = Arc::new(Daemon::new(infra, owner_uid));
+    let listener = bind_socket(&layout.socket_path).await?;
+    info!(
+        pid = std::process::id(),
+        version = banger_api::VERSION,
+        commit = banger_api::COMMIT,
+        socket = %layout.socket_path.display(),
+        "bangerd started"
+    );
+    let shutdown = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!("cannot watch SIGTERM: {e}");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+            () = shutdown.cancelled() => return,
+        }
+        shutdown.cancel();
+    });
+    serve(Arc::clone(&daemon), listener).await;
+    let _ = fs_err::remove_file(&layout.socket_path);
+    info!("bangerd stopped");
+    Ok(())
+}

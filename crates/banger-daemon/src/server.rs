@@ -1,0 +1,218 @@
+//! The unix-socket JSON-RPC server.
+//!
+//! Each connection's peer uid is checked with `SO_PEERCRED`: only the owner uid and root are
+//! served; anyone else gets one `unauthorized` error and the connection is closed. Requests on
+//! a connection are answered in order; connections are served concurrently. Malformed, oversize
+//! and unknown-method frames get an error response and the connection stays open.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use banger_api::frame::{Frame, FrameReader};
+use banger_api::{ErrorCode, PROTOCOL_VERSION, Request, Response, RpcError};
+use serde_json::Value;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::daemon::Daemon;
+use crate::dispatch::dispatch;
+use crate::ops::new_op_id;
+
+/// Errors binding the socket.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another daemon answers on the socket.
+    #[error("another bangerd is already serving on {0}")]
+    InUse(String),
+    /// Binding or setting permissions failed.
+    #[error("cannot bind {path}")]
+    Bind {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the daemon socket at `path` with mode 0600, replacing a stale socket file.
+pub async fn bind_socket(path: &Path) -> Result<UnixListener, BindError> {
+    let display = path.display().to_string();
+    let bind_err = |source| BindError::Bind {
+        path: display.clone(),
+        source,
+    };
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(BindError::InUse(display));
+        }
+        fs_err::remove_file(path).map_err(bind_err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Serves until `daemon.shutdown` is cancelled, then waits (up to 10 s) for in-flight requests.
+pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) {
+    let tracker = TaskTracker::new();
+    loop {
+        tokio::select! {
+            () = daemon.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let d = Arc::clone(&daemon);
+                    tracker.spawn(async move { handle_connection(&d, stream).await });
+                }
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    info!("shutting down: no longer accepting connections");
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("in-flight requests did not finish within 10s");
+    }
+}
+
+async fn handle_connection(daemon: &Daemon, stream: UnixStream) {
+    let peer_uid = match stream.peer_cred() {
+        Ok(cred) => cred.uid(),
+        Err(e) => {
+            warn!(error = %e, "cannot read peer credentials; closing");
+            return;
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    if peer_uid != daemon.owner_uid && peer_uid != 0 {
+        let op_id = new_op_id();
+        warn!(
+            op_id,
+            peer_uid,
+            owner_uid = daemon.owner_uid,
+            "refused connection from another user"
+        );
+        let err = RpcError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "uid {peer_uid} may not use this daemon (owner is uid {})",
+                daemon.owner_uid
+            ),
+        )
+        .with_op_id(op_id);
+        let _ = write
+            .write_all(&Response::err(Value::Null, err).to_line())
+            .await;
+        return;
+    }
+    let mut reader = FrameReader::new(BufReader::new(read));
+    loop {
+        let frame = tokio::select! {
+            () = daemon.shutdown.cancelled() => return,
+            frame = reader.next_frame() => frame,
+        };
+        let response = match frame {
+            Ok(None) => return,
+            Err(e) => {
+                debug!(error = %e, "connection read failed");
+                return;
+            }
+            Ok(Some(Frame::Oversize)) => {
+                let op_id = new_op_id();
+                warn!(op_id, "oversize request frame");
+                Response::err(
+                    Value::Null,
+                    RpcError::new(
+                        ErrorCode::BadRequest,
+                        format!("request exceeds {} bytes", banger_api::MAX_FRAME_BYTES),
+                    )
+                    .with_op_id(op_id),
+                )
+            }
+            Ok(Some(Frame::Line(line))) => handle_line(daemon, &line).await,
+        };
+        if write.write_all(&response.to_line()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn handle_line(daemon: &Daemon, line: &[u8]) -> Response {
+    let op_id = new_op_id();
+    let bad = |id: Value, msg: String| {
+        warn!(op_id, "bad request: {msg}");
+        Response::err(
+            id,
+            RpcError::new(ErrorCode::BadRequest, msg).with_op_id(op_id.clone()),
+        )
+    };
+    let value: Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        Err(e) => return bad(Value::Null, format!("invalid json: {e}")),
+    };
+    let id = value.get("id").cloned().unwrap_or(Value::Null);
+    let request: Request = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => return bad(id, format!("not a json-rpc request: {e}")),
+    };
+    if request.jsonrpc != "2.0" {
+        return bad(
+            id,
+            format!("unsupported jsonrpc version {:?}", request.jsonrpc),
+        );
+    }
+    if request.protocol != Some(PROTOCOL_VERSION) {
+        let got = request
+            .protocol
+            .map_or_else(|| "none".to_owned(), |v| v.to_string());
+        warn!(
+            op_id,
+            method = request.method,
+            "protocol version mismatch: got {got}"
+        );
+        return Response::err(
+            id,
+            RpcError::new(
+                ErrorCode::BadVersion,
+                format!(
+                    "protocol version {got} is not supported (daemon speaks {PROTOCOL_VERSION})"
+                ),
+            )
+            .with_hint("upgrade the client, or `banger daemon stop` so a matching daemon starts")
+            .with_op_id(op_id),
+        );
+    }
+    let span = info_span!("rpc", op_id = %op_id, method = %request.method);
+    let track = request.method != <banger_api::methods::OperationsList as banger_api::Method>::NAME;
+    let _guard = track.then(|| {
+        daemon
+            .ops
+            .begin(&op_id, &request.method, daemon.infra.clock.now_rfc3339())
+    });
+    let started = Instant::now();
+    let result = dispatch(daemon, &request.method, request.params)
+        .instrument(span.clone())
+        .await;
+    let _enter = span.enter();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(value) => {
+            debug!(elapsed_ms, "request done");
+            Response::ok(id, value)
+        }
+        Err(err) => {
+            warn!(elapsed_ms, kind = %err.kind(), "request failed: {}", err.message);
+            Response::err(id, err.with_op_id(op_id.clone()))
+        }
+    }
+}

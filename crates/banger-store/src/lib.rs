@@ -1,0 +1,265 @@
+//! banger's durable state in SQLite (`state.db`).
+//!
+//! The database runs in WAL mode with a busy timeout and foreign keys on. Its schema is
+//! built by versioned, forward-only [`migrations`], each applied in its own transaction and
+//! recorded in `schema_migrations`. A database that has migrations this build does not know
+//! (made by a newer banger) is refused and never modified.
+
+pub mod migrations;
+mod records;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+pub use migrations::SchemaState;
+pub use records::{ImageRecord, KernelRecord, VmRecord, VmRow};
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened.
+    #[error("cannot open database {path}")]
+    Open {
+        /// Database path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer banger.
+    #[error(
+        "database {path} has schema version {db_version}, newer than this build's {known}; refusing to touch it"
+    )]
+    Incompatible {
+        /// Database path.
+        path: PathBuf,
+        /// Highest migration recorded in the database.
+        db_version: u32,
+        /// Highest migration this build knows.
+        known: u32,
+    },
+    /// A migration failed (it was rolled back).
+    #[error("migration {version} ({name}) failed")]
+    Migrate {
+        /// Migration version.
+        version: u32,
+        /// Migration name.
+        name: &'static str,
+        /// Cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("database query failed")]
+    Query(#[from] rusqlite::Error),
+    /// A stored JSON column could not be decoded.
+    #[error("corrupt json in column {column}")]
+    Json {
+        /// Column name.
+        column: &'static str,
+        /// Cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored value is out of its domain.
+    #[error("corrupt value in column {column}: {value:?}")]
+    Corrupt {
+        /// Column name.
+        column: &'static str,
+        /// The value.
+        value: String,
+    },
+}
+
+/// The store: one SQLite connection behind a mutex. Calls are short; async callers run
+/// them on a blocking thread.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    ///
+    /// A database newer than this build is refused before anything is written to it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        if let SchemaState::Incompatible { db_version, known } = migrations::inspect(&conn)? {
+            return Err(StoreError::Incompatible {
+                path: path.to_owned(),
+                db_version,
+                known,
+            });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(open_err)?;
+        migrations::migrate(&conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Reports the schema state of the database at `path` without modifying it (read-only).
+    /// A missing database needs migrations.
+    pub fn inspect(path: &Path) -> Result<SchemaState, StoreError> {
+        if !path.exists() {
+            return Ok(SchemaState::NeedsMigration {
+                pending: migrations::latest_version(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        migrations::inspect(&conn)
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A poisoned lock only means another thread panicked mid-call; SQLite's own
+        // transactions keep the data consistent, so keep using the connection.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    // ---- VMs ----
+
+    /// All VMs with their image names, oldest first.
+    pub fn list_vms(&self) -> Result<Vec<VmRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {}, i.name FROM vms v JOIN images i ON i.id = v.image_id ORDER BY v.created_at, v.id",
+            records::VM_COLUMNS
+        ))?;
+        let rows = stmt.query_map([], records::vm_row)?;
+        rows.map(|r| r.map_err(StoreError::from).and_then(|r| r))
+            .collect()
+    }
+
+    /// One VM by name or id.
+    pub fn get_vm(&self, name_or_id: &str) -> Result<Option<VmRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {}, i.name FROM vms v JOIN images i ON i.id = v.image_id WHERE v.name = ?1 OR v.id = ?1",
+            records::VM_COLUMNS
+        ))?;
+        stmt.query_row([name_or_id], records::vm_row)
+            .optional()?
+            .transpose()
+    }
+
+    /// Inserts a new VM row.
+    pub fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
+        let conn = self.conn();
+        records::insert_vm(&conn, vm)
+    }
+
+    /// Replaces a VM row (matched by id) with `vm`.
+    pub fn update_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
+        let conn = self.conn();
+        records::update_vm(&conn, vm)
+    }
+
+    /// Deletes a VM row. Returns whether it existed.
+    pub fn delete_vm(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().execute("DELETE FROM vms WHERE id = ?1", [id])? > 0)
+    }
+
+    /// Whether a VM with this name exists.
+    pub fn vm_name_taken(&self, name: &str) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row("SELECT 1 FROM vms WHERE name = ?1", [name], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Guest IPs held by any VM, in any state.
+    pub fn used_guest_ips(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT guest_ip FROM vms")?;
+        let ips = stmt.query_map([], |r| r.get(0))?;
+        Ok(ips.collect::<Result<_, _>>()?)
+    }
+
+    // ---- images ----
+
+    /// Inserts or replaces an image (by name).
+    pub fn upsert_image(&self, image: &ImageRecord) -> Result<(), StoreError> {
+        let conn = self.conn();
+        records::upsert_image(&conn, image)
+    }
+
+    /// One image by name or id.
+    pub fn get_image(&self, name_or_id: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let conn = self.conn();
+        records::get_image(&conn, name_or_id)
+    }
+
+    /// All images, by name.
+    pub fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let conn = self.conn();
+        records::list_images(&conn)
+    }
+
+    /// Deletes an image row. Fails (foreign key) while a VM uses it.
+    pub fn delete_image(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM images WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    /// Names of the VMs using an image.
+    pub fn vms_using_image(&self, image_id: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT name FROM vms WHERE image_id = ?1 ORDER BY name")?;
+        let names = stmt.query_map(params![image_id], |r| r.get(0))?;
+        Ok(names.collect::<Result<_, _>>()?)
+    }
+
+    // ---- kernels ----
+
+    /// Inserts or replaces a kernel (by name).
+    pub fn upsert_kernel(&self, kernel: &KernelRecord) -> Result<(), StoreError> {
+        let conn = self.conn();
+        records::upsert_kernel(&conn, kernel)
+    }
+
+    /// One kernel by name or id.
+    pub fn get_kernel(&self, name_or_id: &str) -> Result<Option<KernelRecord>, StoreError> {
+        let conn = self.conn();
+        records::get_kernel(&conn, name_or_id)
+    }
+
+    /// All kernels, by name.
+    pub fn list_kernels(&self) -> Result<Vec<KernelRecord>, StoreError> {
+        let conn = self.conn();
+        records::list_kernels(&conn)
+    }
+}

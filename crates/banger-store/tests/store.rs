@@ -1,0 +1,128 @@
+//! Store behaviour against a real SQLite file.
+#![allow(clippy::tests_outside_test_module)]
+
+use banger_api::types::VmState;
+use banger_store::{ImageRecord, SchemaState, Store, StoreError, VmRecord};
+
+fn image(id: &str, name: &str) -> ImageRecord {
+    ImageRecord {
+        id: id.into(),
+        name: name.into(),
+        source: "test".into(),
+        managed: true,
+        rootfs_path: "/x/rootfs.ext4".into(),
+        work_seed_path: None,
+        kernel_id: None,
+        digest: None,
+        config: serde_json::json!({}),
+        size_bytes: 1,
+        created_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+fn vm(id: &str, name: &str, ip: &str) -> VmRecord {
+    VmRecord {
+        id: id.into(),
+        name: name.into(),
+        image_id: "img1".into(),
+        state: VmState::Created,
+        guest_ip: ip.into(),
+        vcpu: 1,
+        memory_mib: 512,
+        disk_bytes: 1 << 30,
+        nat: false,
+        vmm: Some("qemu".into()),
+        spec: serde_json::json!({"kernel": "k"}),
+        workspace: None,
+        last_error: None,
+        created_at: format!("2026-01-01T00:00:0{}Z", id.len() % 10),
+        updated_at: "2026-01-01T00:00:00Z".into(),
+        last_touched_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+#[test]
+fn test_store_fresh_open_is_compatible_and_reopen_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    assert!(matches!(
+        Store::inspect(&db).unwrap(),
+        SchemaState::NeedsMigration { .. }
+    ));
+    assert!(!db.exists(), "inspect must not create the database");
+    drop(Store::open(&db).unwrap());
+    assert_eq!(Store::inspect(&db).unwrap(), SchemaState::Compatible);
+    let store = Store::open(&db).unwrap();
+    assert!(store.list_vms().unwrap().is_empty());
+}
+
+#[test]
+fn test_store_newer_db_is_refused_and_not_modified() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT '');
+             INSERT INTO schema_migrations (version, name) VALUES (1, 'baseline'), (99, 'future');
+             CREATE TABLE future_stuff (x INTEGER);",
+        )
+        .unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    let err = Store::open(&db).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Incompatible { db_version: 99, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "a newer database must not be modified"
+    );
+    assert!(matches!(
+        Store::inspect(&db).unwrap(),
+        SchemaState::Incompatible { db_version: 99, .. }
+    ));
+}
+
+#[test]
+fn test_store_vm_roundtrip_and_constraints() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    store
+        .upsert_image(&image("img1", "debian-bookworm"))
+        .unwrap();
+    let a = vm("a1", "alpha", "172.16.0.2");
+    store.insert_vm(&a).unwrap();
+    let got = store.get_vm("alpha").unwrap().unwrap();
+    assert_eq!(got.vm, a);
+    assert_eq!(got.image_name, "debian-bookworm");
+    assert_eq!(store.get_vm("a1").unwrap().unwrap().vm.name, "alpha");
+    assert!(store.get_vm("nosuch").unwrap().is_none());
+
+    // Same name or same IP is refused by the schema.
+    assert!(store.insert_vm(&vm("a2", "alpha", "172.16.0.3")).is_err());
+    assert!(store.insert_vm(&vm("a3", "beta", "172.16.0.2")).is_err());
+    assert!(store.vm_name_taken("alpha").unwrap());
+    assert_eq!(
+        store.used_guest_ips().unwrap(),
+        vec!["172.16.0.2".to_string()]
+    );
+
+    // An image in use cannot be deleted.
+    assert!(store.delete_image("img1").is_err());
+    assert_eq!(
+        store.vms_using_image("img1").unwrap(),
+        vec!["alpha".to_string()]
+    );
+
+    let mut b = a.clone();
+    b.state = VmState::Running;
+    b.workspace = Some(serde_json::json!({"path": "/root/repo"}));
+    store.update_vm(&b).unwrap();
+    assert_eq!(store.get_vm("alpha").unwrap().unwrap().vm, b);
+    assert!(store.delete_vm("a1").unwrap());
+    assert!(!store.delete_vm("a1").unwrap());
+    assert!(store.delete_image("img1").unwrap());
+}
