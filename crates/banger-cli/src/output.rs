@@ -59,8 +59,15 @@ pub(crate) fn render_error(err: &anyhow::Error, color: bool) -> String {
     };
     let mut out = format!("{red}banger:{red:#} {message}");
     let rpc = rpc_error(err);
-    if let Some(op) = rpc.and_then(|r| r.data.op_id.as_deref()) {
-        let _ = write!(out, " {dim}(op {op}){dim:#}");
+    if let Some(rpc) = rpc {
+        match rpc.data.op_id.as_deref() {
+            Some(op) => {
+                let _ = write!(out, " {dim}({}, op {op}){dim:#}", rpc.kind());
+            }
+            None => {
+                let _ = write!(out, " {dim}({}){dim:#}", rpc.kind());
+            }
+        }
     }
     let hint = rpc.and_then(|r| r.data.hint.clone()).or_else(|| {
         err.chain()
@@ -135,7 +142,7 @@ pub(crate) fn size(bytes: u64) -> String {
     ];
     for (unit, scale) in UNITS {
         if bytes >= scale {
-            return if bytes % scale == 0 {
+            return if bytes.is_multiple_of(scale) {
                 format!("{}{unit}", bytes / scale)
             } else {
                 format!("{:.1}{unit}", bytes as f64 / scale as f64)
@@ -171,7 +178,7 @@ mod tests {
         ));
         assert_eq!(
             render_error(&err, false),
-            "banger: vm \"x\" not found (op op-1)\nhint: try this"
+            "banger: vm \"x\" not found (not_found, op op-1)\nhint: try this"
         );
     }
 

@@ -1,5 +1,6 @@
 //! `banger version`, `banger daemon status|stop`.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use banger_config::Layout;
@@ -16,10 +17,14 @@ pub(crate) async fn version(layout: &Layout) -> anyhow::Result<ExitCode> {
         banger_api::PROTOCOL_VERSION
     );
     match try_connect(&layout.socket_path).await {
-        Ok(Some(conn)) => text.push_str(&format!(
-            "\nbangerd {} (commit {}, protocol {}, pid {})",
-            conn.ping.version, conn.ping.commit, conn.ping.protocol, conn.ping.pid
-        )),
+        Ok(Some(conn)) => {
+            let p = &conn.ping;
+            let _ = write!(
+                text,
+                "\nbangerd {} (commit {}, protocol {}, pid {})",
+                p.version, p.commit, p.protocol, p.pid
+            );
+        }
         _ => text.push_str("\nbangerd not running"),
     }
     output::data(&text);

@@ -1,0 +1,241 @@
+//! The real `banger` and `bangerd` binaries against a daemon on a temp socket.
+#![allow(clippy::tests_outside_test_module, clippy::unwrap_used, clippy::needless_pass_by_value)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+use common::{Env, stderr};
+use serde_json::{Value, json};
+
+fn rpc_line(stream: &mut UnixStream, reader: &mut BufReader<UnixStream>, line: &[u8]) -> Value {
+    stream.write_all(line).unwrap();
+    let mut response = String::new();
+    reader.read_line(&mut response).unwrap();
+    serde_json::from_str(&response).unwrap()
+}
+
+fn request(method: &str, params: Value) -> Vec<u8> {
+    let mut line = serde_json::to_vec(
+        &json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params, "protocol": 1}),
+    )
+    .unwrap();
+    line.push(b'\n');
+    line
+}
+
+fn error_kind(v: &Value) -> &str {
+    v["error"]["data"]["kind"].as_str().unwrap_or_else(|| panic!("not an error: {v}"))
+}
+
+#[test]
+fn test_ping_autostarts_daemon_and_socket_is_private() {
+    let env = Env::new();
+    assert!(!env.socket().exists());
+    let out = env.ok(&["ping"]);
+    assert!(out.starts_with("pong from bangerd"), "{out}");
+    let mode = std::fs::metadata(env.socket()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let status: Value = serde_json::from_str(&env.ok(&["daemon", "status", "--json"])).unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["ping"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(env.home().join("state/bangerd.log").exists());
+}
+
+#[test]
+fn test_other_uid_is_refused_unauthorized() {
+    let env = Env::new();
+    env.ok(&["ping"]);
+    env.open_permissions();
+    // fork + setuid(nobody) + exec: the client runs as another user.
+    let out = env.banger_cmd(&["ping"]).env("BANGER_NO_AUTOSTART", "1").uid(65534).gid(65534).output().unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("unauthorized"), "{err}");
+    // The daemon keeps serving its owner.
+    env.ok(&["ping"]);
+}
+
+#[test]
+fn test_bad_frames_get_errors_and_daemon_keeps_serving() {
+    let env = Env::new();
+    env.ok(&["ping"]);
+    let mut stream = UnixStream::connect(env.socket()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+
+    let garbage = rpc_line(&mut stream, &mut reader, b"this is not json\n");
+    assert_eq!(error_kind(&garbage), "bad_request");
+    assert!(garbage["error"]["data"]["op_id"].as_str().unwrap().starts_with("op-"));
+
+    let mut oversize = vec![b'a'; 1 << 20];
+    oversize.extend_from_slice(b"aa\n");
+    assert_eq!(error_kind(&rpc_line(&mut stream, &mut reader, &oversize)), "bad_request");
+
+    let unknown = rpc_line(&mut stream, &mut reader, &request("vm.explode", json!({})));
+    assert_eq!(error_kind(&unknown), "unknown_method");
+    assert_eq!(unknown["id"], 7);
+
+    let wrong = rpc_line(&mut stream, &mut reader, &request("vm.show", json!({"nam": "x"})));
+    assert_eq!(error_kind(&wrong), "bad_request");
+
+    let no_version = rpc_line(&mut stream, &mut reader, b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n");
+    assert_eq!(error_kind(&no_version), "bad_version");
+    let old_version = rpc_line(
+        &mut stream,
+        &mut reader,
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"protocol\":0}\n",
+    );
+    assert_eq!(error_kind(&old_version), "bad_version");
+
+    // Same connection still works, and so does a new client.
+    let pong = rpc_line(&mut stream, &mut reader, &request("ping", json!({})));
+    assert!(pong["result"]["pid"].as_u64().is_some(), "{pong}");
+    env.ok(&["ping"]);
+}
+
+#[test]
+fn test_vm_show_missing_is_not_found() {
+    let env = Env::new();
+    let out = env.banger(&["vm", "show", "nosuch"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("not_found") && err.contains("op op-"), "{err}");
+    assert!(out.stdout.is_empty(), "errors never go to stdout");
+}
+
+#[test]
+fn test_vm_list_and_show_read_the_store() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.home().join("state")).unwrap();
+    {
+        let store = banger_store::Store::open(&env.db()).unwrap();
+        store
+            .upsert_image(&banger_store::ImageRecord {
+                id: "img".into(),
+                name: "debian-bookworm".into(),
+                source: "test".into(),
+                managed: true,
+                rootfs_path: "/r".into(),
+                work_seed_path: None,
+                kernel_id: None,
+                digest: None,
+                config: json!({}),
+                size_bytes: 0,
+                created_at: "2026-01-01T00:00:00Z".into(),
+            })
+            .unwrap();
+        for (i, name) in ["alpha", "beta"].iter().enumerate() {
+            store
+                .insert_vm(&banger_store::VmRecord {
+                    id: format!("id{i}"),
+                    name: (*name).into(),
+                    image_id: "img".into(),
+                    state: banger_api::types::VmState::Stopped,
+                    guest_ip: format!("172.16.0.{}", i + 2),
+                    vcpu: 2,
+                    memory_mib: 1024,
+                    disk_bytes: 8 << 30,
+                    nat: false,
+                    vmm: Some("qemu".into()),
+                    spec: json!({}),
+                    workspace: None,
+                    last_error: None,
+                    created_at: format!("2026-01-01T00:00:0{i}Z"),
+                    updated_at: "2026-01-01T00:00:00Z".into(),
+                    last_touched_at: "2026-01-01T00:00:00Z".into(),
+                })
+                .unwrap();
+        }
+    }
+    let list: Value = serde_json::from_str(&env.ok(&["vm", "list", "--json"])).unwrap();
+    let names: Vec<_> = list.as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    let table = env.ok(&["ps"]);
+    assert!(table.lines().nth(1).unwrap().starts_with("alpha"), "{table}");
+    let show: Value = serde_json::from_str(&env.ok(&["vm", "show", "beta", "--json"])).unwrap();
+    assert_eq!(show["guest_ip"], "172.16.0.3");
+    assert_eq!(show["state"], "stopped");
+}
+
+#[test]
+fn test_check_migrations_exit_codes() {
+    let env = Env::new();
+    let code = |env: &Env| env.bangerd_cmd(&["--check-migrations"]).output().unwrap().status.code();
+    assert_eq!(code(&env), Some(1), "no database yet: migrations needed");
+    env.ok(&["ping"]);
+    assert_eq!(code(&env), Some(0));
+    env.ok(&["daemon", "stop"]);
+    record_future_migration(&env);
+    assert_eq!(code(&env), Some(2));
+    // A newer database is never modified, and the daemon refuses to start on it.
+    let before = std::fs::read(env.db()).unwrap();
+    let out = env.banger(&["ping"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("newer"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(env.db()).unwrap(), before);
+}
+
+/// Records a future migration, as a newer banger would have.
+fn record_future_migration(env: &Env) {
+    let status = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"INSERT INTO schema_migrations (version, name) VALUES (999, 'future')\"); c.commit(); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()",
+            env.db().to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn test_unknown_config_key_is_reported_with_file_line_and_key() {
+    let env = Env::new();
+    env.write_config("log_level = \"debug\"\nnot_a_key = true\n");
+    let out = env.banger(&["ping"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("config.toml:2") && err.contains("not_a_key"), "{err}");
+    let direct = env.bangerd_cmd(&[]).output().unwrap();
+    assert!(!direct.status.success());
+    assert!(stderr(&direct).contains("not_a_key"));
+}
+
+#[test]
+fn test_sigterm_and_shutdown_stop_gracefully() {
+    let env = Env::new();
+    let mut child = env.bangerd_cmd(&[]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !env.socket().exists() {
+        assert!(Instant::now() < deadline, "daemon did not bind");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(send_sigterm(child.id()), 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!env.socket().exists(), "socket removed on shutdown");
+
+    env.ok(&["ping"]);
+    env.ok(&["daemon", "stop"]);
+    assert!(!env.socket().exists());
+    let log = std::fs::read_to_string(env.home().join("state/bangerd.log")).unwrap();
+    assert!(log.contains("SIGTERM received") && log.contains("bangerd stopped"), "{log}");
+}
+
+fn send_sigterm(pid: u32) -> i32 {
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().code().unwrap()
+}
+
+#[test]
+fn test_completion_scripts_generate() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = env.ok(&["completion", shell]);
+        assert!(out.contains("banger"), "{shell}");
+    }
+}
