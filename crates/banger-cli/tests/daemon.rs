@@ -1,5 +1,9 @@
 //! The real `banger` and `bangerd` binaries against a daemon on a temp socket.
-#![allow(clippy::tests_outside_test_module, clippy::unwrap_used, clippy::needless_pass_by_value)]
+#![allow(
+    clippy::tests_outside_test_module,
+    clippy::unwrap_used,
+    clippy::needless_pass_by_value
+)]
 
 mod common;
 
@@ -29,7 +33,9 @@ fn request(method: &str, params: Value) -> Vec<u8> {
 }
 
 fn error_kind(v: &Value) -> &str {
-    v["error"]["data"]["kind"].as_str().unwrap_or_else(|| panic!("not an error: {v}"))
+    v["error"]["data"]["kind"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error: {v}"))
 }
 
 #[test]
@@ -38,7 +44,10 @@ fn test_ping_autostarts_daemon_and_socket_is_private() {
     assert!(!env.socket().exists());
     let out = env.ok(&["ping"]);
     assert!(out.starts_with("pong from bangerd"), "{out}");
-    let mode = std::fs::metadata(env.socket()).unwrap().permissions().mode();
+    let mode = std::fs::metadata(env.socket())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let status: Value = serde_json::from_str(&env.ok(&["daemon", "status", "--json"])).unwrap();
     assert_eq!(status["running"], true);
@@ -52,7 +61,13 @@ fn test_other_uid_is_refused_unauthorized() {
     env.ok(&["ping"]);
     env.open_permissions();
     // fork + setuid(nobody) + exec: the client runs as another user.
-    let out = env.banger_cmd(&["ping"]).env("BANGER_NO_AUTOSTART", "1").uid(65534).gid(65534).output().unwrap();
+    let out = env
+        .banger_cmd(&["ping"])
+        .env("BANGER_NO_AUTOSTART", "1")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("unauthorized"), "{err}");
@@ -65,25 +80,43 @@ fn test_bad_frames_get_errors_and_daemon_keeps_serving() {
     let env = Env::new();
     env.ok(&["ping"]);
     let mut stream = UnixStream::connect(env.socket()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
 
     let garbage = rpc_line(&mut stream, &mut reader, b"this is not json\n");
     assert_eq!(error_kind(&garbage), "bad_request");
-    assert!(garbage["error"]["data"]["op_id"].as_str().unwrap().starts_with("op-"));
+    assert!(
+        garbage["error"]["data"]["op_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("op-")
+    );
 
     let mut oversize = vec![b'a'; 1 << 20];
     oversize.extend_from_slice(b"aa\n");
-    assert_eq!(error_kind(&rpc_line(&mut stream, &mut reader, &oversize)), "bad_request");
+    assert_eq!(
+        error_kind(&rpc_line(&mut stream, &mut reader, &oversize)),
+        "bad_request"
+    );
 
     let unknown = rpc_line(&mut stream, &mut reader, &request("vm.explode", json!({})));
     assert_eq!(error_kind(&unknown), "unknown_method");
     assert_eq!(unknown["id"], 7);
 
-    let wrong = rpc_line(&mut stream, &mut reader, &request("vm.show", json!({"nam": "x"})));
+    let wrong = rpc_line(
+        &mut stream,
+        &mut reader,
+        &request("vm.show", json!({"nam": "x"})),
+    );
     assert_eq!(error_kind(&wrong), "bad_request");
 
-    let no_version = rpc_line(&mut stream, &mut reader, b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n");
+    let no_version = rpc_line(
+        &mut stream,
+        &mut reader,
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n",
+    );
     assert_eq!(error_kind(&no_version), "bad_version");
     let old_version = rpc_line(
         &mut stream,
@@ -153,10 +186,18 @@ fn test_vm_list_and_show_read_the_store() {
         }
     }
     let list: Value = serde_json::from_str(&env.ok(&["vm", "list", "--json"])).unwrap();
-    let names: Vec<_> = list.as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    let names: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["alpha", "beta"]);
     let table = env.ok(&["ps"]);
-    assert!(table.lines().nth(1).unwrap().starts_with("alpha"), "{table}");
+    assert!(
+        table.lines().nth(1).unwrap().starts_with("alpha"),
+        "{table}"
+    );
     let show: Value = serde_json::from_str(&env.ok(&["vm", "show", "beta", "--json"])).unwrap();
     assert_eq!(show["guest_ip"], "172.16.0.3");
     assert_eq!(show["state"], "stopped");
@@ -165,7 +206,13 @@ fn test_vm_list_and_show_read_the_store() {
 #[test]
 fn test_check_migrations_exit_codes() {
     let env = Env::new();
-    let code = |env: &Env| env.bangerd_cmd(&["--check-migrations"]).output().unwrap().status.code();
+    let code = |env: &Env| {
+        env.bangerd_cmd(&["--check-migrations"])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
     assert_eq!(code(&env), Some(1), "no database yet: migrations needed");
     env.ok(&["ping"]);
     assert_eq!(code(&env), Some(0));
@@ -200,7 +247,10 @@ fn test_unknown_config_key_is_reported_with_file_line_and_key() {
     let out = env.banger(&["ping"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("config.toml:2") && err.contains("not_a_key"), "{err}");
+    assert!(
+        err.contains("config.toml:2") && err.contains("not_a_key"),
+        "{err}"
+    );
     let direct = env.bangerd_cmd(&[]).output().unwrap();
     assert!(!direct.status.success());
     assert!(stderr(&direct).contains("not_a_key"));
@@ -224,11 +274,19 @@ fn test_sigterm_and_shutdown_stop_gracefully() {
     env.ok(&["daemon", "stop"]);
     assert!(!env.socket().exists());
     let log = std::fs::read_to_string(env.home().join("state/bangerd.log")).unwrap();
-    assert!(log.contains("SIGTERM received") && log.contains("bangerd stopped"), "{log}");
+    assert!(
+        log.contains("SIGTERM received") && log.contains("bangerd stopped"),
+        "{log}"
+    );
 }
 
 fn send_sigterm(pid: u32) -> i32 {
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().code().unwrap()
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .code()
+        .unwrap()
 }
 
 #[test]

@@ -54,14 +54,19 @@ fn seed(store: &Store, n: usize) {
 }
 
 fn bench_rpc(c: &mut Criterion) {
-    let dir = tempfile::Builder::new().prefix("bb").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bb")
+        .tempdir_in("/tmp")
+        .unwrap();
     let home = dir.path().to_owned();
-    let layout =
-        Layout::from_vars(|k| (k == "BANGER_HOME").then(|| home.clone()), 0).unwrap();
+    let layout = Layout::from_vars(|k| (k == "BANGER_HOME").then(|| home.clone()), 0).unwrap();
     layout.ensure_dirs().unwrap();
     let store = Store::open(&layout.db_path()).unwrap();
     seed(&store, 1000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let infra = Infra {
         layout: layout.clone(),
         config: Arc::new(Config::default()),

@@ -97,7 +97,12 @@ async fn handle_connection(daemon: &Daemon, stream: UnixStream) {
     let mut reader = FrameReader::new(BufReader::new(read));
     if peer_uid != daemon.owner_uid && peer_uid != 0 {
         let op_id = new_op_id();
-        warn!(op_id, peer_uid, owner_uid = daemon.owner_uid, "refused connection from another user");
+        warn!(
+            op_id,
+            peer_uid,
+            owner_uid = daemon.owner_uid,
+            "refused connection from another user"
+        );
         // Read (at most) the first request so the client gets an answer to it, not a reset.
         let first = tokio::time::timeout(Duration::from_secs(2), reader.next_frame()).await;
         let id = match first {
@@ -109,7 +114,10 @@ async fn handle_connection(daemon: &Daemon, stream: UnixStream) {
         };
         let err = RpcError::new(
             ErrorCode::Unauthorized,
-            format!("uid {peer_uid} may not use this daemon (owner is uid {})", daemon.owner_uid),
+            format!(
+                "uid {peer_uid} may not use this daemon (owner is uid {})",
+                daemon.owner_uid
+            ),
         )
         .with_op_id(op_id);
         let _ = write.write_all(&Response::err(id, err).to_line()).await;

@@ -1,5 +1,9 @@
 //! Store behaviour against a real SQLite file.
-#![allow(clippy::tests_outside_test_module, clippy::unwrap_used, clippy::needless_pass_by_value)]
+#![allow(
+    clippy::tests_outside_test_module,
+    clippy::unwrap_used,
+    clippy::needless_pass_by_value
+)]
 
 use banger_api::types::VmState;
 use banger_store::{ImageRecord, SchemaState, Store, StoreError, VmRecord};

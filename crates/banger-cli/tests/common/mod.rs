@@ -13,7 +13,11 @@ pub fn banger_bin() -> PathBuf {
 /// The `bangerd` binary next to it (the test command builds all workspace binaries first).
 pub fn bangerd_bin() -> PathBuf {
     let path = banger_bin().with_file_name("bangerd");
-    assert!(path.exists(), "{} missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -24,7 +28,10 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("bt").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("bt")
+            .tempdir_in("/tmp")
+            .unwrap();
         Env { dir }
     }
 
@@ -100,7 +107,10 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        let _ = self.banger_cmd(&["daemon", "stop"]).env("BANGER_NO_AUTOSTART", "1").output();
+        let _ = self
+            .banger_cmd(&["daemon", "stop"])
+            .env("BANGER_NO_AUTOSTART", "1")
+            .output();
     }
 }
 
