@@ -2,5 +2,12 @@
 //! with a real implementation and a recording fake for tests.
 
 pub mod clock;
+pub mod disk;
+pub mod privileged;
+pub mod process;
+pub mod runner;
+pub mod vmm;
 
 pub use clock::{Clock, FakeClock, SystemClock};
+pub use privileged::{InProcessPrivileged, PrivError, PrivilegedOps};
+pub use runner::{Cmd, CmdOutput, CommandRunner, RealRunner, RecordingRunner, RunError};

@@ -1,0 +1,245 @@
+//! Disks: copy-on-write system disks, ext4 work disks, and writing files into an ext4
+//! image without mounting it (debugfs).
+
+use std::path::{Path, PathBuf};
+
+use crate::runner::{Cmd, CommandRunner, RunError};
+
+/// Errors of disk operations.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// A host command failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A file could not be created or sized.
+    #[error("cannot prepare {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// debugfs reported errors.
+    #[error("debugfs could not update {image}: {detail}")]
+    Debugfs {
+        /// The image.
+        image: PathBuf,
+        /// What debugfs said.
+        detail: String,
+    },
+}
+
+/// A per-VM copy of `src` at `dst`: a reflink where the filesystem supports it, else a
+/// sparse copy (holes stay holes).
+pub fn cow_copy(runner: &dyn CommandRunner, src: &Path, dst: &Path) -> Result<(), DiskError> {
+    runner.run(
+        &Cmd::new("cp")
+            .args(["--reflink=auto", "--sparse=always"])
+            .arg(src.display().to_string())
+            .arg(dst.display().to_string()),
+    )?;
+    Ok(())
+}
+
+/// A sparse ext4 image of `size_bytes` at `path`, filled from `from_dir` when given.
+pub fn make_ext4(
+    runner: &dyn CommandRunner,
+    path: &Path,
+    size_bytes: u64,
+    label: &str,
+    from_dir: Option<&Path>,
+) -> Result<(), DiskError> {
+    let io = |source| DiskError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = fs_err::File::create(path).map_err(io)?;
+    file.set_len(size_bytes).map_err(io)?;
+    drop(file);
+    let mut cmd = Cmd::new("mkfs.ext4").args([
+        "-q",
+        "-F",
+        "-L",
+        label,
+        "-E",
+        "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",
+    ]);
+    if let Some(dir) = from_dir {
+        cmd = cmd.arg("-d").arg(dir.display().to_string());
+    }
+    runner.run(&cmd.arg(path.display().to_string()))?;
+    Ok(())
+}
+
+/// A file to place into an ext4 image, owned by root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFile {
+    /// Absolute path inside the image.
+    pub guest_path: String,
+    /// The content, staged in a host file.
+    pub host_path: PathBuf,
+    /// Permission bits, e.g. `0o644`.
+    pub mode: u32,
+}
+
+/// Writes `files` into the ext4 `image` (replacing existing ones) with debugfs, creating
+/// missing parent directories. Paths must be absolute and free of `..` and whitespace.
+pub fn write_files(
+    runner: &dyn CommandRunner,
+    image: &Path,
+    files: &[ImageFile],
+) -> Result<(), DiskError> {
+    let bad = |detail: String| DiskError::Debugfs {
+        image: image.to_owned(),
+        detail,
+    };
+    let mut script = String::new();
+    let mut dirs: Vec<String> = Vec::new();
+    for f in files {
+        let p = &f.guest_path;
+        if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p.contains(char::is_whitespace)
+        {
+            return Err(bad(format!("refusing path {p:?}")));
+        }
+        let host = f.host_path.display().to_string();
+        if host.contains(char::is_whitespace) {
+            return Err(bad(format!("refusing host path {host:?}")));
+        }
+        let mut parent = String::new();
+        for comp in p
+            .trim_start_matches('/')
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            parent.push('/');
+            parent.push_str(comp);
+            if !dirs.contains(&parent) {
+                dirs.push(parent.clone());
+                script.push_str(&format!("mkdir {parent}\n"));
+            }
+        }
+        script.push_str(&format!(
+            "rm {p}\nwrite {host} {p}\nsif {p} mode 0{:o}\nsif {p} uid 0\nsif {p} gid 0\n",
+            0o100_000 | (f.mode & 0o7777)
+        ));
+    }
+    let out = runner.run(
+        &Cmd::new("debugfs")
+            .args(["-w", "-f", "-"])
+            .arg(image.display().to_string())
+            .stdin(script),
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            !l.starts_with("debugfs ")
+                && !l.trim().is_empty()
+                && !l.contains("File not found by ext2_lookup")
+                && !l.contains("Ext2 directory already exists")
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(bad(errors.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::RealRunner;
+
+    fn have(tool: &str) -> bool {
+        std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    #[test]
+    fn test_make_ext4_write_files_and_read_back() {
+        if !have("mkfs.ext4") || !have("debugfs") {
+            eprintln!("skipping: e2fsprogs missing");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        std::fs::create_dir_all(seed.join("etc")).unwrap();
+        std::fs::write(seed.join("etc/hostname"), "old\n").unwrap();
+        let img = dir.path().join("disk.ext4");
+        make_ext4(&RealRunner, &img, 64 << 20, "test", Some(&seed)).unwrap();
+        let staged = dir.path().join("hostname");
+        std::fs::write(&staged, "new-name\n").unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "secret\n").unwrap();
+        write_files(
+            &RealRunner,
+            &img,
+            &[
+                ImageFile {
+                    guest_path: "/etc/hostname".into(),
+                    host_path: staged,
+                    mode: 0o644,
+                },
+                ImageFile {
+                    guest_path: "/etc/ssh/deep/key".into(),
+                    host_path: key,
+                    mode: 0o600,
+                },
+            ],
+        )
+        .unwrap();
+        let cat = RealRunner
+            .run(
+                &Cmd::new("debugfs")
+                    .args(["-R", "cat /etc/hostname"])
+                    .arg(img.display().to_string()),
+            )
+            .unwrap();
+        assert_eq!(cat.stdout_str(), "new-name\n");
+        let stat = RealRunner
+            .run(
+                &Cmd::new("debugfs")
+                    .args(["-R", "stat /etc/ssh/deep/key"])
+                    .arg(img.display().to_string()),
+            )
+            .unwrap();
+        assert!(
+            stat.stdout_str().contains("Mode:  0600"),
+            "{}",
+            stat.stdout_str()
+        );
+        RealRunner
+            .run(
+                &Cmd::new("e2fsck")
+                    .args(["-fn"])
+                    .arg(img.display().to_string()),
+            )
+            .unwrap();
+        let copy = dir.path().join("copy.ext4");
+        cow_copy(&RealRunner, &img, &copy).unwrap();
+        assert_eq!(std::fs::metadata(&copy).unwrap().len(), 64 << 20);
+    }
+
+    #[test]
+    fn test_write_files_refuses_traversal() {
+        let err = write_files(
+            &RealRunner,
+            Path::new("/nonexistent.ext4"),
+            &[ImageFile {
+                guest_path: "/etc/../x".into(),
+                host_path: "/tmp/x".into(),
+                mode: 0o644,
+            }],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("refusing"), "{err}");
+    }
+}

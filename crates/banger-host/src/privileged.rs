@@ -1,0 +1,212 @@
+//! Privileged host operations (bridge, taps). One trait, so a root helper can take them over;
+//! in user/dev mode [`InProcessPrivileged`] runs them directly. Every argument is validated
+//! before anything runs.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::runner::{Cmd, CommandRunner, RunError};
+
+/// Errors of privileged operations.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivError {
+    /// An argument failed validation; nothing was run.
+    #[error("invalid {what} {value:?}: {why}")]
+    Invalid {
+        /// Which argument.
+        what: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// The host command failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Checks a Linux interface name (1–15 of `[A-Za-z0-9_.-]`).
+pub fn validate_ifname(what: &'static str, name: &str) -> Result<(), PrivError> {
+    let invalid = |why| {
+        Err(PrivError::Invalid {
+            what,
+            value: name.to_owned(),
+            why,
+        })
+    };
+    if name.is_empty() || name.len() > 15 {
+        return invalid("must be 1 to 15 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return invalid("may only contain letters, digits, '-', '_' and '.'");
+    }
+    if name == "." || name == ".." {
+        return invalid("is reserved");
+    }
+    Ok(())
+}
+
+/// Operations that need root (CAP_NET_ADMIN).
+pub trait PrivilegedOps: Send + Sync + fmt::Debug {
+    /// Creates the bridge with `ip/prefix` and brings it up; a no-op when it is already so.
+    fn ensure_bridge(&self, bridge: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), PrivError>;
+    /// Creates a persistent tap attached to `bridge`, up.
+    fn create_tap(&self, tap: &str, bridge: &str) -> Result<(), PrivError>;
+    /// Deletes a tap; a missing tap is not an error.
+    fn delete_tap(&self, tap: &str) -> Result<(), PrivError>;
+    /// Whether an interface exists.
+    fn link_exists(&self, name: &str) -> Result<bool, PrivError>;
+}
+
+/// Runs privileged operations in this process through `ip`.
+#[derive(Debug, Clone)]
+pub struct InProcessPrivileged {
+    runner: Arc<dyn CommandRunner>,
+}
+
+impl InProcessPrivileged {
+    /// Uses `runner` for the `ip` commands.
+    pub fn new(runner: Arc<dyn CommandRunner>) -> Self {
+        InProcessPrivileged { runner }
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), PrivError> {
+        self.runner
+            .run(&Cmd::new("ip").args(args.iter().copied()))?;
+        Ok(())
+    }
+}
+
+impl PrivilegedOps for InProcessPrivileged {
+    fn ensure_bridge(&self, bridge: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), PrivError> {
+        validate_ifname("bridge name", bridge)?;
+        if !(8..=30).contains(&prefix) {
+            return Err(PrivError::Invalid {
+                what: "prefix length",
+                value: prefix.to_string(),
+                why: "must be between 8 and 30",
+            });
+        }
+        if !self.link_exists(bridge)? {
+            self.ip(&["link", "add", bridge, "type", "bridge"])?;
+        }
+        let addr = format!("{ip}/{prefix}");
+        let shown = self
+            .runner
+            .run(&Cmd::new("ip").args(["-o", "-4", "addr", "show", "dev", bridge]))?;
+        if !shown.stdout_str().split_whitespace().any(|w| w == addr) {
+            self.ip(&["addr", "add", &addr, "dev", bridge])?;
+        }
+        self.ip(&["link", "set", bridge, "up"])
+    }
+
+    fn create_tap(&self, tap: &str, bridge: &str) -> Result<(), PrivError> {
+        validate_ifname("tap name", tap)?;
+        validate_ifname("bridge name", bridge)?;
+        if self.link_exists(tap)? {
+            self.ip(&["link", "del", tap])?;
+        }
+        self.ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
+        let attach = self
+            .ip(&["link", "set", tap, "master", bridge])
+            .and_then(|()| self.ip(&["link", "set", tap, "up"]));
+        if attach.is_err() {
+            let _ = self.ip(&["link", "del", tap]);
+        }
+        attach
+    }
+
+    fn delete_tap(&self, tap: &str) -> Result<(), PrivError> {
+        validate_ifname("tap name", tap)?;
+        if self.link_exists(tap)? {
+            self.ip(&["link", "del", tap])?;
+        }
+        Ok(())
+    }
+
+    fn link_exists(&self, name: &str) -> Result<bool, PrivError> {
+        validate_ifname("interface name", name)?;
+        Ok(self
+            .runner
+            .output(&Cmd::new("ip").args(["link", "show", "dev", name]))?
+            .code
+            == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::{CmdOutput, RecordingRunner};
+
+    #[test]
+    fn test_validate_ifname_rejects_bad_names() {
+        assert!(validate_ifname("tap", "bt-0123456789ab").is_ok());
+        for bad in ["", "way-too-long-interface", "a b", "x;rm", "..", "ta/p"] {
+            assert!(validate_ifname("tap", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn test_create_tap_attaches_to_bridge() {
+        let runner = RecordingRunner::with_responder(|c| {
+            // `ip link show` of the tap: absent.
+            Ok(
+                if c.args.first().is_some_and(|a| a == "link")
+                    && c.args.get(1).is_some_and(|a| a == "show")
+                {
+                    CmdOutput {
+                        code: 1,
+                        ..CmdOutput::ok()
+                    }
+                } else {
+                    CmdOutput::ok()
+                },
+            )
+        });
+        let ops = InProcessPrivileged::new(Arc::new(runner.clone()));
+        ops.create_tap("bt-1", "br-fc").unwrap();
+        assert_eq!(
+            runner.lines(),
+            [
+                "ip link show dev bt-1",
+                "ip tuntap add dev bt-1 mode tap",
+                "ip link set bt-1 master br-fc",
+                "ip link set bt-1 up"
+            ]
+        );
+    }
+
+    #[test]
+    fn test_create_tap_failure_to_attach_removes_tap() {
+        let runner = RecordingRunner::with_responder(|c| {
+            let line = c.to_string();
+            Ok(
+                if line.starts_with("ip link show") || line.contains("master") {
+                    CmdOutput {
+                        code: 1,
+                        ..CmdOutput::ok()
+                    }
+                } else {
+                    CmdOutput::ok()
+                },
+            )
+        });
+        let ops = InProcessPrivileged::new(Arc::new(runner.clone()));
+        assert!(ops.create_tap("bt-1", "br-fc").is_err());
+        assert_eq!(runner.lines().last().unwrap(), "ip link del bt-1");
+    }
+
+    #[test]
+    fn test_invalid_input_runs_nothing() {
+        let runner = RecordingRunner::default();
+        let ops = InProcessPrivileged::new(Arc::new(runner.clone()));
+        assert!(ops.ensure_bridge("br;x", Ipv4Addr::LOCALHOST, 24).is_err());
+        assert!(ops.ensure_bridge("br-fc", Ipv4Addr::LOCALHOST, 31).is_err());
+        assert!(runner.calls().is_empty());
+    }
+}

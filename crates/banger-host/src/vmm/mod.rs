@@ -1,0 +1,208 @@
+//! VMM backends behind one trait. [`qemu`] runs the VM spec as a `qemu-system-x86_64 -M
+//! microvm` process (KVM when usable, else TCG).
+//!
+//! A launched VMM is a daemonized process that outlives the daemon; it is identified by
+//! pid plus start time ([`crate::process`]), so a reused pid is never taken for it.
+
+pub mod qemu;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use qemu::{Accel, QemuVmm};
+
+/// A virtio block device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drive {
+    /// Drive id (`rootfs`, `work`).
+    pub id: String,
+    /// Backing file.
+    pub path: PathBuf,
+    /// Attach read-only.
+    pub read_only: bool,
+}
+
+/// The guest's network interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetSpec {
+    /// Host tap device.
+    pub tap: String,
+    /// Guest MAC address.
+    pub mac: String,
+}
+
+/// A vsock device exposed on a host unix socket (Firecracker's hybrid `CONNECT <port>` protocol).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VsockSpec {
+    /// Guest context id (≥ 3).
+    pub cid: u32,
+    /// Host unix socket.
+    pub uds_path: PathBuf,
+}
+
+/// Everything a backend needs to run a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// VM name (for process titles and logs).
+    pub name: String,
+    /// Virtual CPUs.
+    pub vcpu: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Kernel image.
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Block devices, in guest order (`vda`, `vdb`, ...).
+    pub drives: Vec<Drive>,
+    /// Network interface.
+    pub net: Option<NetSpec>,
+    /// vsock device.
+    pub vsock: Option<VsockSpec>,
+    /// Directory for the VMM's sockets, pid file and logs.
+    pub run_dir: PathBuf,
+    /// Serial console output file.
+    pub console_log: PathBuf,
+    /// The VMM's own log file.
+    pub vmm_log: PathBuf,
+}
+
+/// A running VMM process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmmHandle {
+    /// Backend name (`qemu`, `firecracker`).
+    pub backend: String,
+    /// Process id.
+    pub pid: u32,
+    /// Process start time (clock ticks since boot).
+    pub start_time: u64,
+    /// Control socket (QMP or the Firecracker API).
+    pub control_socket: PathBuf,
+}
+
+/// Errors of VMM backends.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// A socket path does not fit in `sun_path` (108 bytes).
+    #[error("socket path {0} is longer than 107 bytes")]
+    SocketPathTooLong(PathBuf),
+    /// The VMM binary could not be started.
+    #[error("cannot start {program}")]
+    Spawn {
+        /// Binary.
+        program: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VMM exited during startup.
+    #[error("{program} failed to start: {detail}")]
+    Startup {
+        /// Binary.
+        program: String,
+        /// Its last log lines.
+        detail: String,
+    },
+    /// Filesystem error around the VMM's files.
+    #[error("vmm file error at {path}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A VMM backend.
+pub trait Vmm: Send + Sync + fmt::Debug {
+    /// Backend name, shown by `vm show` and in logs.
+    fn name(&self) -> String;
+    /// Starts the VM; returns once the VMM process runs.
+    fn launch(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError>;
+    /// Whether the VMM process is still the one we started.
+    fn is_alive(&self, handle: &VmmHandle) -> bool {
+        crate::process::is_same_process(handle.pid, handle.start_time)
+    }
+    /// Kills the VMM process.
+    fn kill(&self, handle: &VmmHandle) {
+        crate::process::kill(handle.pid, handle.start_time);
+    }
+}
+
+/// Fails when `path` cannot be a unix socket address.
+pub fn check_socket_path(path: &std::path::Path) -> Result<(), VmmError> {
+    if path.as_os_str().len() > 107 {
+        return Err(VmmError::SocketPathTooLong(path.to_owned()));
+    }
+    Ok(())
+}
+
+/// Whether KVM can run a stock guest kernel here: `/dev/kvm` exists and the CPU exposes
+/// hardware virtualization (vmx/svm). Nested paravirtual KVM (no vmx/svm) cannot.
+pub fn kvm_usable() -> bool {
+    std::path::Path::new("/dev/kvm").exists()
+        && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+            c.lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        })
+}
+
+/// A fake VMM for tests: records launches, starts a harmless `sleep` so liveness and kill
+/// are real, and can be told to fail.
+#[derive(Debug, Default)]
+pub struct FakeVmm {
+    /// Launched specs.
+    pub launches: std::sync::Mutex<Vec<VmSpec>>,
+    /// When set, `launch` fails with this message.
+    pub fail: std::sync::Mutex<Option<String>>,
+}
+
+impl Vmm for FakeVmm {
+    fn name(&self) -> String {
+        "fake".to_owned()
+    }
+
+    fn launch(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
+        self.launches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(spec.clone());
+        if let Some(msg) = self
+            .fail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        {
+            return Err(VmmError::Startup {
+                program: "fake".into(),
+                detail: msg,
+            });
+        }
+        let child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .map_err(|source| VmmError::Spawn {
+                program: "sleep".into(),
+                source,
+            })?;
+        let pid = child.id();
+        // Reap it in the background so a kill does not leave a zombie.
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
+        });
+        let start_time = crate::process::start_time(pid).unwrap_or(0);
+        Ok(VmmHandle {
+            backend: "fake".into(),
+            pid,
+            start_time,
+            control_socket: spec.run_dir.join("fake.sock"),
+        })
+    }
+}

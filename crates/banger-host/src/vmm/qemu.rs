@@ -1,0 +1,289 @@
+//! The QEMU backend: `qemu-system-x86_64 -M microvm`, daemonized, with a QMP socket.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{VmSpec, Vmm, VmmError, VmmHandle, check_socket_path};
+
+/// CPU acceleration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization.
+    Kvm,
+    /// Software emulation (needs `tsc_early_khz=` on the kernel command line under microvm).
+    Tcg,
+}
+
+/// QEMU as a VMM.
+#[derive(Debug, Clone)]
+pub struct QemuVmm {
+    binary: PathBuf,
+    accel: Accel,
+}
+
+impl QemuVmm {
+    /// QEMU at `binary` with `accel`.
+    pub fn new(binary: PathBuf, accel: Accel) -> Self {
+        QemuVmm { binary, accel }
+    }
+
+    /// The acceleration in use.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// The QMP socket of a VM run dir.
+pub fn qmp_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("qmp.sock")
+}
+
+/// The full QEMU argument vector for `spec` (without the binary).
+pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| (*s).to_owned()));
+    let machine = match spec.vsock {
+        Some(_) => "microvm,pit=on,pic=on,rtc=on,memory-backend=mem",
+        None => "microvm,pit=on,pic=on,rtc=on",
+    };
+    push(&[
+        "-name",
+        &format!("banger-{},process=banger-{}", spec.name, spec.name),
+    ]);
+    push(&["-M", machine]);
+    push(&["-accel", if accel == Accel::Kvm { "kvm" } else { "tcg" }]);
+    push(&["-cpu", if accel == Accel::Kvm { "host" } else { "max" }]);
+    push(&[
+        "-smp",
+        &spec.vcpu.to_string(),
+        "-m",
+        &format!("{}M", spec.memory_mib),
+    ]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    push(&["-kernel", &p(&spec.kernel)]);
+    if let Some(initrd) = &spec.initrd {
+        push(&["-initrd", &p(initrd)]);
+    }
+    let mut cmdline = spec.cmdline.clone();
+    if accel == Accel::Tcg && !cmdline.contains("tsc_early_khz=") {
+        cmdline.push_str(" tsc_early_khz=2000000");
+    }
+    push(&["-append", &cmdline]);
+    for d in &spec.drives {
+        let ro = if d.read_only { ",readonly=on" } else { "" };
+        push(&[
+            "-drive",
+            &format!(
+                "id={},file={},format=raw,if=none,cache=unsafe{ro}",
+                d.id,
+                p(&d.path)
+            ),
+        ]);
+        push(&["-device", &format!("virtio-blk-device,drive={}", d.id)]);
+    }
+    if let Some(net) = &spec.net {
+        push(&[
+            "-netdev",
+            &format!("tap,id=n0,ifname={},script=no,downscript=no", net.tap),
+        ]);
+        push(&[
+            "-device",
+            &format!("virtio-net-device,netdev=n0,mac={}", net.mac),
+        ]);
+    }
+    if let Some(vsock) = &spec.vsock {
+        push(&[
+            "-object",
+            &format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                spec.memory_mib
+            ),
+        ]);
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=vsock0,path={}",
+                p(&spec.run_dir.join("vhost-vsock.sock"))
+            ),
+        ]);
+        push(&[
+            "-device",
+            &format!(
+                "vhost-user-vsock-device,chardev=vsock0,guest-cid={}",
+                vsock.cid
+            ),
+        ]);
+    }
+    push(&["-serial", &format!("file:{}", p(&spec.console_log))]);
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", p(&qmp_socket(&spec.run_dir))),
+    ]);
+    push(&["-pidfile", &p(&spec.run_dir.join("qemu.pid"))]);
+    push(&["-daemonize"]);
+    a
+}
+
+impl Vmm for QemuVmm {
+    fn name(&self) -> String {
+        match self.accel {
+            Accel::Kvm => "qemu (kvm)".to_owned(),
+            Accel::Tcg => "qemu (tcg)".to_owned(),
+        }
+    }
+
+    fn launch(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
+        let qmp = qmp_socket(&spec.run_dir);
+        check_socket_path(&qmp)?;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| VmmError::Io { path, source }
+        };
+        let pidfile = spec.run_dir.join("qemu.pid");
+        let _ = fs_err::remove_file(&pidfile);
+        let log = fs_err::File::create(&spec.vmm_log).map_err(io(&spec.vmm_log))?;
+        let log2 = log.try_clone().map_err(io(&spec.vmm_log))?;
+        let program = self.binary.display().to_string();
+        let status = Command::new(&self.binary)
+            .args(qemu_args(spec, self.accel))
+            .stdin(Stdio::null())
+            .stdout(log.into_parts().0)
+            .stderr(log2.into_parts().0)
+            .status()
+            .map_err(|source| VmmError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        let detail = || {
+            let text = std::fs::read_to_string(&spec.vmm_log).unwrap_or_default();
+            let lines: Vec<&str> = text.trim().lines().rev().take(5).collect();
+            lines.into_iter().rev().collect::<Vec<_>>().join("; ")
+        };
+        if !status.success() {
+            return Err(VmmError::Startup {
+                program,
+                detail: format!("{status}: {}", detail()),
+            });
+        }
+        // -daemonize returns after the VM is set up; the pid file is written by then.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let pid = loop {
+            if let Ok(text) = std::fs::read_to_string(&pidfile)
+                && let Ok(pid) = text.trim().parse::<u32>()
+            {
+                break pid;
+            }
+            if Instant::now() > deadline {
+                return Err(VmmError::Startup {
+                    program,
+                    detail: "no pid file after 5s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let start_time = crate::process::start_time(pid).ok_or_else(|| VmmError::Startup {
+            program: program.clone(),
+            detail: format!("pid {pid} exited: {}", detail()),
+        })?;
+        Ok(VmmHandle {
+            backend: self.name(),
+            pid,
+            start_time,
+            control_socket: qmp,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::{Drive, NetSpec};
+
+    fn spec() -> VmSpec {
+        VmSpec {
+            name: "web".into(),
+            vcpu: 2,
+            memory_mib: 1024,
+            kernel: "/k/vmlinuz".into(),
+            initrd: Some("/k/initrd.img".into()),
+            cmdline: "console=ttyS0 root=/dev/vda".into(),
+            drives: vec![
+                Drive {
+                    id: "rootfs".into(),
+                    path: "/v/root.ext4".into(),
+                    read_only: false,
+                },
+                Drive {
+                    id: "work".into(),
+                    path: "/v/work.ext4".into(),
+                    read_only: false,
+                },
+            ],
+            net: Some(NetSpec {
+                tap: "bt-1".into(),
+                mac: "06:00:ac:10:00:02".into(),
+            }),
+            vsock: None,
+            run_dir: "/r".into(),
+            console_log: "/v/console.log".into(),
+            vmm_log: "/v/vmm.log".into(),
+        }
+    }
+
+    #[test]
+    fn test_qemu_args_tcg_microvm() {
+        let args = qemu_args(&spec(), Accel::Tcg).join(" ");
+        assert!(
+            args.contains("-M microvm,pit=on,pic=on,rtc=on -accel tcg -cpu max -smp 2 -m 1024M"),
+            "{args}"
+        );
+        assert!(
+            args.contains("-append console=ttyS0 root=/dev/vda tsc_early_khz=2000000"),
+            "{args}"
+        );
+        assert!(args.contains("-drive id=rootfs,file=/v/root.ext4,format=raw,if=none,cache=unsafe -device virtio-blk-device,drive=rootfs -drive id=work"), "{args}");
+        assert!(args.contains("-netdev tap,id=n0,ifname=bt-1,script=no,downscript=no -device virtio-net-device,netdev=n0,mac=06:00:ac:10:00:02"), "{args}");
+        assert!(
+            args.contains("-qmp unix:/r/qmp.sock,server=on,wait=off"),
+            "{args}"
+        );
+        assert!(args.ends_with("-daemonize"));
+    }
+
+    #[test]
+    fn test_qemu_args_kvm_without_tsc_and_with_vsock() {
+        let mut s = spec();
+        s.vsock = Some(crate::vmm::VsockSpec {
+            cid: 3,
+            uds_path: "/r/v.sock".into(),
+        });
+        let args = qemu_args(&s, Accel::Kvm).join(" ");
+        assert!(!args.contains("tsc_early_khz"));
+        assert!(args.contains("-accel kvm -cpu host"));
+        assert!(
+            args.contains("memory-backend=mem")
+                && args.contains("vhost-user-vsock-device,chardev=vsock0,guest-cid=3")
+        );
+    }
+
+    #[test]
+    fn test_long_socket_path_refused() {
+        let mut s = spec();
+        s.run_dir = PathBuf::from(format!("/{}", "x".repeat(120)));
+        let err = QemuVmm::new("qemu-system-x86_64".into(), Accel::Tcg)
+            .launch(&s)
+            .unwrap_err();
+        assert!(matches!(err, VmmError::SocketPathTooLong(_)));
+    }
+}
