@@ -5,7 +5,10 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::types::{Empty, OperationsListResult, PingResult, VmInfo, VmListResult, VmRef};
+use crate::types::{
+    Empty, ImageEnsureParams, ImageInfo, KernelImportParams, KernelInfo, OperationsListResult,
+    PingResult, SshInfo, VmCreateParams, VmInfo, VmListResult, VmLogs, VmOpResult, VmRef, VmRefs,
+};
 
 /// A typed RPC method.
 pub trait Method {
@@ -45,4 +48,28 @@ methods! {
     VmShow = "vm.show" (VmRef) -> VmInfo;
     /// In-flight operations.
     OperationsList = "daemon.operations.list" (Empty) -> OperationsListResult;
+    /// Creates (and unless `no_start`, starts and waits for) a VM.
+    VmCreate = "vm.create" (VmCreateParams) -> VmInfo;
+    /// Starts stopped VMs.
+    VmStart = "vm.start" (VmRefs) -> VmOpResult;
+    /// Stops VMs gracefully (guest poweroff, then kill after a short deadline).
+    VmStop = "vm.stop" (VmRefs) -> VmOpResult;
+    /// Stops then starts VMs.
+    VmRestart = "vm.restart" (VmRefs) -> VmOpResult;
+    /// Kills VMs' VMM processes at once.
+    VmKill = "vm.kill" (VmRefs) -> VmOpResult;
+    /// Stops VMs and removes them with their disks.
+    VmDelete = "vm.delete" (VmRefs) -> VmOpResult;
+    /// How to ssh into a running VM.
+    VmSsh = "vm.ssh" (VmRef) -> SshInfo;
+    /// VMM and console logs of a VM.
+    VmLogsGet = "vm.logs" (VmRef) -> VmLogs;
+    /// Imports a kernel.
+    KernelImport = "kernel.import" (KernelImportParams) -> KernelInfo;
+    /// Lists kernels.
+    KernelList = "kernel.list" (Empty) -> Vec<KernelInfo>;
+    /// Makes sure an image is available locally (building the default one if needed).
+    ImageEnsure = "image.ensure" (ImageEnsureParams) -> ImageInfo;
+    /// Lists images.
+    ImageList = "image.list" (Empty) -> Vec<ImageInfo>;
 }

@@ -171,3 +171,137 @@ pub struct OperationsListResult {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
+
+/// Params of `vm.create`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmCreateParams {
+    /// Name; generated when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Image name; config `default_image_name` when absent.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Virtual CPUs.
+    #[serde(default)]
+    pub vcpu: Option<u32>,
+    /// Memory in MiB.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Work disk size, e.g. `8G`.
+    #[serde(default)]
+    pub disk_size: Option<String>,
+    /// Record the VM but do not start it.
+    #[serde(default)]
+    pub no_start: bool,
+}
+
+/// Params naming several VMs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmRefs {
+    /// VM names or ids.
+    pub names: Vec<String>,
+}
+
+/// Per-VM outcome of a multi-VM operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmOpOutcome {
+    /// The name as given.
+    pub name: String,
+    /// The VM after the operation, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmInfo>,
+    /// The error, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::RpcError>,
+}
+
+/// Result of multi-VM operations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmOpResult {
+    /// One outcome per distinct name, in the order given.
+    pub outcomes: Vec<VmOpOutcome>,
+}
+
+/// How to reach a VM over ssh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshInfo {
+    /// VM name.
+    pub name: String,
+    /// Guest address.
+    pub host: String,
+    /// Guest user.
+    pub user: String,
+    /// banger's private key.
+    pub key_path: String,
+    /// banger's known_hosts.
+    pub known_hosts: String,
+    /// The alias the guest's host key is pinned under.
+    pub host_key_alias: String,
+    /// The workspace dir to run in, if prepared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+}
+
+/// Result of `vm.logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmLogs {
+    /// The VMM's own log.
+    pub vmm: String,
+    /// The guest serial console.
+    pub console: String,
+}
+
+/// Params of `kernel.import`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelImportParams {
+    /// Import the distro's cloud kernel.
+    #[serde(default)]
+    pub from_distro: bool,
+    /// Name; derived when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A stored kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    /// Name.
+    pub name: String,
+    /// Kernel release.
+    pub version: String,
+    /// Origin.
+    pub source: String,
+    /// Boot kernel file.
+    pub kernel: String,
+    /// Initramfs.
+    pub initrd: Option<String>,
+    /// sha256 of the kernel file.
+    pub sha256: String,
+}
+
+/// A stored image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Name.
+    pub name: String,
+    /// Origin.
+    pub source: String,
+    /// Root filesystem.
+    pub rootfs: String,
+    /// Kernel name.
+    pub kernel: Option<String>,
+    /// Rootfs size in bytes.
+    pub size_bytes: u64,
+}
+
+/// Params naming an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageEnsureParams {
+    /// Image name; the default image when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+}

@@ -28,6 +28,12 @@ pub(crate) enum Command {
     Vm(VmCommand),
     /// List VMs (same as `banger vm list`).
     Ps(ListArgs),
+    /// Manage kernels.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -52,6 +58,57 @@ pub(crate) enum VmCommand {
     /// List VMs.
     #[command(visible_alias = "ls")]
     List(ListArgs),
+    /// Create a VM, start it and wait until ssh answers.
+    Create {
+        #[command(flatten)]
+        args: CreateArgs,
+        /// Only record the VM and make its disks; do not start it.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Create, start, then open a shell in a fresh VM or run CMD in it (exit code propagates).
+    Run {
+        #[command(flatten)]
+        args: CreateArgs,
+        /// Delete the VM afterwards.
+        #[arg(long)]
+        rm: bool,
+        /// Command to run instead of an interactive shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Start stopped VMs.
+    Start(NamesArgs),
+    /// Stop VMs gracefully (guest poweroff, then kill after a short deadline).
+    Stop(NamesArgs),
+    /// Stop then start VMs.
+    Restart(NamesArgs),
+    /// Kill VMs at once (when `vm stop` hangs).
+    Kill(NamesArgs),
+    /// Stop VMs and remove them and their disks (irreversible).
+    #[command(visible_alias = "rm")]
+    Delete(NamesArgs),
+    /// Open a shell in a VM, or run CMD there.
+    Ssh {
+        /// VM name or id.
+        name: String,
+        /// Command to run.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Run CMD in a VM; its exit code is banger's.
+    Exec {
+        /// VM name or id.
+        name: String,
+        /// Command to run.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show a VM's VMM log and serial console log.
+    Logs {
+        /// VM name or id.
+        name: String,
+    },
     /// Show one VM.
     Show {
         /// VM name or id.
@@ -60,6 +117,68 @@ pub(crate) enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KernelCommand {
+    /// Import a kernel. `--from-distro` fetches the distro's cloud kernel with apt (download
+    /// only), extracts a bootable vmlinux and builds a small initramfs.
+    Import {
+        /// Import the distro's cloud kernel.
+        #[arg(long)]
+        from_distro: bool,
+        /// Name to store it under.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List kernels.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Make sure an image is available (builds the default debian-bookworm image once).
+    Ensure {
+        /// Image name (default: config `default_image_name`).
+        name: Option<String>,
+    },
+    /// List images.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Sizing and image flags shared by `vm create` and `vm run`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CreateArgs {
+    /// VM name (1-63 of a-z, 0-9, '-'); generated when omitted.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Image (default: config `default_image_name`, debian-bookworm).
+    #[arg(long)]
+    pub(crate) image: Option<String>,
+    /// vCPUs. Default: [vm_defaults] in config, else host cpus/4 (max 4), else 1.
+    #[arg(long)]
+    pub(crate) vcpu: Option<u32>,
+    /// Memory in MiB. Default: [vm_defaults] in config, else host RAM/8 (max 8 GiB), else 512.
+    #[arg(long)]
+    pub(crate) memory: Option<u64>,
+    /// Work disk (/root) size, e.g. 8G. Default: [vm_defaults] in config, else 8G.
+    #[arg(long)]
+    pub(crate) disk_size: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NamesArgs {
+    /// VM names or ids (several run concurrently).
+    #[arg(required = true)]
+    pub(crate) names: Vec<String>,
 }
 
 #[derive(Debug, Args)]

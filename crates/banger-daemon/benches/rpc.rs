@@ -72,6 +72,11 @@ fn bench_rpc(c: &mut Criterion) {
         config: Arc::new(Config::default()),
         store: Arc::new(store),
         clock: Arc::new(SystemClock),
+        runner: Arc::new(banger_host::RecordingRunner::default()),
+        privileged: Arc::new(banger_host::InProcessPrivileged::new(Arc::new(
+            banger_host::RecordingRunner::default(),
+        ))),
+        vmm: Arc::new(banger_host::vmm::FakeVmm::default()),
     };
     let daemon = Arc::new(Daemon::new(infra, banger_config::layout::current_uid()));
     let listener = rt.block_on(bind_socket(&layout.socket_path)).unwrap();

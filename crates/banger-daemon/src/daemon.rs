@@ -4,14 +4,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use banger_config::{Config, Layout};
-use banger_host::Clock;
+use banger_host::vmm::Vmm;
+use banger_host::{Clock, CommandRunner, PrivilegedOps};
 use banger_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::OpRegistry;
 use crate::services::{HostNetwork, ImageService, VmService, WorkspaceService};
 
-/// Shared infrastructure every service may use.
+/// Shared infrastructure every service may use. Every host side effect goes through one of
+/// these traits, so tests swap in recording fakes.
 #[derive(Debug, Clone)]
 pub struct Infra {
     /// Where files live.
@@ -22,12 +24,18 @@ pub struct Infra {
     pub store: Arc<Store>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Host commands (mkfs, debugfs, cp, ssh-keygen, apt, debootstrap).
+    pub runner: Arc<dyn CommandRunner>,
+    /// Privileged operations (bridge, taps).
+    pub privileged: Arc<dyn PrivilegedOps>,
+    /// The VMM backend.
+    pub vmm: Arc<dyn Vmm>,
 }
 
 /// The four services.
 #[derive(Debug, Clone)]
 pub struct Services {
-    /// Bridge, taps, NAT, DNS, VMM processes, disks.
+    /// Bridge, taps, IP allocation.
     pub network: Arc<HostNetwork>,
     /// Images and kernels.
     pub image: Arc<ImageService>,
@@ -37,19 +45,13 @@ pub struct Services {
     pub vm: Arc<VmService>,
 }
 
-/// Builds the services from infrastructure, once. Tests may build their own `Services`
-/// (replacing one) instead.
+/// Builds the services from infrastructure, once. `VmService` composes the others.
 pub fn wire_services(infra: &Infra) -> Services {
     let network = Arc::new(HostNetwork::new(infra.clone()));
     let image = Arc::new(ImageService::new(infra.clone()));
     let workspace = Arc::new(WorkspaceService::new(infra.clone()));
-    let vm = Arc::new(VmService::new(infra.clone()));
-    Services {
-        network,
-        image,
-        workspace,
-        vm,
-    }
+    let vm = Arc::new(VmService::new(infra.clone(), Arc::clone(&network), Arc::clone(&image)));
+    Services { network, image, workspace, vm }
 }
 
 /// The daemon: infrastructure, services, and process-wide state.

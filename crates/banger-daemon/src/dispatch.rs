@@ -3,11 +3,12 @@
 use std::future::Future;
 
 use banger_api::methods::{self, Method};
-use banger_api::types::{Empty, OperationsListResult, PingResult, VmListResult};
+use banger_api::types::{Empty, ImageInfo, OperationsListResult, PingResult, VmListResult, VmOpResult};
 use banger_api::{ErrorCode, RpcError};
 use serde_json::Value;
 
 use crate::daemon::Daemon;
+use crate::services::Lifecycle;
 
 /// Decodes params for `M`, runs `f`, encodes its result.
 async fn call<M, F, Fut>(params: Value, f: F) -> Result<Value, RpcError>
@@ -43,7 +44,29 @@ pub const SERVED: &[&str] = &[
     methods::VmList::NAME,
     methods::VmShow::NAME,
     methods::OperationsList::NAME,
+    methods::VmCreate::NAME,
+    methods::VmStart::NAME,
+    methods::VmStop::NAME,
+    methods::VmRestart::NAME,
+    methods::VmKill::NAME,
+    methods::VmDelete::NAME,
+    methods::VmSsh::NAME,
+    methods::VmLogsGet::NAME,
+    methods::KernelImport::NAME,
+    methods::KernelList::NAME,
+    methods::ImageEnsure::NAME,
+    methods::ImageList::NAME,
 ];
+
+async fn many<M>(daemon: &Daemon, params: Value, op: Lifecycle) -> Result<Value, RpcError>
+where
+    M: Method<Params = banger_api::types::VmRefs, Result = VmOpResult>,
+{
+    call::<M, _, _>(params, |p| async move {
+        Ok(VmOpResult { outcomes: daemon.services.vm.lifecycle_many(&p.names, op).await })
+    })
+    .await
+}
 
 /// Runs one method.
 pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Value, RpcError> {
@@ -82,6 +105,47 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
                 Ok(OperationsListResult { operations: daemon.ops.list() })
             })
             .await
+        }
+        methods::VmCreate::NAME => call::<methods::VmCreate, _, _>(params, |p| s.vm.create(p)).await,
+        methods::VmStart::NAME => many::<methods::VmStart>(daemon, params, Lifecycle::Start).await,
+        methods::VmStop::NAME => many::<methods::VmStop>(daemon, params, Lifecycle::Stop).await,
+        methods::VmRestart::NAME => many::<methods::VmRestart>(daemon, params, Lifecycle::Restart).await,
+        methods::VmKill::NAME => many::<methods::VmKill>(daemon, params, Lifecycle::Kill).await,
+        methods::VmDelete::NAME => many::<methods::VmDelete>(daemon, params, Lifecycle::Delete).await,
+        methods::VmSsh::NAME => {
+            call::<methods::VmSsh, _, _>(params, |p| async move { s.vm.ssh_info(&p.name).await }).await
+        }
+        methods::VmLogsGet::NAME => {
+            call::<methods::VmLogsGet, _, _>(params, |p| async move { s.vm.logs(&p.name).await }).await
+        }
+        methods::KernelImport::NAME => {
+            call::<methods::KernelImport, _, _>(params, |p| async move {
+                if !p.from_distro {
+                    return Err(RpcError::new(ErrorCode::BadRequest, "only --from-distro imports are supported so far"));
+                }
+                s.image.import_distro_kernel(p.name).await
+            })
+            .await
+        }
+        methods::KernelList::NAME => {
+            call::<methods::KernelList, _, _>(params, |Empty {}| s.image.list_kernels()).await
+        }
+        methods::ImageEnsure::NAME => {
+            call::<methods::ImageEnsure, _, _>(params, |p| async move {
+                let name = p.name.unwrap_or_else(|| daemon.infra.config.default_image_name.clone());
+                let (image, kernel) = s.image.ensure_image(&name).await?;
+                Ok(ImageInfo {
+                    name: image.name,
+                    source: image.source,
+                    rootfs: image.rootfs_path,
+                    kernel: Some(kernel.name),
+                    size_bytes: image.size_bytes,
+                })
+            })
+            .await
+        }
+        methods::ImageList::NAME => {
+            call::<methods::ImageList, _, _>(params, |Empty {}| s.image.list_images()).await
         }
         other => Err(RpcError::new(ErrorCode::UnknownMethod, format!("unknown method {other:?}"))
             .with_hint("the CLI and daemon may be different versions; `banger daemon stop` restarts it on next use")),

@@ -4,9 +4,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use banger_config::{Config, Layout, env};
+use banger_config::{Config, Layout, VmmKind, env};
 use banger_daemon::{Daemon, Infra, bind_socket, logging, serve};
-use banger_host::SystemClock;
+use banger_host::vmm::{Accel, QemuVmm, Vmm, kvm_usable};
+use banger_host::{CommandRunner, InProcessPrivileged, RealRunner, SystemClock};
 use banger_store::{SchemaState, Store};
 use clap::Parser;
 use tracing::{error, info};
@@ -92,15 +93,24 @@ fn run() -> anyhow::Result<ExitCode> {
 async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<()> {
     let db = layout.db_path();
     let store = tokio::task::spawn_blocking(move || Store::open(&db)).await??;
+    let runner: Arc<dyn CommandRunner> = Arc::new(RealRunner);
+    let vmm = select_vmm(&config)?;
+    info!(vmm = vmm.name(), "vmm backend selected");
     let infra = Infra {
         layout: layout.clone(),
         config: Arc::new(config),
         store: Arc::new(store),
         clock: Arc::new(SystemClock),
+        privileged: Arc::new(InProcessPrivileged::new(Arc::clone(&runner))),
+        runner,
+        vmm,
     };
     let owner_uid = banger_config::layout::current_uid();
     let daemon = Arc::new(Daemon::new(infra, owner_uid));
     let listener = bind_socket(&layout.socket_path).await?;
+    if let Err(e) = daemon.services.vm.reconcile().await {
+        error!("reconcile failed: {}", e.message);
+    }
     info!(
         pid = std::process::id(),
         version = banger_api::VERSION,
@@ -129,4 +139,30 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
     let _ = fs_err::remove_file(&layout.socket_path);
     info!("bangerd stopped");
     Ok(())
+}
+
+fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file())
+    })
+}
+
+/// Picks the VMM backend: Firecracker when chosen (or auto and usable), else QEMU.
+fn select_vmm(config: &Config) -> anyhow::Result<Arc<dyn Vmm>> {
+    let firecracker = config.firecracker_bin.clone().or_else(|| find_in_path("firecracker"));
+    match config.vmm {
+        VmmKind::Firecracker => anyhow::bail!(
+            "vmm = \"firecracker\" is not available in this build yet (firecracker at {:?})\nhint: set vmm = \"qemu\" or \"auto\"",
+            firecracker
+        ),
+        VmmKind::Auto | VmmKind::Qemu => {
+            let qemu = config
+                .qemu_bin
+                .clone()
+                .or_else(|| find_in_path("qemu-system-x86_64"))
+                .unwrap_or_else(|| "qemu-system-x86_64".into());
+            let accel = if kvm_usable() { Accel::Kvm } else { Accel::Tcg };
+            Ok(Arc::new(QemuVmm::new(qemu, accel)))
+        }
+    }
 }

@@ -1,17 +1,246 @@
-//! `ImageService`: images and kernels (pull, register, promote, delete, kernel import).
+//! `ImageService`: images and kernels. Builds the default kernel (distro import) and image
+//! (debootstrap) on first need. Slow work runs unlocked in a staging dir; publication (re-check,
+//! atomic rename, row upsert) happens under `publication`, the image publication lock.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use banger_api::types::{ImageInfo, KernelInfo};
+use banger_api::{ErrorCode, RpcError};
+use banger_store::{ImageRecord, KernelRecord, Store, StoreError};
+use tokio::sync::Mutex;
+use tracing::info;
 
 use crate::daemon::Infra;
+use crate::error::{chain, store_error};
+
+/// The name the distro kernel is stored under.
+pub const DISTRO_KERNEL_NAME: &str = "debian-cloud";
 
 /// Images and kernels.
 #[derive(Debug)]
 pub struct ImageService {
-    #[allow(dead_code)]
     infra: Infra,
+    /// Coalesces concurrent builds of the default kernel and image (one build at a time).
+    build: Mutex<()>,
+    /// The image publication lock: held only across re-check + rename + upsert.
+    publication: Mutex<()>,
+}
+
+fn failed(step: &str, e: &dyn std::error::Error) -> RpcError {
+    RpcError::new(ErrorCode::OperationFailed, format!("{step}: {}", chain(e)))
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RpcError> + Send + 'static,
+) -> Result<T, RpcError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RpcError::new(ErrorCode::OperationFailed, format!("worker task failed: {e}")))?
+}
+
+pub(crate) async fn with_store<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, RpcError> {
+    let store = Arc::clone(store);
+    blocking(move || f(&store).map_err(|e| store_error(&e))).await
+}
+
+fn kernel_info(k: &KernelRecord) -> KernelInfo {
+    KernelInfo {
+        name: k.name.clone(),
+        version: k.version.clone(),
+        source: k.source.clone(),
+        kernel: k.vmlinux_path.clone(),
+        initrd: k.initrd_path.clone(),
+        sha256: k.sha256.clone(),
+    }
+}
+
+/// The busybox to put into initramfs images: it must be statically linked.
+fn static_busybox() -> Result<PathBuf, RpcError> {
+    for candidate in ["/bin/busybox", "/usr/bin/busybox"] {
+        let path = Path::new(candidate);
+        if let Ok(bytes) = std::fs::read(path) {
+            let dynamic = bytes.windows(14).any(|w| w == b"/lib64/ld-linu");
+            if !dynamic {
+                return Ok(path.to_owned());
+            }
+        }
+    }
+    Err(RpcError::new(ErrorCode::OperationFailed, "no statically linked busybox found")
+        .with_hint("apt-get install busybox-static"))
+}
+
+fn random_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
 
 impl ImageService {
     /// A new service.
     pub fn new(infra: Infra) -> Self {
-        ImageService { infra }
+        ImageService { infra, build: Mutex::new(()), publication: Mutex::new(()) }
+    }
+
+    /// All kernels.
+    pub async fn list_kernels(&self) -> Result<Vec<KernelInfo>, RpcError> {
+        let ks = with_store(&self.infra.store, Store::list_kernels).await?;
+        Ok(ks.iter().map(kernel_info).collect())
+    }
+
+    /// All images.
+    pub async fn list_images(&self) -> Result<Vec<ImageInfo>, RpcError> {
+        let images = with_store(&self.infra.store, Store::list_images).await?;
+        let kernels = with_store(&self.infra.store, Store::list_kernels).await?;
+        Ok(images
+            .into_iter()
+            .map(|i| ImageInfo {
+                kernel: i.kernel_id.as_ref().and_then(|id| kernels.iter().find(|k| &k.id == id)).map(|k| k.name.clone()),
+                name: i.name,
+                source: i.source,
+                rootfs: i.rootfs_path,
+                size_bytes: i.size_bytes,
+            })
+            .collect())
+    }
+
+    /// Imports the distro kernel (`kernel import --from-distro`); reuses a stored one.
+    pub async fn import_distro_kernel(&self, name: Option<String>) -> Result<KernelInfo, RpcError> {
+        let name = name.unwrap_or_else(|| DISTRO_KERNEL_NAME.to_owned());
+        Ok(kernel_info(&self.ensure_kernel(&name).await?))
+    }
+
+    /// The distro kernel `name`, importing it when missing.
+    pub async fn ensure_kernel(&self, name: &str) -> Result<KernelRecord, RpcError> {
+        let key = name.to_owned();
+        if let Some(k) = with_store(&self.infra.store, move |s| s.get_kernel(&key)).await?
+            && Path::new(&k.vmlinux_path).exists()
+        {
+            return Ok(k);
+        }
+        let _build = self.build.lock().await;
+        let key = name.to_owned();
+        if let Some(k) = with_store(&self.infra.store, move |s| s.get_kernel(&key)).await?
+            && Path::new(&k.vmlinux_path).exists()
+        {
+            return Ok(k);
+        }
+        info!(kernel = name, "importing the distro kernel");
+        let busybox = static_busybox()?;
+        let kernels = self.infra.layout.kernels_dir();
+        let staging = kernels.join(format!(".staging-{}", random_suffix()));
+        let work = self.infra.layout.cache_dir.join(format!("kernel-work-{}", random_suffix()));
+        let runner = Arc::clone(&self.infra.runner);
+        let name_owned = name.to_owned();
+        let (st, wk) = (staging.clone(), work.clone());
+        let built = blocking(move || {
+            banger_image::kernel::import_from_distro(runner.as_ref(), &name_owned, &busybox, &wk, &st)
+                .map_err(|e| failed("kernel import", &e))
+        })
+        .await;
+        let manifest = match built {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = fs_err::remove_dir_all(&staging);
+                let _ = fs_err::remove_dir_all(&work);
+                return Err(e.with_hint("kernel import needs apt (Debian/Ubuntu) and busybox-static"));
+            }
+        };
+        let final_dir = kernels.join(name);
+        let rebase = |p: &str| p.replace(&staging.display().to_string(), &final_dir.display().to_string());
+        let record = KernelRecord {
+            id: random_suffix() + &random_suffix(),
+            name: name.to_owned(),
+            version: manifest.version.clone(),
+            source: manifest.source.clone(),
+            managed: true,
+            vmlinux_path: rebase(&manifest.kernel),
+            initrd_path: Some(rebase(&manifest.initrd)),
+            modules_dir: Some(rebase(&manifest.modules)),
+            sha256: manifest.sha256.clone(),
+            created_at: self.infra.clock.now_rfc3339(),
+        };
+        let _publish = self.publication.lock().await;
+        let _ = fs_err::remove_dir_all(&final_dir);
+        fs_err::rename(&staging, &final_dir).map_err(|e| failed("kernel publish", &e))?;
+        let rec = record.clone();
+        with_store(&self.infra.store, move |s| s.upsert_kernel(&rec)).await?;
+        info!(kernel = name, version = record.version, "kernel imported");
+        Ok(record)
+    }
+
+    /// The image `name`; the default image is built from the Debian mirror when missing.
+    pub async fn ensure_image(&self, name: &str) -> Result<(ImageRecord, KernelRecord), RpcError> {
+        if let Some(found) = self.lookup(name).await? {
+            return Ok(found);
+        }
+        if name != "debian-bookworm" {
+            return Err(RpcError::new(ErrorCode::NotFound, format!("image {name:?} not found"))
+                .with_hint("`banger image list` shows local images; the built-in default is debian-bookworm"));
+        }
+        let kernel = self.ensure_kernel(DISTRO_KERNEL_NAME).await?;
+        let _build = self.build.lock().await;
+        if let Some(found) = self.lookup(name).await? {
+            return Ok(found);
+        }
+        info!(image = name, "building the default image with debootstrap (once)");
+        let images = self.infra.layout.images_dir();
+        let staging = images.join(format!(".staging-{}", random_suffix()));
+        let work = self.infra.layout.cache_dir.join(format!("image-work-{}", random_suffix()));
+        let runner = Arc::clone(&self.infra.runner);
+        let (st, wk) = (staging.clone(), work.clone());
+        let built = blocking(move || {
+            let mirror = banger_image::rootfs::configured_mirror();
+            banger_image::rootfs::build_debian(runner.as_ref(), "bookworm", &mirror, &wk, &st)
+                .map_err(|e| failed("image build", &e))
+        })
+        .await;
+        let size = match built {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = fs_err::remove_dir_all(&staging);
+                let _ = fs_err::remove_dir_all(&work);
+                return Err(e.with_hint("building the default image needs debootstrap and the Debian mirror"));
+            }
+        };
+        let final_dir = images.join(name);
+        let record = ImageRecord {
+            id: random_suffix() + &random_suffix(),
+            name: name.to_owned(),
+            source: "debootstrap:bookworm".to_owned(),
+            managed: true,
+            rootfs_path: final_dir.join("rootfs.ext4").display().to_string(),
+            work_seed_path: Some(final_dir.join("work-seed").display().to_string()),
+            kernel_id: Some(kernel.id.clone()),
+            digest: None,
+            config: serde_json::json!({}),
+            size_bytes: size,
+            created_at: self.infra.clock.now_rfc3339(),
+        };
+        let _publish = self.publication.lock().await;
+        let _ = fs_err::remove_dir_all(&final_dir);
+        fs_err::rename(&staging, &final_dir).map_err(|e| failed("image publish", &e))?;
+        let rec = record.clone();
+        with_store(&self.infra.store, move |s| s.upsert_image(&rec)).await?;
+        info!(image = name, "image built");
+        Ok((record, kernel))
+    }
+
+    async fn lookup(&self, name: &str) -> Result<Option<(ImageRecord, KernelRecord)>, RpcError> {
+        let key = name.to_owned();
+        let Some(image) = with_store(&self.infra.store, move |s| s.get_image(&key)).await? else {
+            return Ok(None);
+        };
+        if !Path::new(&image.rootfs_path).exists() {
+            return Ok(None);
+        }
+        let Some(kid) = image.kernel_id.clone() else {
+            return Err(RpcError::new(ErrorCode::OperationFailed, format!("image {name:?} has no kernel")));
+        };
+        let kernel = with_store(&self.infra.store, move |s| s.get_kernel(&kid)).await?.ok_or_else(|| {
+            RpcError::new(ErrorCode::OperationFailed, format!("image {name:?} refers to a missing kernel"))
+        })?;
+        Ok(Some((image, kernel)))
     }
 }

@@ -1,11 +1,11 @@
 //! The daemon's services. Each owns its own state and locks.
 
-mod image;
-mod network;
-mod vm;
-mod workspace;
+pub mod image;
+pub mod network;
+pub mod vm;
+pub mod workspace;
 
 pub use image::ImageService;
 pub use network::HostNetwork;
-pub use vm::VmService;
+pub use vm::{Lifecycle, VmService};
 pub use workspace::WorkspaceService;

@@ -1,35 +1,50 @@
-//! `VmService`: VM lifecycle, listing and lookup.
+//! `VmService`: VM lifecycle.
+//!
+//! Locks: `vm_locks[id]` is held across a whole lifecycle op on one VM; `create_reservation`
+//! only across name check + IP allocation + first row insert. The handle cache (`handles`) is
+//! a leaf lock, never held across I/O; it is mirrored to `<vm dir>/handles.json`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
 
-use banger_api::types::VmInfo;
+use banger_api::types::{SshInfo, ValueSource, VmCreateParams, VmInfo, VmLogs, VmOpOutcome, VmState};
 use banger_api::{ErrorCode, RpcError};
-use banger_store::{Store, StoreError, VmRow};
+use banger_host::disk::{self, ImageFile};
+use banger_host::vmm::{Drive, NetSpec, VmSpec, VmmHandle};
+use banger_host::Cmd;
+use banger_store::{ImageRecord, KernelRecord, Store, VmRecord, VmRow};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
 
+use super::image::{blocking, with_store};
+use super::network::{allocate_ip, mac_for, tap_name};
+use super::{HostNetwork, ImageService};
 use crate::daemon::Infra;
-use crate::error::store_error;
+use crate::error::chain;
+
+/// Transient facts about a running VM (never in SQLite).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handles {
+    /// The VMM process.
+    pub vmm: VmmHandle,
+    /// The tap device.
+    pub tap: String,
+}
 
 /// VM lifecycle.
 #[derive(Debug)]
 pub struct VmService {
     infra: Infra,
-}
-
-/// A store call on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    store: &Arc<Store>,
-    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, RpcError> {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| {
-            RpcError::new(
-                ErrorCode::OperationFailed,
-                format!("store task failed: {e}"),
-            )
-        })?
-        .map_err(|e| store_error(&e))
+    network: Arc<HostNetwork>,
+    image: Arc<ImageService>,
+    vm_locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
+    create_reservation: Mutex<()>,
+    handles: StdMutex<HashMap<String, Handles>>,
 }
 
 /// The wire form of a stored VM.
@@ -53,27 +68,759 @@ pub(crate) fn vm_info(row: VmRow) -> VmInfo {
     }
 }
 
+fn bad(msg: impl Into<String>) -> RpcError {
+    RpcError::new(ErrorCode::BadRequest, msg)
+}
+
+fn op_failed(step: &str, msg: impl std::fmt::Display) -> RpcError {
+    RpcError::new(ErrorCode::OperationFailed, format!("{step}: {msg}"))
+}
+
+/// Checks a VM name: 1–63 of `[a-z0-9-]`, no leading or trailing `-`.
+pub fn validate_name(name: &str) -> Result<(), RpcError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!("invalid vm name {name:?}"))
+            .with_hint("names are 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"))
+    }
+}
+
+/// Parses a size like `8G`, `512M`, `2GiB` or a byte count.
+pub fn parse_size(text: &str) -> Result<u64, RpcError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| bad(format!("invalid size {text:?}")).with_hint("use e.g. 8G or 512M"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(bad(format!("invalid size unit in {text:?}")).with_hint("use K, M, G or T")),
+    };
+    Ok((num * scale as f64) as u64)
+}
+
+const ADJECTIVES: &[&str] =
+    &["brisk", "calm", "eager", "fuzzy", "gentle", "happy", "jolly", "keen", "lucky", "mellow", "nimble", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty"];
+const NOUNS: &[&str] =
+    &["otter", "badger", "falcon", "heron", "lynx", "marten", "newt", "owl", "panda", "quokka", "raven", "seal", "tapir", "walrus", "yak", "zebra", "ibis", "koala"];
+
+fn generate_name() -> String {
+    let r = uuid::Uuid::new_v4().as_u128();
+    format!(
+        "{}-{}-{:04x}",
+        ADJECTIVES[(r % ADJECTIVES.len() as u128) as usize],
+        NOUNS[((r >> 16) % NOUNS.len() as u128) as usize],
+        (r >> 40) as u16
+    )
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+fn host_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+fn host_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// Resolved sizing with where each value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sizing {
+    /// vCPUs.
+    pub vcpu: (u32, ValueSource),
+    /// MiB.
+    pub memory_mib: (u64, ValueSource),
+    /// Bytes.
+    pub disk_bytes: (u64, ValueSource),
+}
+
+/// Flag → `[vm_defaults]` → host heuristic (cpus/4 ≤ 4; RAM/8 ≤ 8 GiB) → builtin floor.
+pub fn resolve_sizing(p: &VmCreateParams, d: &banger_config::VmDefaults, cpus: u32, mem_mib: u64) -> Result<Sizing, RpcError> {
+    let vcpu = match (p.vcpu, d.vcpu) {
+        (Some(v), _) => (v, ValueSource::Flag),
+        (None, Some(v)) => (v, ValueSource::Config),
+        (None, None) if cpus >= 4 => ((cpus / 4).min(4), ValueSource::Auto),
+        _ => (1, ValueSource::Builtin),
+    };
+    let memory_mib = match (p.memory_mib, d.memory_mib) {
+        (Some(v), _) => (v, ValueSource::Flag),
+        (None, Some(v)) => (v, ValueSource::Config),
+        (None, None) if mem_mib / 8 >= 512 => ((mem_mib / 8).min(8192), ValueSource::Auto),
+        _ => (512, ValueSource::Builtin),
+    };
+    let disk_bytes = match (&p.disk_size, &d.disk_size) {
+        (Some(s), _) => (parse_size(s)?, ValueSource::Flag),
+        (None, Some(s)) => (parse_size(s)?, ValueSource::Config),
+        _ => (8 << 30, ValueSource::Builtin),
+    };
+    if vcpu.0 == 0 || vcpu.0 > 64 {
+        return Err(bad(format!("--vcpu {} is out of range", vcpu.0)).with_hint("use 1 to 64 vCPUs"));
+    }
+    if memory_mib.0 < 128 {
+        return Err(bad(format!("--memory {} MiB is too small", memory_mib.0)).with_hint("a guest needs at least 128 MiB"));
+    }
+    if mem_mib > 0 && memory_mib.0 > mem_mib {
+        return Err(bad(format!("--memory {} MiB exceeds the host's {mem_mib} MiB", memory_mib.0)));
+    }
+    if disk_bytes.0 < (256 << 20) {
+        return Err(bad("--disk-size must be at least 256M"));
+    }
+    Ok(Sizing { vcpu, memory_mib, disk_bytes })
+}
+
 impl VmService {
     /// A new service.
-    pub fn new(infra: Infra) -> Self {
-        VmService { infra }
+    pub fn new(infra: Infra, network: Arc<HostNetwork>, image: Arc<ImageService>) -> Self {
+        VmService {
+            infra,
+            network,
+            image,
+            vm_locks: StdMutex::default(),
+            create_reservation: Mutex::new(()),
+            handles: StdMutex::default(),
+        }
+    }
+
+    fn vm_lock(&self, id: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.vm_locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(locks.entry(id.to_owned()).or_default())
+    }
+
+    fn vm_dir(&self, id: &str) -> PathBuf {
+        self.infra.layout.vms_dir().join(id)
+    }
+
+    fn run_dir(&self, id: &str) -> PathBuf {
+        self.infra.layout.runtime_dir.join("vms").join(id)
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.infra.config.ssh_key_path.clone().unwrap_or_else(|| self.infra.layout.ssh_dir().join("id_ed25519"))
+    }
+
+    fn known_hosts(&self) -> PathBuf {
+        self.infra.layout.ssh_dir().join("known_hosts")
+    }
+
+    fn cached_handles(&self, id: &str) -> Option<Handles> {
+        self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+    }
+
+    fn set_handles(&self, id: &str, h: Option<Handles>) {
+        let path = self.vm_dir(id).join("handles.json");
+        match &h {
+            Some(h) => {
+                if let Ok(text) = serde_json::to_string_pretty(h) {
+                    let tmp = path.with_extension("json.tmp");
+                    if fs_err::write(&tmp, text).and_then(|()| fs_err::rename(&tmp, &path)).is_err() {
+                        warn!(vm = id, "cannot write handles.json");
+                    }
+                }
+            }
+            None => {
+                let _ = fs_err::remove_file(&path);
+            }
+        }
+        let mut cache = self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match h {
+            Some(h) => cache.insert(id.to_owned(), h),
+            None => cache.remove(id),
+        };
+    }
+
+    async fn get_row(&self, name: &str) -> Result<VmRow, RpcError> {
+        let key = name.to_owned();
+        with_store(&self.infra.store, move |s| s.get_vm(&key)).await?.ok_or_else(|| {
+            RpcError::new(ErrorCode::NotFound, format!("vm {name:?} not found"))
+                .with_hint("`banger vm list` shows the VMs that exist")
+        })
+    }
+
+    async fn save(&self, vm: &VmRecord) -> Result<(), RpcError> {
+        let vm = vm.clone();
+        with_store(&self.infra.store, move |s| s.update_vm(&vm)).await
     }
 
     /// All VMs, oldest first.
     pub async fn list(&self) -> Result<Vec<VmInfo>, RpcError> {
-        let rows = blocking(&self.infra.store, Store::list_vms).await?;
+        let rows = with_store(&self.infra.store, Store::list_vms).await?;
         Ok(rows.into_iter().map(vm_info).collect())
     }
 
     /// One VM by name or id.
     pub async fn show(&self, name: &str) -> Result<VmInfo, RpcError> {
-        let key = name.to_owned();
-        blocking(&self.infra.store, move |s| s.get_vm(&key))
-            .await?
-            .map(vm_info)
-            .ok_or_else(|| {
-                RpcError::new(ErrorCode::NotFound, format!("vm {name:?} not found"))
-                    .with_hint("`banger vm list` shows the VMs that exist")
+        Ok(vm_info(self.get_row(name).await?))
+    }
+
+    fn ensure_ssh_key(&self) -> Result<(), RpcError> {
+        let key = self.key_path();
+        if key.exists() {
+            return Ok(());
+        }
+        if let Some(dir) = key.parent() {
+            fs_err::create_dir_all(dir).map_err(|e| op_failed("ssh key", e))?;
+        }
+        self.infra
+            .runner
+            .run(&Cmd::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "banger"]).arg("-f").arg(key.display().to_string()))
+            .map_err(|e| op_failed("ssh key", chain(&e)))?;
+        Ok(())
+    }
+
+    /// Creates a VM; unless `no_start`, starts it and waits until ssh answers.
+    pub async fn create(&self, p: VmCreateParams) -> Result<VmInfo, RpcError> {
+        // Validation first: nothing is created for bad input.
+        if let Some(name) = &p.name {
+            validate_name(name)?;
+        }
+        let sizing = resolve_sizing(&p, &self.infra.config.vm_defaults, host_cpus(), host_memory_mib())?;
+        let image_name = p.image.clone().unwrap_or_else(|| self.infra.config.default_image_name.clone());
+        let (image, kernel) = self.image.ensure_image(&image_name).await?;
+        let now = self.infra.clock.now_rfc3339();
+
+        // Reservation: name check + IP allocation + first row, nothing slower.
+        let vm = {
+            let _reserve = self.create_reservation.lock().await;
+            let name = match &p.name {
+                Some(n) => n.clone(),
+                None => loop {
+                    let n = generate_name();
+                    let k = n.clone();
+                    if !with_store(&self.infra.store, move |s| s.vm_name_taken(&k)).await? {
+                        break n;
+                    }
+                },
+            };
+            let k = name.clone();
+            if with_store(&self.infra.store, move |s| s.vm_name_taken(&k)).await? {
+                return Err(RpcError::new(ErrorCode::AlreadyExists, format!("vm {name:?} already exists"))
+                    .with_hint("pick another --name, or `banger vm delete` the old one"));
+            }
+            let used: Vec<Ipv4Addr> = with_store(&self.infra.store, Store::used_guest_ips)
+                .await?
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            let cfg = &self.infra.config;
+            let ip = allocate_ip(cfg.cidr, cfg.bridge_ip, &used).ok_or_else(|| {
+                op_failed("ip allocation", format!("no free address left in {}", cfg.cidr))
+                    .with_hint("delete unused VMs (`banger vm prune`) or widen `cidr` in config.toml")
+            })?;
+            let vm = VmRecord {
+                id: new_id(),
+                name,
+                image_id: image.id.clone(),
+                state: VmState::Created,
+                guest_ip: ip.to_string(),
+                vcpu: sizing.vcpu.0,
+                memory_mib: sizing.memory_mib.0,
+                disk_bytes: sizing.disk_bytes.0,
+                nat: false,
+                vmm: Some(self.infra.vmm.name()),
+                spec: serde_json::json!({
+                    "kernel": kernel.name,
+                    "sizing": {"vcpu": sizing.vcpu.1, "memory_mib": sizing.memory_mib.1, "disk": sizing.disk_bytes.1},
+                }),
+                workspace: None,
+                last_error: None,
+                created_at: now.clone(),
+                updated_at: now.clone(),
+                last_touched_at: now,
+            };
+            let rec = vm.clone();
+            with_store(&self.infra.store, move |s| s.insert_vm(&rec)).await?;
+            vm
+        };
+        let lock = self.vm_lock(&vm.id);
+        let _guard = lock.lock().await;
+        info!(vm = vm.name, ip = vm.guest_ip, "creating vm");
+        let mut vm = vm;
+        let result = async {
+            self.provision(&vm, &image).await?;
+            if !p.no_start {
+                self.start_locked(&mut vm, &kernel).await?;
+            }
+            Ok::<(), RpcError>(())
+        }
+        .await;
+        if let Err(err) = result {
+            warn!(vm = vm.name, "create failed, undoing: {}", err.message);
+            self.teardown(&vm.id).await;
+            let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
+            let id = vm.id.clone();
+            let _ = with_store(&self.infra.store, move |s| s.delete_vm(&id)).await;
+            self.forget_host_key(&vm.id);
+            return Err(err);
+        }
+        self.show(&vm.id).await
+    }
+
+    /// Disks and guest config for a new VM.
+    async fn provision(&self, vm: &VmRecord, image: &ImageRecord) -> Result<(), RpcError> {
+        let dir = self.vm_dir(&vm.id);
+        let runner = Arc::clone(&self.infra.runner);
+        let cfg = Arc::clone(&self.infra.config);
+        let (vm, image) = (vm.clone(), image.clone());
+        let key = self.key_path();
+        let known_hosts = self.known_hosts();
+        self.ensure_ssh_key()?;
+        blocking(move || {
+            let r = runner.as_ref();
+            fs_err::create_dir_all(&dir).map_err(|e| op_failed("vm dir", e))?;
+            let root = dir.join("root.ext4");
+            disk::cow_copy(r, Path::new(&image.rootfs_path), &root).map_err(|e| op_failed("system disk", chain(&e)))?;
+            // Per-VM host key, pinned in banger's known_hosts before the first connection.
+            let host_key = dir.join("ssh_host_ed25519_key");
+            r.run(&Cmd::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &vm.name]).arg("-f").arg(host_key.display().to_string()))
+                .map_err(|e| op_failed("host key", chain(&e)))?;
+            let stage = dir.join("stage");
+            fs_err::create_dir_all(&stage).map_err(|e| op_failed("guest config", e))?;
+            let put = |name: &str, text: String| -> Result<PathBuf, RpcError> {
+                let p = stage.join(name);
+                fs_err::write(&p, text).map_err(|e| op_failed("guest config", e))?;
+                Ok(p)
+            };
+            let files = vec![
+                ImageFile { guest_path: "/etc/hostname".into(), host_path: put("hostname", format!("{}\n", vm.name))?, mode: 0o644 },
+                ImageFile {
+                    guest_path: "/etc/hosts".into(),
+                    host_path: put("hosts", format!("127.0.0.1 localhost\n127.0.1.1 {0}\n{1} {0}.vm {0}\n::1 localhost ip6-localhost\n", vm.name, vm.guest_ip))?,
+                    mode: 0o644,
+                },
+                ImageFile {
+                    guest_path: "/etc/banger/network.env".into(),
+                    host_path: put(
+                        "network.env",
+                        format!("BANGER_IFACE=eth0\nBANGER_ADDR={}/{}\nBANGER_GATEWAY={}\n", vm.guest_ip, cfg.cidr.prefix_len(), cfg.bridge_ip),
+                    )?,
+                    mode: 0o644,
+                },
+                ImageFile { guest_path: "/etc/resolv.conf".into(), host_path: put("resolv.conf", format!("nameserver {}\n", cfg.default_dns))?, mode: 0o644 },
+                ImageFile { guest_path: "/etc/ssh/ssh_host_ed25519_key".into(), host_path: host_key.clone(), mode: 0o600 },
+                ImageFile { guest_path: "/etc/ssh/ssh_host_ed25519_key.pub".into(), host_path: host_key.with_extension("pub"), mode: 0o644 },
+            ];
+            disk::write_files(r, &root, &files).map_err(|e| op_failed("guest config", chain(&e)))?;
+            // Work disk: the image's /root plus banger's authorized key.
+            let work_root = stage.join("work");
+            match &image.work_seed_path {
+                Some(seed) if Path::new(seed).is_dir() => {
+                    r.run(&Cmd::new("cp").args(["-a", seed]).arg(work_root.display().to_string()))
+                        .map_err(|e| op_failed("work disk", chain(&e)))?;
+                }
+                _ => fs_err::create_dir_all(&work_root).map_err(|e| op_failed("work disk", e))?,
+            }
+            let ssh_dir = work_root.join(".ssh");
+            fs_err::create_dir_all(&ssh_dir).map_err(|e| op_failed("work disk", e))?;
+            let pubkey = fs_err::read_to_string(key.with_extension("pub")).map_err(|e| op_failed("ssh key", e))?;
+            fs_err::write(ssh_dir.join("authorized_keys"), pubkey).map_err(|e| op_failed("work disk", e))?;
+            set_mode(&ssh_dir, 0o700)?;
+            set_mode(&ssh_dir.join("authorized_keys"), 0o600)?;
+            set_mode(&work_root, 0o700)?;
+            disk::make_ext4(r, &dir.join("work.ext4"), vm.disk_bytes, "banger-work", Some(&work_root))
+                .map_err(|e| op_failed("work disk", chain(&e)))?;
+            let _ = fs_err::remove_dir_all(&stage);
+            // Pin the host key under the VM id (never reused, unlike IPs).
+            let pubtext = fs_err::read_to_string(host_key.with_extension("pub")).map_err(|e| op_failed("host key", e))?;
+            let mut parts = pubtext.split_whitespace();
+            let entry = format!("{} {} {}\n", host_alias(&vm.id), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+            if let Some(d) = known_hosts.parent() {
+                fs_err::create_dir_all(d).map_err(|e| op_failed("known_hosts", e))?;
+            }
+            use std::io::Write as _;
+            let mut f = fs_err::OpenOptions::new().create(true).append(true).open(&known_hosts).map_err(|e| op_failed("known_hosts", e))?;
+            f.write_all(entry.as_bytes()).map_err(|e| op_failed("known_hosts", e))?;
+            let _ = fs_err::remove_file(&host_key);
+            Ok(())
+        })
+        .await
+    }
+
+    fn forget_host_key(&self, id: &str) {
+        let kh = self.known_hosts();
+        if let Ok(text) = fs_err::read_to_string(&kh) {
+            let alias = host_alias(id);
+            let kept: String = text.lines().filter(|l| l.split_whitespace().next() != Some(alias.as_str())).map(|l| format!("{l}\n")).collect();
+            let _ = fs_err::write(&kh, kept);
+        }
+    }
+
+    /// Boots a VM whose disks exist. Holds the VM's lock (caller).
+    async fn start_locked(&self, vm: &mut VmRecord, kernel: &KernelRecord) -> Result<(), RpcError> {
+        let started = Instant::now();
+        let tap = tap_name(&vm.id);
+        let run_dir = self.run_dir(&vm.id);
+        let dir = self.vm_dir(&vm.id);
+        let ip: Ipv4Addr = vm.guest_ip.parse().map_err(|_| op_failed("network", "corrupt guest ip"))?;
+        let spec = VmSpec {
+            name: vm.name.clone(),
+            vcpu: vm.vcpu,
+            memory_mib: vm.memory_mib,
+            kernel: PathBuf::from(&kernel.vmlinux_path),
+            initrd: kernel.initrd_path.as_ref().map(PathBuf::from),
+            cmdline: "console=ttyS0 root=/dev/vda rw panic=-1 net.ifnames=0 quiet loglevel=4 systemd.show_status=false".into(),
+            drives: vec![
+                Drive { id: "rootfs".into(), path: dir.join("root.ext4"), read_only: false },
+                Drive { id: "work".into(), path: dir.join("work.ext4"), read_only: false },
+            ],
+            net: Some(NetSpec { tap: tap.clone(), mac: mac_for(ip) }),
+            vsock: None,
+            run_dir: run_dir.clone(),
+            console_log: dir.join("console.log"),
+            vmm_log: dir.join("vmm.log"),
+        };
+        let network = Arc::clone(&self.network);
+        let vmm = Arc::clone(&self.infra.vmm);
+        let t = tap.clone();
+        let handle = blocking(move || {
+            fs_err::create_dir_all(&spec.run_dir).map_err(|e| op_failed("run dir", e))?;
+            network.ensure_bridge()?;
+            network.create_tap(&t)?;
+            vmm.launch(&spec).map_err(|e| op_failed("vmm spawn", chain(&e)))
+        })
+        .await?;
+        self.set_handles(&vm.id, Some(Handles { vmm: handle.clone(), tap }));
+        info!(vm = vm.name, pid = handle.pid, backend = handle.backend, "vmm launched");
+        let timeout = Duration::from_secs(self.infra.config.boot_timeout_secs);
+        let vmm = Arc::clone(&self.infra.vmm);
+        let h = handle.clone();
+        let console = dir.join("console.log");
+        blocking(move || wait_for_ssh(ip, timeout, &|| vmm.is_alive(&h), &console)).await?;
+        vm.state = VmState::Running;
+        vm.vmm = Some(handle.backend.clone());
+        vm.last_error = None;
+        vm.updated_at = self.infra.clock.now_rfc3339();
+        vm.last_touched_at = vm.updated_at.clone();
+        self.save(vm).await?;
+        info!(vm = vm.name, "ready in {:.1}s", started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Kills the VMM (if any) and removes tap and handles. Never fails.
+    async fn teardown(&self, id: &str) {
+        let handles = self.cached_handles(id).or_else(|| read_handles(&self.vm_dir(id)));
+        if let Some(h) = handles {
+            let vmm = Arc::clone(&self.infra.vmm);
+            let network = Arc::clone(&self.network);
+            let _ = blocking(move || {
+                vmm.kill(&h.vmm);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while vmm.is_alive(&h.vmm) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                network.delete_tap(&h.tap)
             })
+            .await;
+        } else {
+            let network = Arc::clone(&self.network);
+            let tap = tap_name(id);
+            let _ = blocking(move || network.delete_tap(&tap)).await;
+        }
+        self.set_handles(id, None);
+        let _ = fs_err::remove_dir_all(self.run_dir(id));
+    }
+
+    /// Graceful stop: guest poweroff over ssh, wait briefly, then kill; always tears down.
+    async fn stop_locked(&self, vm: &mut VmRecord) -> Result<(), RpcError> {
+        if let Some(h) = self.cached_handles(&vm.id)
+            && self.infra.vmm.is_alive(&h.vmm)
+        {
+            let args = ssh_base_args(&self.key_path(), &self.known_hosts(), &host_alias(&vm.id), 2);
+            let ip = vm.guest_ip.clone();
+            let vmm = Arc::clone(&self.infra.vmm);
+            let runner = Arc::clone(&self.infra.runner);
+            blocking(move || {
+                let _ = runner.output(&Cmd::new("ssh").args(args).arg(format!("root@{ip}")).arg("sync; systemctl --no-block poweroff"));
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while vmm.is_alive(&h.vmm) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        self.teardown(&vm.id).await;
+        vm.state = VmState::Stopped;
+        vm.updated_at = self.infra.clock.now_rfc3339();
+        self.save(vm).await
+    }
+
+    async fn kernel_for(&self, vm: &VmRecord) -> Result<KernelRecord, RpcError> {
+        let image_id = vm.image_id.clone();
+        let image = with_store(&self.infra.store, move |s| s.get_image(&image_id)).await?
+            .ok_or_else(|| op_failed("start", "the vm's image is gone"))?;
+        let kid = image.kernel_id.ok_or_else(|| op_failed("start", "the vm's image has no kernel"))?;
+        with_store(&self.infra.store, move |s| s.get_kernel(&kid)).await?.ok_or_else(|| op_failed("start", "the vm's kernel is gone"))
+    }
+
+    /// Runs a lifecycle op on one VM under its lock.
+    pub async fn lifecycle(&self, name: &str, op: Lifecycle) -> Result<VmInfo, RpcError> {
+        let row = self.get_row(name).await?;
+        let lock = self.vm_lock(&row.vm.id);
+        let _guard = lock.lock().await;
+        // Re-read under the lock: another op may have changed it.
+        let mut vm = self.get_row(&row.vm.id).await?.vm;
+        let alive = self.cached_handles(&vm.id).is_some_and(|h| self.infra.vmm.is_alive(&h.vmm));
+        match op {
+            Lifecycle::Start => {
+                if alive {
+                    return self.show(&vm.id).await;
+                }
+                self.teardown(&vm.id).await;
+                let kernel = self.kernel_for(&vm).await?;
+                if let Err(e) = self.start_locked(&mut vm, &kernel).await {
+                    self.teardown(&vm.id).await;
+                    vm.state = VmState::Error;
+                    vm.last_error = Some(e.message.clone());
+                    vm.updated_at = self.infra.clock.now_rfc3339();
+                    self.save(&vm).await?;
+                    return Err(e);
+                }
+            }
+            Lifecycle::Stop => self.stop_locked(&mut vm).await?,
+            Lifecycle::Restart => {
+                self.stop_locked(&mut vm).await?;
+                let kernel = self.kernel_for(&vm).await?;
+                self.start_locked(&mut vm, &kernel).await?;
+            }
+            Lifecycle::Kill => {
+                self.teardown(&vm.id).await;
+                vm.state = VmState::Stopped;
+                vm.updated_at = self.infra.clock.now_rfc3339();
+                self.save(&vm).await?;
+            }
+            Lifecycle::Delete => {
+                let info = vm_info(VmRow { vm: vm.clone(), image_name: row.image_name.clone() });
+                self.stop_locked(&mut vm).await?;
+                let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
+                self.forget_host_key(&vm.id);
+                let id = vm.id.clone();
+                with_store(&self.infra.store, move |s| s.delete_vm(&id)).await?;
+                self.vm_locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&vm.id);
+                return Ok(info);
+            }
+        }
+        self.show(&vm.id).await
+    }
+
+    /// Runs `op` on several VMs concurrently (names deduplicated, order kept).
+    pub async fn lifecycle_many(&self, names: &[String], op: Lifecycle) -> Vec<VmOpOutcome> {
+        let mut unique: Vec<&String> = Vec::new();
+        for n in names {
+            if !unique.contains(&n) {
+                unique.push(n);
+            }
+        }
+        let futures = unique.iter().map(|n| async move {
+            match self.lifecycle(n, op).await {
+                Ok(vm) => VmOpOutcome { name: (*n).clone(), vm: Some(vm), error: None },
+                Err(e) => VmOpOutcome { name: (*n).clone(), vm: None, error: Some(e) },
+            }
+        });
+        futures::future::join_all(futures).await
+    }
+
+    /// How to ssh into a running VM.
+    pub async fn ssh_info(&self, name: &str) -> Result<SshInfo, RpcError> {
+        let mut vm = self.get_row(name).await?.vm;
+        let alive = self.cached_handles(&vm.id).is_some_and(|h| self.infra.vmm.is_alive(&h.vmm));
+        if vm.state != VmState::Running || !alive {
+            return Err(RpcError::new(ErrorCode::NotRunning, format!("vm {:?} is not running", vm.name))
+                .with_hint(format!("start it with `banger vm start {}`", vm.name)));
+        }
+        vm.last_touched_at = self.infra.clock.now_rfc3339();
+        self.save(&vm).await?;
+        Ok(SshInfo {
+            name: vm.name.clone(),
+            host: vm.guest_ip.clone(),
+            user: "root".into(),
+            key_path: self.key_path().display().to_string(),
+            known_hosts: self.known_hosts().display().to_string(),
+            host_key_alias: host_alias(&vm.id),
+            workdir: vm.workspace.as_ref().and_then(|w| w.get("guest_path")).and_then(|p| p.as_str()).map(str::to_owned),
+        })
+    }
+
+    /// VMM and console logs.
+    pub async fn logs(&self, name: &str) -> Result<VmLogs, RpcError> {
+        let vm = self.get_row(name).await?.vm;
+        let dir = self.vm_dir(&vm.id);
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        Ok(VmLogs { vmm: read("vmm.log"), console: read("console.log") })
+    }
+
+    /// Startup reconcile: keep live VMMs, tear down dead ones and mark them stopped.
+    pub async fn reconcile(&self) -> Result<(), RpcError> {
+        for row in with_store(&self.infra.store, Store::list_vms).await? {
+            let mut vm = row.vm;
+            let handles = read_handles(&self.vm_dir(&vm.id));
+            match handles {
+                Some(h) if self.infra.vmm.is_alive(&h.vmm) => {
+                    info!(vm = vm.name, pid = h.vmm.pid, "reconcile: vmm alive, keeping it");
+                    self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(vm.id.clone(), h);
+                    if vm.state != VmState::Running {
+                        vm.state = VmState::Running;
+                        self.save(&vm).await?;
+                    }
+                }
+                other => {
+                    if other.is_some() || vm.state == VmState::Running {
+                        info!(vm = vm.name, "reconcile: vmm gone, tearing down");
+                        self.teardown(&vm.id).await;
+                    }
+                    if vm.state == VmState::Running {
+                        vm.state = VmState::Stopped;
+                        vm.updated_at = self.infra.clock.now_rfc3339();
+                        self.save(&vm).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A lifecycle operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Boot a stopped VM.
+    Start,
+    /// Graceful stop.
+    Stop,
+    /// Stop then start.
+    Restart,
+    /// Immediate kill.
+    Kill,
+    /// Stop and remove.
+    Delete,
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), RpcError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| op_failed("work disk", e))
+}
+
+fn read_handles(dir: &Path) -> Option<Handles> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("handles.json")).ok()?).ok()
+}
+
+/// The known_hosts alias a VM's host key is pinned under.
+pub fn host_alias(id: &str) -> String {
+    format!("banger-{id}")
+}
+
+/// ssh options for banger's key and pinned host keys.
+pub fn ssh_base_args(key: &Path, known_hosts: &Path, alias: &str, connect_timeout: u32) -> Vec<String> {
+    [
+        "-i".to_owned(),
+        key.display().to_string(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", known_hosts.display()),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        format!("HostKeyAlias={alias}"),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        format!("ConnectTimeout={connect_timeout}"),
+        "-o".into(),
+        "LogLevel=ERROR".into(),
+    ]
+    .into()
+}
+
+/// Waits until the guest's sshd sends its banner; fails early when the VMM dies.
+fn wait_for_ssh(ip: Ipv4Addr, timeout: Duration, alive: &dyn Fn() -> bool, console: &Path) -> Result<(), RpcError> {
+    let deadline = Instant::now() + timeout;
+    let addr = SocketAddr::from((ip, 22));
+    let tail = || {
+        let text = std::fs::read_to_string(console).unwrap_or_default();
+        let lines: Vec<&str> = text.trim().lines().rev().take(3).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    };
+    loop {
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 8];
+            if s.read(&mut buf).is_ok_and(|n| n >= 4 && &buf[..4] == b"SSH-") {
+                return Ok(());
+            }
+        }
+        if !alive() {
+            return Err(op_failed("boot", format!("the vmm exited before ssh answered; console: {}", tail()))
+                .with_hint("`banger vm logs NAME` shows the full console log"));
+        }
+        if Instant::now() > deadline {
+            return Err(op_failed("boot timeout", format!("ssh did not answer within {}s; console: {}", timeout.as_secs(), tail())));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_validate_name() {
+        for ok in ["a", "web-1", "x".repeat(63).as_str()] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Web", "a_b", "a.b", &"x".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        assert!(validate_name(&generate_name()).is_ok());
+    }
+
+    #[test]
+    fn test_parse_size() {
+        assert_eq!(parse_size("8G").unwrap(), 8 << 30);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("8Q").is_err());
+    }
+
+    #[test]
+    fn test_resolve_sizing_sources_and_limits() {
+        let none = VmCreateParams::default();
+        let d = banger_config::VmDefaults::default();
+        let s = resolve_sizing(&none, &d, 2, 24_000).unwrap();
+        assert_eq!(s.vcpu, (1, ValueSource::Builtin));
+        assert_eq!(s.memory_mib, (3000, ValueSource::Auto));
+        assert_eq!(s.disk_bytes, (8 << 30, ValueSource::Builtin));
+        let s = resolve_sizing(&none, &d, 32, 128_000).unwrap();
+        assert_eq!(s.vcpu, (4, ValueSource::Auto));
+        assert_eq!(s.memory_mib, (8192, ValueSource::Auto));
+        let cfg = banger_config::VmDefaults { vcpu: Some(2), memory_mib: Some(1024), disk_size: Some("2G".into()) };
+        let s = resolve_sizing(&none, &cfg, 2, 24_000).unwrap();
+        assert_eq!((s.vcpu.1, s.memory_mib.1, s.disk_bytes.1), (ValueSource::Config, ValueSource::Config, ValueSource::Config));
+        let flags = VmCreateParams { vcpu: Some(0), ..Default::default() };
+        assert!(resolve_sizing(&flags, &d, 2, 24_000).is_err());
+        let flags = VmCreateParams { memory_mib: Some(1), ..Default::default() };
+        assert!(resolve_sizing(&flags, &d, 2, 24_000).is_err());
     }
 }
