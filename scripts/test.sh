@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # banger's test command: installs what the tests need (idempotently), then runs
-# formatting, lints and every test tier. Run as root (tests make network namespaces).
+# formatting, lints and every test tier. Run as root: the end-to-end tests boot real guests
+# under QEMU inside network namespaces they create and delete.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_apt build-essential pkg-config git python3 e2fsprogs iproute2 openssh-client
+ensure_apt build-essential pkg-config git python3 cpio e2fsprogs iproute2 openssh-client \
+  qemu-system-x86 busybox-static debootstrap procps
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check
@@ -13,6 +15,13 @@ echo "==> cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo build (binaries used by the end-to-end tests)" >&2
 cargo build --workspace --bins --locked
+
+# The default kernel and image, built once (host network namespace: it needs the Debian
+# mirror) and reused by every end-to-end test.
+export BANGER_E2E_HOME=${BANGER_E2E_HOME:-/var/tmp/banger-e2e-home}
+echo "==> preparing the default kernel and image in $BANGER_E2E_HOME" >&2
+BANGER_HOME=$BANGER_E2E_HOME ./target/debug/banger image ensure >&2
+BANGER_HOME=$BANGER_E2E_HOME ./target/debug/banger daemon stop >&2
 
 echo "==> tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then

@@ -50,8 +50,17 @@ pub fn wire_services(infra: &Infra) -> Services {
     let network = Arc::new(HostNetwork::new(infra.clone()));
     let image = Arc::new(ImageService::new(infra.clone()));
     let workspace = Arc::new(WorkspaceService::new(infra.clone()));
-    let vm = Arc::new(VmService::new(infra.clone(), Arc::clone(&network), Arc::clone(&image)));
-    Services { network, image, workspace, vm }
+    let vm = Arc::new(VmService::new(
+        infra.clone(),
+        Arc::clone(&network),
+        Arc::clone(&image),
+    ));
+    Services {
+        network,
+        image,
+        workspace,
+        vm,
+    }
 }
 
 /// The daemon: infrastructure, services, and process-wide state.

@@ -3,7 +3,9 @@
 use std::future::Future;
 
 use banger_api::methods::{self, Method};
-use banger_api::types::{Empty, ImageInfo, OperationsListResult, PingResult, VmListResult, VmOpResult};
+use banger_api::types::{
+    Empty, ImageInfo, OperationsListResult, PingResult, VmListResult, VmOpResult,
+};
 use banger_api::{ErrorCode, RpcError};
 use serde_json::Value;
 
@@ -63,7 +65,9 @@ where
     M: Method<Params = banger_api::types::VmRefs, Result = VmOpResult>,
 {
     call::<M, _, _>(params, |p| async move {
-        Ok(VmOpResult { outcomes: daemon.services.vm.lifecycle_many(&p.names, op).await })
+        Ok(VmOpResult {
+            outcomes: daemon.services.vm.lifecycle_many(&p.names, op).await,
+        })
     })
     .await
 }

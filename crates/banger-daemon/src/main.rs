@@ -143,17 +143,21 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
 
 fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file())
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
     })
 }
 
 /// Picks the VMM backend: Firecracker when chosen (or auto and usable), else QEMU.
 fn select_vmm(config: &Config) -> anyhow::Result<Arc<dyn Vmm>> {
-    let firecracker = config.firecracker_bin.clone().or_else(|| find_in_path("firecracker"));
+    let firecracker = config
+        .firecracker_bin
+        .clone()
+        .or_else(|| find_in_path("firecracker"));
     match config.vmm {
         VmmKind::Firecracker => anyhow::bail!(
-            "vmm = \"firecracker\" is not available in this build yet (firecracker at {:?})\nhint: set vmm = \"qemu\" or \"auto\"",
-            firecracker
+            "vmm = \"firecracker\" is not available in this build yet (firecracker at {firecracker:?}); set vmm = \"qemu\" or \"auto\""
         ),
         VmmKind::Auto | VmmKind::Qemu => {
             let qemu = config

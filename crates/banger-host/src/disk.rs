@@ -1,6 +1,7 @@
 //! Disks: copy-on-write system disks, ext4 work disks, and writing files into an ext4
 //! image without mounting it (debugfs).
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::runner::{Cmd, CommandRunner, RunError};
@@ -120,13 +121,14 @@ pub fn write_files(
             parent.push_str(comp);
             if !dirs.contains(&parent) {
                 dirs.push(parent.clone());
-                script.push_str(&format!("mkdir {parent}\n"));
+                let _ = writeln!(script, "mkdir {parent}");
             }
         }
-        script.push_str(&format!(
+        let _ = write!(
+            script,
             "rm {p}\nwrite {host} {p}\nsif {p} mode 0{:o}\nsif {p} uid 0\nsif {p} gid 0\n",
             0o100_000 | (f.mode & 0o7777)
-        ));
+        );
     }
     let out = runner.run(
         &Cmd::new("debugfs")

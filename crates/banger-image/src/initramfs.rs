@@ -88,19 +88,37 @@ impl Cpio {
 
 /// Builds the initramfs from a static `busybox` and the kernel's module tree.
 pub fn build(busybox: &Path, modules_root: &Path, out: &Path) -> Result<(), ImageError> {
-    let mut cpio = Cpio { out: Vec::new(), ino: 0 };
-    for dir in ["bin", "dev", "etc", "lib", "lib/modules", "proc", "sys", "newroot"] {
+    let mut cpio = Cpio {
+        out: Vec::new(),
+        ino: 0,
+    };
+    for dir in [
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib/modules",
+        "proc",
+        "sys",
+        "newroot",
+    ] {
         cpio.entry(dir, 0o040_755, &[], (0, 0));
     }
     cpio.entry("dev/console", 0o020_600, &[], (5, 1));
     cpio.entry("init", 0o100_755, INIT.as_bytes(), (0, 0));
     let bb = fs_err::read(busybox).map_err(io_err(busybox))?;
     if bb.get(..4) != Some(b"\x7fELF") {
-        return Err(ImageError::Invalid(format!("{} is not an ELF binary", busybox.display())));
+        return Err(ImageError::Invalid(format!(
+            "{} is not an ELF binary",
+            busybox.display()
+        )));
     }
     cpio.entry("bin/busybox", 0o100_755, &bb, (0, 0));
     let mut found = Vec::new();
-    for entry in walkdir::WalkDir::new(modules_root).into_iter().filter_map(Result::ok) {
+    for entry in walkdir::WalkDir::new(modules_root)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
         let name = entry.file_name().to_string_lossy();
         if let Some(stem) = name.strip_suffix(".ko")
             && MODULES.contains(&stem)
@@ -111,7 +129,13 @@ pub fn build(busybox: &Path, modules_root: &Path, out: &Path) -> Result<(), Imag
             found.push(stem.to_owned());
         }
     }
-    for required in ["virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "virtio_net"] {
+    for required in [
+        "virtio_ring",
+        "virtio",
+        "virtio_mmio",
+        "virtio_blk",
+        "virtio_net",
+    ] {
         if !found.iter().any(|f| f == required) {
             return Err(ImageError::Invalid(format!(
                 "module {required}.ko not found under {}",
@@ -119,8 +143,17 @@ pub fn build(busybox: &Path, modules_root: &Path, out: &Path) -> Result<(), Imag
             )));
         }
     }
-    let order: Vec<&str> = MODULES.iter().copied().filter(|m| found.iter().any(|f| f == m)).collect();
-    cpio.entry("etc/modules", 0o100_644, format!("{}\n", order.join(" ")).as_bytes(), (0, 0));
+    let order: Vec<&str> = MODULES
+        .iter()
+        .copied()
+        .filter(|m| found.iter().any(|f| f == m))
+        .collect();
+    cpio.entry(
+        "etc/modules",
+        0o100_644,
+        format!("{}\n", order.join(" ")).as_bytes(),
+        (0, 0),
+    );
     cpio.entry("TRAILER!!!", 0, &[], (0, 0));
     fs_err::write(out, &cpio.out).map_err(io_err(out))
 }
@@ -134,17 +167,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mods = dir.path().join("modules/kernel/drivers");
         std::fs::create_dir_all(&mods).unwrap();
-        for m in ["virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "virtio_net", "unrelated"] {
+        for m in [
+            "virtio_ring",
+            "virtio",
+            "virtio_mmio",
+            "virtio_blk",
+            "virtio_net",
+            "unrelated",
+        ] {
             std::fs::write(mods.join(format!("{m}.ko")), m).unwrap();
         }
         let busybox = dir.path().join("busybox");
         std::fs::write(&busybox, b"\x7fELFfake").unwrap();
         let out = dir.path().join("initrd.img");
         build(&busybox, &dir.path().join("modules"), &out).unwrap();
-        let listing = std::process::Command::new("cpio").args(["-it"]).stdin(std::fs::File::open(&out).unwrap()).output();
+        let listing = std::process::Command::new("cpio")
+            .args(["-it"])
+            .stdin(std::fs::File::open(&out).unwrap())
+            .output();
         let Ok(listing) = listing else { return };
         let names = String::from_utf8_lossy(&listing.stdout);
-        for n in ["init", "bin/busybox", "dev/console", "lib/modules/virtio_blk.ko", "etc/modules"] {
+        for n in [
+            "init",
+            "bin/busybox",
+            "dev/console",
+            "lib/modules/virtio_blk.ko",
+            "etc/modules",
+        ] {
             assert!(names.lines().any(|l| l == n), "{n} missing: {names}");
         }
         assert!(!names.contains("unrelated"));
@@ -157,7 +206,10 @@ mod tests {
             .unwrap();
         assert!(st.success());
         let order = std::fs::read_to_string(extract.path().join("etc/modules")).unwrap();
-        assert_eq!(order.trim(), "virtio_ring virtio virtio_mmio virtio_net virtio_blk");
+        assert_eq!(
+            order.trim(),
+            "virtio_ring virtio virtio_mmio virtio_net virtio_blk"
+        );
     }
 
     #[test]
@@ -166,6 +218,9 @@ mod tests {
         let busybox = dir.path().join("busybox");
         std::fs::write(&busybox, b"\x7fELF").unwrap();
         let err = build(&busybox, dir.path(), &dir.path().join("i")).unwrap_err();
-        assert!(err.to_string().contains("virtio_ring.ko not found"), "{err}");
+        assert!(
+            err.to_string().contains("virtio_ring.ko not found"),
+            "{err}"
+        );
     }
 }

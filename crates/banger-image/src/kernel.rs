@@ -51,7 +51,8 @@ pub fn extract_vmlinux(bzimage: &[u8]) -> Option<Vec<u8>> {
     let mut block = vec![0u8; BLOCK_MAX];
     while pos + 4 <= bzimage.len() {
         let size = u32::from_le_bytes(bzimage[pos..pos + 4].try_into().ok()?) as usize;
-        if size == 0 || size == u32::from_le_bytes(MAGIC) as usize || pos + 4 + size > bzimage.len() {
+        if size == 0 || size == u32::from_le_bytes(MAGIC) as usize || pos + 4 + size > bzimage.len()
+        {
             break;
         }
         match lz4_flex::block::decompress_into(&bzimage[pos + 4..pos + 4 + size], &mut block) {
@@ -84,19 +85,33 @@ pub fn import_from_distro(
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .ok_or_else(|| ImageError::Invalid(format!("apt-get download {package} produced no .deb")))?;
+        .ok_or_else(|| {
+            ImageError::Invalid(format!("apt-get download {package} produced no .deb"))
+        })?;
     let tree = work.join("tree");
-    runner.run(&Cmd::new("dpkg-deb").arg("-x").arg(deb.display().to_string()).arg(tree.display().to_string()))?;
+    runner.run(
+        &Cmd::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb.display().to_string())
+            .arg(tree.display().to_string()),
+    )?;
     let boot = tree.join("boot");
     let vmlinuz = fs_err::read_dir(&boot)
         .map_err(io_err(&boot))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
         .ok_or_else(|| ImageError::Invalid(format!("no vmlinuz in {package}")))?;
     let version = vmlinuz
         .file_name()
-        .map(|n| n.to_string_lossy().trim_start_matches("vmlinuz-").to_owned())
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_start_matches("vmlinuz-")
+                .to_owned()
+        })
         .unwrap_or_default();
     let modules_src = tree.join("lib/modules").join(&version);
 
@@ -128,7 +143,8 @@ pub fn import_from_distro(
         modules: modules.display().to_string(),
     };
     let mpath = dest.join("manifest.json");
-    let text = serde_json::to_string_pretty(&manifest).map_err(|e| ImageError::Invalid(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&manifest).map_err(|e| ImageError::Invalid(e.to_string()))?;
     fs_err::write(&mpath, text).map_err(io_err(&mpath))?;
     let _ = fs_err::remove_dir_all(work);
     Ok(manifest)
@@ -140,7 +156,11 @@ mod tests {
 
     #[test]
     fn test_extract_vmlinux_from_legacy_lz4_payload() {
-        let elf: Vec<u8> = b"\x7fELF".iter().copied().chain((0..100_000u32).map(|i| (i % 251) as u8)).collect();
+        let elf: Vec<u8> = b"\x7fELF"
+            .iter()
+            .copied()
+            .chain((0..100_000u32).map(|i| (i % 251) as u8))
+            .collect();
         let block = lz4_flex::block::compress(&elf);
         let mut bz = b"MZ setup code".to_vec();
         bz.extend_from_slice(&[0x02, 0x21, 0x4c, 0x18]);

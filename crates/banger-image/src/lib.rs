@@ -35,7 +35,10 @@ pub enum ImageError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
-    move |source| ImageError::Io { path: path.to_owned(), source }
+    move |source| ImageError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// sha256 of a file, hex.
@@ -44,5 +47,9 @@ pub fn sha256_file(path: &Path) -> Result<String, ImageError> {
     let mut file = fs_err::File::open(path).map_err(io_err(path))?;
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(io_err(path))?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }

@@ -8,8 +8,14 @@ use banger_host::{Cmd, CommandRunner};
 use crate::{ImageError, io_err};
 
 /// Packages on top of debootstrap's minbase.
-pub const PACKAGES: &[&str] =
-    &["systemd-sysv", "udev", "openssh-server", "iproute2", "kmod", "ca-certificates"];
+pub const PACKAGES: &[&str] = &[
+    "systemd-sysv",
+    "udev",
+    "openssh-server",
+    "iproute2",
+    "kmod",
+    "ca-certificates",
+];
 
 /// Units that cost seconds at boot and do nothing useful in a sandbox.
 pub const MASKED_UNITS: &[&str] = &[
@@ -106,17 +112,28 @@ pub fn customize(root: &Path) -> Result<(), ImageError> {
     for unit in MASKED_UNITS {
         symlink("/dev/null", &systemd.join(unit))?;
     }
-    write(&root.join("usr/local/libexec/banger-network"), NETWORK_SCRIPT, 0o755)?;
+    write(
+        &root.join("usr/local/libexec/banger-network"),
+        NETWORK_SCRIPT,
+        0o755,
+    )?;
     write(&systemd.join("banger-network.service"), NETWORK_UNIT, 0o644)?;
     symlink(
         "/etc/systemd/system/banger-network.service",
         &systemd.join("multi-user.target.wants/banger-network.service"),
     )?;
-    write(&root.join("etc/ssh/sshd_config.d/banger.conf"), SSHD_CONFIG, 0o644)?;
+    write(
+        &root.join("etc/ssh/sshd_config.d/banger.conf"),
+        SSHD_CONFIG,
+        0o644,
+    )?;
     write(&root.join("etc/fstab"), FSTAB, 0o644)?;
     // Each VM gets its own identity: no shared host keys or machine id.
     let ssh = root.join("etc/ssh");
-    for entry in fs_err::read_dir(&ssh).map_err(io_err(&ssh))?.filter_map(Result::ok) {
+    for entry in fs_err::read_dir(&ssh)
+        .map_err(io_err(&ssh))?
+        .filter_map(Result::ok)
+    {
         if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
             fs_err::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
         }
@@ -161,7 +178,10 @@ pub fn build_debian(
     fs_err::create_dir_all(work).map_err(io_err(work))?;
     runner.run(
         &Cmd::new("debootstrap")
-            .args(["--variant=minbase", &format!("--include={}", PACKAGES.join(","))])
+            .args([
+                "--variant=minbase",
+                &format!("--include={}", PACKAGES.join(",")),
+            ])
             .arg(suite)
             .arg(root.display().to_string())
             .arg(mirror),
@@ -172,11 +192,17 @@ pub fn build_debian(
     let root_home = root.join("root");
     fs_err::rename(&root_home, &seed).map_err(io_err(&seed))?;
     fs_err::create_dir(&root_home).map_err(io_err(&root_home))?;
-    let size = (tree_size(&root) * 3 / 2).max(1 << 30).next_multiple_of(1 << 20);
+    let size = (tree_size(&root) * 3 / 2)
+        .max(1 << 30)
+        .next_multiple_of(1 << 20);
     let rootfs = out.join("rootfs.ext4");
     banger_host::disk::make_ext4(runner, &rootfs, size, "banger-root", Some(&root))
         .map_err(|e| ImageError::Invalid(format!("cannot build {}: {e}", rootfs.display())))?;
-    runner.run(&Cmd::new("e2fsck").args(["-fn"]).arg(rootfs.display().to_string()))?;
+    runner.run(
+        &Cmd::new("e2fsck")
+            .args(["-fn"])
+            .arg(rootfs.display().to_string()),
+    )?;
     let _ = fs_err::remove_dir_all(work);
     Ok(size)
 }
@@ -197,7 +223,8 @@ pub fn configured_mirror() -> String {
             }
         }
     }
-    mirror_from_sources(&texts.join("\n")).unwrap_or_else(|| "http://deb.debian.org/debian".to_owned())
+    mirror_from_sources(&texts.join("\n"))
+        .unwrap_or_else(|| "http://deb.debian.org/debian".to_owned())
 }
 
 /// Finds a Debian archive URI (ending in `/debian`) in apt sources text (one-line or deb822).
@@ -217,12 +244,20 @@ mod tests {
     #[test]
     fn test_mirror_from_sources_finds_debian_archive() {
         let t = "URIs: https://deb.nodesource.com/node_20.x\nURIs: http://deb.debian.org/debian\nURIs: http://deb.debian.org/debian-security\n";
-        assert_eq!(mirror_from_sources(t).unwrap(), "http://deb.debian.org/debian");
         assert_eq!(
-            mirror_from_sources("# deb http://x/debian bookworm\ndeb http://mirror.example/debian/ bookworm main").unwrap(),
+            mirror_from_sources(t).unwrap(),
+            "http://deb.debian.org/debian"
+        );
+        assert_eq!(
+            mirror_from_sources(
+                "# deb http://x/debian bookworm\ndeb http://mirror.example/debian/ bookworm main"
+            )
+            .unwrap(),
             "http://mirror.example/debian"
         );
-        assert!(mirror_from_sources("deb https://packages.cloud.google.com/apt cloud main").is_none());
+        assert!(
+            mirror_from_sources("deb https://packages.cloud.google.com/apt cloud main").is_none()
+        );
     }
 
     #[test]
@@ -235,9 +270,17 @@ mod tests {
         customize(root).unwrap();
         assert!(!root.join("etc/ssh/ssh_host_rsa_key").exists());
         assert!(root.join("etc/ssh/sshd_config").exists());
-        let masked = std::fs::read_link(root.join("etc/systemd/system/e2scrub_reap.service")).unwrap();
+        let masked =
+            std::fs::read_link(root.join("etc/systemd/system/e2scrub_reap.service")).unwrap();
         assert_eq!(masked, Path::new("/dev/null"));
-        assert_eq!(std::fs::read_to_string(root.join("etc/machine-id")).unwrap(), "");
-        assert!(std::fs::read_to_string(root.join("etc/fstab")).unwrap().contains("/dev/vdb /root ext4"));
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/machine-id")).unwrap(),
+            ""
+        );
+        assert!(
+            std::fs::read_to_string(root.join("etc/fstab"))
+                .unwrap()
+                .contains("/dev/vdb /root ext4")
+        );
     }
 }

@@ -34,17 +34,27 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             vm::list(&layout, args.json).await
         }
         Command::Vm(VmCommand::Show { name, json }) => vm::show(&layout, &name, json).await,
-        Command::Vm(VmCommand::Create { args, no_start }) => vm::create(&layout, &args, no_start).await,
-        Command::Vm(VmCommand::Run { args, rm, command }) => vm::run(&layout, &args, rm, &command).await,
+        Command::Vm(VmCommand::Create { args, no_start }) => {
+            vm::create(&layout, &args, no_start).await
+        }
+        Command::Vm(VmCommand::Run { args, rm, command }) => {
+            vm::run(&layout, &args, rm, &command).await
+        }
         Command::Vm(VmCommand::Start(n)) => vm::many(&layout, &n.names, vm::Op::Start).await,
         Command::Vm(VmCommand::Stop(n)) => vm::many(&layout, &n.names, vm::Op::Stop).await,
         Command::Vm(VmCommand::Restart(n)) => vm::many(&layout, &n.names, vm::Op::Restart).await,
         Command::Vm(VmCommand::Kill(n)) => vm::many(&layout, &n.names, vm::Op::Kill).await,
         Command::Vm(VmCommand::Delete(n)) => vm::many(&layout, &n.names, vm::Op::Delete).await,
-        Command::Vm(VmCommand::Ssh { name, command }) => vm::ssh(&layout, &name, &command, true).await,
-        Command::Vm(VmCommand::Exec { name, command }) => vm::ssh(&layout, &name, &command, false).await,
+        Command::Vm(VmCommand::Ssh { name, command }) => {
+            vm::ssh(&layout, &name, &command, true).await
+        }
+        Command::Vm(VmCommand::Exec { name, command }) => {
+            vm::ssh(&layout, &name, &command, false).await
+        }
         Command::Vm(VmCommand::Logs { name }) => vm::logs(&layout, &name).await,
-        Command::Kernel(KernelCommand::Import { from_distro, name }) => vm::kernel_import(&layout, from_distro, name).await,
+        Command::Kernel(KernelCommand::Import { from_distro, name }) => {
+            vm::kernel_import(&layout, from_distro, name).await
+        }
         Command::Kernel(KernelCommand::List { json }) => vm::kernel_list(&layout, json).await,
         Command::Image(ImageCommand::Ensure { name }) => vm::image_ensure(&layout, name).await,
         Command::Image(ImageCommand::List { json }) => vm::image_list(&layout, json).await,

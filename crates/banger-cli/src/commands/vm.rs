@@ -120,10 +120,12 @@ use std::process::Command as Process;
 use std::time::Instant;
 
 use banger_api::methods::{
-    ImageEnsure, ImageList, KernelImport, KernelList, VmCreate, VmDelete, VmKill, VmLogsGet, VmRestart, VmSsh, VmStart,
-    VmStop,
+    ImageEnsure, ImageList, KernelImport, KernelList, VmCreate, VmDelete, VmKill, VmLogsGet,
+    VmRestart, VmSsh, VmStart, VmStop,
 };
-use banger_api::types::{ImageEnsureParams, KernelImportParams, SshInfo, VmCreateParams, VmOpResult, VmRefs};
+use banger_api::types::{
+    ImageEnsureParams, KernelImportParams, SshInfo, VmCreateParams, VmOpResult, VmRefs,
+};
 
 use crate::cli::CreateArgs;
 
@@ -143,9 +145,15 @@ async fn create_vm(layout: &Layout, args: &CreateArgs, no_start: bool) -> anyhow
     let started = Instant::now();
     output::status(&format!(
         "creating vm{} (first use builds the default kernel and image, which takes a few minutes)...",
-        args.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
+        args.name
+            .as_deref()
+            .map(|n| format!(" {n}"))
+            .unwrap_or_default()
     ));
-    let vm = conn.client.call::<VmCreate>(&create_params(args, no_start)).await?;
+    let vm = conn
+        .client
+        .call::<VmCreate>(&create_params(args, no_start))
+        .await?;
     output::status(&format!(
         "spec: {} vcpu | {} MiB | {} disk | {} | {}",
         vm.vcpu,
@@ -155,14 +163,26 @@ async fn create_vm(layout: &Layout, args: &CreateArgs, no_start: bool) -> anyhow
         vm.vmm.as_deref().unwrap_or("-")
     ));
     if no_start {
-        output::status(&format!("vm {} created (not started) in {:.1}s", vm.name, started.elapsed().as_secs_f64()));
+        output::status(&format!(
+            "vm {} created (not started) in {:.1}s",
+            vm.name,
+            started.elapsed().as_secs_f64()
+        ));
     } else {
-        output::status(&format!("vm {} ready in {:.1}s", vm.name, started.elapsed().as_secs_f64()));
+        output::status(&format!(
+            "vm {} ready in {:.1}s",
+            vm.name,
+            started.elapsed().as_secs_f64()
+        ));
     }
     Ok(vm)
 }
 
-pub(crate) async fn create(layout: &Layout, args: &CreateArgs, no_start: bool) -> anyhow::Result<ExitCode> {
+pub(crate) async fn create(
+    layout: &Layout,
+    args: &CreateArgs,
+    no_start: bool,
+) -> anyhow::Result<ExitCode> {
     let vm = create_vm(layout, args, no_start).await?;
     output::data(&vm.name);
     Ok(ExitCode::SUCCESS)
@@ -179,7 +199,9 @@ pub(crate) enum Op {
 
 pub(crate) async fn many(layout: &Layout, names: &[String], op: Op) -> anyhow::Result<ExitCode> {
     let mut conn = connect(layout).await?;
-    let refs = VmRefs { names: names.to_vec() };
+    let refs = VmRefs {
+        names: names.to_vec(),
+    };
     let (result, verb): (VmOpResult, &str) = match op {
         Op::Start => (conn.client.call::<VmStart>(&refs).await?, "started"),
         Op::Stop => (conn.client.call::<VmStop>(&refs).await?, "stopped"),
@@ -197,7 +219,11 @@ pub(crate) async fn many(layout: &Layout, names: &[String], op: Op) -> anyhow::R
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The ssh argument vector for `info`, running `command` (argv, quoted for the remote shell).
@@ -223,7 +249,10 @@ fn ssh_args(info: &SshInfo, command: &[String], interactive: bool) -> Vec<String
     if !command.is_empty() {
         let quoted = shlex::try_join(command.iter().map(String::as_str)).unwrap_or_default();
         let line = match &info.workdir {
-            Some(dir) => format!("cd {} && {quoted}", shlex::try_quote(dir).unwrap_or_default()),
+            Some(dir) => format!(
+                "cd {} && {quoted}",
+                shlex::try_quote(dir).unwrap_or_default()
+            ),
             None => quoted,
         };
         args.push("--".into());
@@ -233,54 +262,110 @@ fn ssh_args(info: &SshInfo, command: &[String], interactive: bool) -> Vec<String
 }
 
 fn run_ssh(info: &SshInfo, command: &[String], interactive: bool) -> anyhow::Result<ExitCode> {
-    let status = Process::new("ssh").args(ssh_args(info, command, interactive)).status()?;
-    Ok(ExitCode::from(status.code().map_or(255, |c| c.clamp(0, 255) as u8)))
+    let status = Process::new("ssh")
+        .args(ssh_args(info, command, interactive))
+        .status()?;
+    Ok(ExitCode::from(
+        status.code().map_or(255, |c| c.clamp(0, 255) as u8),
+    ))
 }
 
-pub(crate) async fn ssh(layout: &Layout, name: &str, command: &[String], interactive: bool) -> anyhow::Result<ExitCode> {
+pub(crate) async fn ssh(
+    layout: &Layout,
+    name: &str,
+    command: &[String],
+    interactive: bool,
+) -> anyhow::Result<ExitCode> {
     let mut conn = connect(layout).await?;
-    let info = conn.client.call::<VmSsh>(&VmRef { name: name.to_owned() }).await?;
+    let info = conn
+        .client
+        .call::<VmSsh>(&VmRef {
+            name: name.to_owned(),
+        })
+        .await?;
     let code = run_ssh(&info, command, interactive)?;
     if interactive && command.is_empty() {
-        output::status(&format!("vm {name} is still running (stop it with `banger vm stop {name}`)"));
+        output::status(&format!(
+            "vm {name} is still running (stop it with `banger vm stop {name}`)"
+        ));
     }
     Ok(code)
 }
 
-pub(crate) async fn run(layout: &Layout, args: &CreateArgs, rm: bool, command: &[String]) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    layout: &Layout,
+    args: &CreateArgs,
+    rm: bool,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
     let vm = create_vm(layout, args, false).await?;
     let result = async {
         let mut conn = connect(layout).await?;
-        let info = conn.client.call::<VmSsh>(&VmRef { name: vm.name.clone() }).await?;
+        let info = conn
+            .client
+            .call::<VmSsh>(&VmRef {
+                name: vm.name.clone(),
+            })
+            .await?;
         run_ssh(&info, command, true)
     }
     .await;
     if rm {
         let mut conn = connect(layout).await?;
-        let deleted = conn.client.call::<VmDelete>(&VmRefs { names: vec![vm.name.clone()] }).await?;
+        let deleted = conn
+            .client
+            .call::<VmDelete>(&VmRefs {
+                names: vec![vm.name.clone()],
+            })
+            .await?;
         if let Some(e) = deleted.outcomes.into_iter().find_map(|o| o.error) {
-            output::print_error(&anyhow::Error::new(e).context(format!("cannot delete vm {}", vm.name)));
+            output::print_error(
+                &anyhow::Error::new(e).context(format!("cannot delete vm {}", vm.name)),
+            );
         }
     } else if command.is_empty() {
-        output::status(&format!("vm {} is still running (stop it with `banger vm stop {}`)", vm.name, vm.name));
+        output::status(&format!(
+            "vm {} is still running (stop it with `banger vm stop {}`)",
+            vm.name, vm.name
+        ));
     }
     result
 }
 
 pub(crate) async fn logs(layout: &Layout, name: &str) -> anyhow::Result<ExitCode> {
     let mut conn = connect(layout).await?;
-    let logs = conn.client.call::<VmLogsGet>(&VmRef { name: name.to_owned() }).await?;
-    output::data(&format!("==> vmm log <==\n{}\n==> console <==\n{}", logs.vmm.trim_end(), logs.console.trim_end()));
+    let logs = conn
+        .client
+        .call::<VmLogsGet>(&VmRef {
+            name: name.to_owned(),
+        })
+        .await?;
+    output::data(&format!(
+        "==> vmm log <==\n{}\n==> console <==\n{}",
+        logs.vmm.trim_end(),
+        logs.console.trim_end()
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn kernel_import(layout: &Layout, from_distro: bool, name: Option<String>) -> anyhow::Result<ExitCode> {
+pub(crate) async fn kernel_import(
+    layout: &Layout,
+    from_distro: bool,
+    name: Option<String>,
+) -> anyhow::Result<ExitCode> {
     if !from_distro {
-        return Err(crate::output::Hinted::new("nothing to import", "use `banger kernel import --from-distro`").into());
+        return Err(crate::output::Hinted::new(
+            "nothing to import",
+            "use `banger kernel import --from-distro`",
+        )
+        .into());
     }
     let mut conn = connect(layout).await?;
     output::status("importing the distro kernel (apt download, vmlinux extraction, initramfs)...");
-    let k = conn.client.call::<KernelImport>(&KernelImportParams { from_distro, name }).await?;
+    let k = conn
+        .client
+        .call::<KernelImport>(&KernelImportParams { from_distro, name })
+        .await?;
     output::data(&format!("{} {} {}", k.name, k.version, k.kernel));
     Ok(ExitCode::SUCCESS)
 }
@@ -291,16 +376,37 @@ pub(crate) async fn kernel_list(layout: &Layout, as_json: bool) -> anyhow::Resul
     if as_json {
         output::json(&ks)?;
     } else {
-        let rows = ks.iter().map(|k| vec![k.name.clone(), k.version.clone(), k.source.clone(), k.kernel.clone()]).collect();
-        output::data(&output::table(&["NAME", "VERSION", "SOURCE", "KERNEL"], rows));
+        let rows = ks
+            .iter()
+            .map(|k| {
+                vec![
+                    k.name.clone(),
+                    k.version.clone(),
+                    k.source.clone(),
+                    k.kernel.clone(),
+                ]
+            })
+            .collect();
+        output::data(&output::table(
+            &["NAME", "VERSION", "SOURCE", "KERNEL"],
+            rows,
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn image_ensure(layout: &Layout, name: Option<String>) -> anyhow::Result<ExitCode> {
+pub(crate) async fn image_ensure(
+    layout: &Layout,
+    name: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let mut conn = connect(layout).await?;
-    output::status("making sure the image is available (the default one is built once with debootstrap)...");
-    let i = conn.client.call::<ImageEnsure>(&ImageEnsureParams { name }).await?;
+    output::status(
+        "making sure the image is available (the default one is built once with debootstrap)...",
+    );
+    let i = conn
+        .client
+        .call::<ImageEnsure>(&ImageEnsureParams { name })
+        .await?;
     output::data(&format!("{} {}", i.name, i.rootfs));
     Ok(ExitCode::SUCCESS)
 }
@@ -313,7 +419,14 @@ pub(crate) async fn image_list(layout: &Layout, as_json: bool) -> anyhow::Result
     } else {
         let rows = images
             .iter()
-            .map(|i| vec![i.name.clone(), i.source.clone(), i.kernel.clone().unwrap_or_default(), output::size(i.size_bytes)])
+            .map(|i| {
+                vec![
+                    i.name.clone(),
+                    i.source.clone(),
+                    i.kernel.clone().unwrap_or_default(),
+                    output::size(i.size_bytes),
+                ]
+            })
             .collect();
         output::data(&output::table(&["NAME", "SOURCE", "KERNEL", "SIZE"], rows));
     }

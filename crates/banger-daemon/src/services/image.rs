@@ -34,9 +34,12 @@ fn failed(step: &str, e: &dyn std::error::Error) -> RpcError {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RpcError> + Send + 'static,
 ) -> Result<T, RpcError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| RpcError::new(ErrorCode::OperationFailed, format!("worker task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        RpcError::new(
+            ErrorCode::OperationFailed,
+            format!("worker task failed: {e}"),
+        )
+    })?
 }
 
 pub(crate) async fn with_store<T: Send + 'static>(
@@ -69,8 +72,11 @@ fn static_busybox() -> Result<PathBuf, RpcError> {
             }
         }
     }
-    Err(RpcError::new(ErrorCode::OperationFailed, "no statically linked busybox found")
-        .with_hint("apt-get install busybox-static"))
+    Err(RpcError::new(
+        ErrorCode::OperationFailed,
+        "no statically linked busybox found",
+    )
+    .with_hint("apt-get install busybox-static"))
 }
 
 fn random_suffix() -> String {
@@ -80,7 +86,11 @@ fn random_suffix() -> String {
 impl ImageService {
     /// A new service.
     pub fn new(infra: Infra) -> Self {
-        ImageService { infra, build: Mutex::new(()), publication: Mutex::new(()) }
+        ImageService {
+            infra,
+            build: Mutex::new(()),
+            publication: Mutex::new(()),
+        }
     }
 
     /// All kernels.
@@ -96,7 +106,11 @@ impl ImageService {
         Ok(images
             .into_iter()
             .map(|i| ImageInfo {
-                kernel: i.kernel_id.as_ref().and_then(|id| kernels.iter().find(|k| &k.id == id)).map(|k| k.name.clone()),
+                kernel: i
+                    .kernel_id
+                    .as_ref()
+                    .and_then(|id| kernels.iter().find(|k| &k.id == id))
+                    .map(|k| k.name.clone()),
                 name: i.name,
                 source: i.source,
                 rootfs: i.rootfs_path,
@@ -130,13 +144,23 @@ impl ImageService {
         let busybox = static_busybox()?;
         let kernels = self.infra.layout.kernels_dir();
         let staging = kernels.join(format!(".staging-{}", random_suffix()));
-        let work = self.infra.layout.cache_dir.join(format!("kernel-work-{}", random_suffix()));
+        let work = self
+            .infra
+            .layout
+            .cache_dir
+            .join(format!("kernel-work-{}", random_suffix()));
         let runner = Arc::clone(&self.infra.runner);
         let name_owned = name.to_owned();
         let (st, wk) = (staging.clone(), work.clone());
         let built = blocking(move || {
-            banger_image::kernel::import_from_distro(runner.as_ref(), &name_owned, &busybox, &wk, &st)
-                .map_err(|e| failed("kernel import", &e))
+            banger_image::kernel::import_from_distro(
+                runner.as_ref(),
+                &name_owned,
+                &busybox,
+                &wk,
+                &st,
+            )
+            .map_err(|e| failed("kernel import", &e))
         })
         .await;
         let manifest = match built {
@@ -144,11 +168,18 @@ impl ImageService {
             Err(e) => {
                 let _ = fs_err::remove_dir_all(&staging);
                 let _ = fs_err::remove_dir_all(&work);
-                return Err(e.with_hint("kernel import needs apt (Debian/Ubuntu) and busybox-static"));
+                return Err(
+                    e.with_hint("kernel import needs apt (Debian/Ubuntu) and busybox-static")
+                );
             }
         };
         let final_dir = kernels.join(name);
-        let rebase = |p: &str| p.replace(&staging.display().to_string(), &final_dir.display().to_string());
+        let rebase = |p: &str| {
+            p.replace(
+                &staging.display().to_string(),
+                &final_dir.display().to_string(),
+            )
+        };
         let record = KernelRecord {
             id: random_suffix() + &random_suffix(),
             name: name.to_owned(),
@@ -184,10 +215,17 @@ impl ImageService {
         if let Some(found) = self.lookup(name).await? {
             return Ok(found);
         }
-        info!(image = name, "building the default image with debootstrap (once)");
+        info!(
+            image = name,
+            "building the default image with debootstrap (once)"
+        );
         let images = self.infra.layout.images_dir();
         let staging = images.join(format!(".staging-{}", random_suffix()));
-        let work = self.infra.layout.cache_dir.join(format!("image-work-{}", random_suffix()));
+        let work = self
+            .infra
+            .layout
+            .cache_dir
+            .join(format!("image-work-{}", random_suffix()));
         let runner = Arc::clone(&self.infra.runner);
         let (st, wk) = (staging.clone(), work.clone());
         let built = blocking(move || {
@@ -201,7 +239,9 @@ impl ImageService {
             Err(e) => {
                 let _ = fs_err::remove_dir_all(&staging);
                 let _ = fs_err::remove_dir_all(&work);
-                return Err(e.with_hint("building the default image needs debootstrap and the Debian mirror"));
+                return Err(e.with_hint(
+                    "building the default image needs debootstrap and the Debian mirror",
+                ));
             }
         };
         let final_dir = images.join(name);
@@ -236,11 +276,19 @@ impl ImageService {
             return Ok(None);
         }
         let Some(kid) = image.kernel_id.clone() else {
-            return Err(RpcError::new(ErrorCode::OperationFailed, format!("image {name:?} has no kernel")));
+            return Err(RpcError::new(
+                ErrorCode::OperationFailed,
+                format!("image {name:?} has no kernel"),
+            ));
         };
-        let kernel = with_store(&self.infra.store, move |s| s.get_kernel(&kid)).await?.ok_or_else(|| {
-            RpcError::new(ErrorCode::OperationFailed, format!("image {name:?} refers to a missing kernel"))
-        })?;
+        let kernel = with_store(&self.infra.store, move |s| s.get_kernel(&kid))
+            .await?
+            .ok_or_else(|| {
+                RpcError::new(
+                    ErrorCode::OperationFailed,
+                    format!("image {name:?} refers to a missing kernel"),
+                )
+            })?;
         Ok(Some((image, kernel)))
     }
 }

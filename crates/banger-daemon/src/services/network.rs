@@ -41,7 +41,9 @@ impl HostNetwork {
         self.infra
             .privileged
             .ensure_bridge(&c.bridge_name, c.bridge_ip, c.cidr.prefix_len())
-            .map_err(|e| RpcError::new(ErrorCode::OperationFailed, format!("bridge: {}", chain(&e))))
+            .map_err(|e| {
+                RpcError::new(ErrorCode::OperationFailed, format!("bridge: {}", chain(&e)))
+            })
     }
 
     /// Creates the VM's tap on the bridge.
@@ -69,13 +71,22 @@ mod tests {
     fn test_allocate_ip_skips_gateway_and_used_and_exhausts() {
         let net: ipnet::Ipv4Net = "172.16.0.0/29".parse().unwrap();
         let gw = Ipv4Addr::new(172, 16, 0, 1);
-        assert_eq!(allocate_ip(net, gw, &[]), Some(Ipv4Addr::new(172, 16, 0, 2)));
+        assert_eq!(
+            allocate_ip(net, gw, &[]),
+            Some(Ipv4Addr::new(172, 16, 0, 2))
+        );
         let used: Vec<Ipv4Addr> = (2..=5).map(|i| Ipv4Addr::new(172, 16, 0, i)).collect();
-        assert_eq!(allocate_ip(net, gw, &used), Some(Ipv4Addr::new(172, 16, 0, 6)));
+        assert_eq!(
+            allocate_ip(net, gw, &used),
+            Some(Ipv4Addr::new(172, 16, 0, 6))
+        );
         let full: Vec<Ipv4Addr> = (2..=6).map(|i| Ipv4Addr::new(172, 16, 0, i)).collect();
         assert_eq!(allocate_ip(net, gw, &full), None);
         // Reuse after release.
-        assert_eq!(allocate_ip(net, gw, &full[1..]), Some(Ipv4Addr::new(172, 16, 0, 2)));
+        assert_eq!(
+            allocate_ip(net, gw, &full[1..]),
+            Some(Ipv4Addr::new(172, 16, 0, 2))
+        );
     }
 
     #[test]

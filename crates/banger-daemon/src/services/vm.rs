@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
-use banger_api::types::{SshInfo, ValueSource, VmCreateParams, VmInfo, VmLogs, VmOpOutcome, VmState};
+use banger_api::types::{
+    SshInfo, ValueSource, VmCreateParams, VmInfo, VmLogs, VmOpOutcome, VmState,
+};
 use banger_api::{ErrorCode, RpcError};
+use banger_host::Cmd;
 use banger_host::disk::{self, ImageFile};
 use banger_host::vmm::{Drive, NetSpec, VmSpec, VmmHandle};
-use banger_host::Cmd;
 use banger_store::{ImageRecord, KernelRecord, Store, VmRecord, VmRow};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -80,38 +82,51 @@ fn op_failed(step: &str, msg: impl std::fmt::Display) -> RpcError {
 pub fn validate_name(name: &str) -> Result<(), RpcError> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
         Ok(())
     } else {
-        Err(bad(format!("invalid vm name {name:?}"))
-            .with_hint("names are 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"))
+        Err(bad(format!("invalid vm name {name:?}")).with_hint(
+            "names are 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'",
+        ))
     }
 }
 
 /// Parses a size like `8G`, `512M`, `2GiB` or a byte count.
 pub fn parse_size(text: &str) -> Result<u64, RpcError> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().map_err(|_| bad(format!("invalid size {text:?}")).with_hint("use e.g. 8G or 512M"))?;
+    let num: f64 = num
+        .parse()
+        .map_err(|_| bad(format!("invalid size {text:?}")).with_hint("use e.g. 8G or 512M"))?;
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(bad(format!("invalid size unit in {text:?}")).with_hint("use K, M, G or T")),
+        _ => {
+            return Err(bad(format!("invalid size unit in {text:?}")).with_hint("use K, M, G or T"));
+        }
     };
     Ok((num * scale as f64) as u64)
 }
 
-const ADJECTIVES: &[&str] =
-    &["brisk", "calm", "eager", "fuzzy", "gentle", "happy", "jolly", "keen", "lucky", "mellow", "nimble", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty"];
-const NOUNS: &[&str] =
-    &["otter", "badger", "falcon", "heron", "lynx", "marten", "newt", "owl", "panda", "quokka", "raven", "seal", "tapir", "walrus", "yak", "zebra", "ibis", "koala"];
+const ADJECTIVES: &[&str] = &[
+    "brisk", "calm", "eager", "fuzzy", "gentle", "happy", "jolly", "keen", "lucky", "mellow",
+    "nimble", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty",
+];
+const NOUNS: &[&str] = &[
+    "otter", "badger", "falcon", "heron", "lynx", "marten", "newt", "owl", "panda", "quokka",
+    "raven", "seal", "tapir", "walrus", "yak", "zebra", "ibis", "koala",
+];
 
 fn generate_name() -> String {
     let r = uuid::Uuid::new_v4().as_u128();
@@ -155,7 +170,12 @@ pub struct Sizing {
 }
 
 /// Flag → `[vm_defaults]` → host heuristic (cpus/4 ≤ 4; RAM/8 ≤ 8 GiB) → builtin floor.
-pub fn resolve_sizing(p: &VmCreateParams, d: &banger_config::VmDefaults, cpus: u32, mem_mib: u64) -> Result<Sizing, RpcError> {
+pub fn resolve_sizing(
+    p: &VmCreateParams,
+    d: &banger_config::VmDefaults,
+    cpus: u32,
+    mem_mib: u64,
+) -> Result<Sizing, RpcError> {
     let vcpu = match (p.vcpu, d.vcpu) {
         (Some(v), _) => (v, ValueSource::Flag),
         (None, Some(v)) => (v, ValueSource::Config),
@@ -174,18 +194,28 @@ pub fn resolve_sizing(p: &VmCreateParams, d: &banger_config::VmDefaults, cpus: u
         _ => (8 << 30, ValueSource::Builtin),
     };
     if vcpu.0 == 0 || vcpu.0 > 64 {
-        return Err(bad(format!("--vcpu {} is out of range", vcpu.0)).with_hint("use 1 to 64 vCPUs"));
+        return Err(
+            bad(format!("--vcpu {} is out of range", vcpu.0)).with_hint("use 1 to 64 vCPUs")
+        );
     }
     if memory_mib.0 < 128 {
-        return Err(bad(format!("--memory {} MiB is too small", memory_mib.0)).with_hint("a guest needs at least 128 MiB"));
+        return Err(bad(format!("--memory {} MiB is too small", memory_mib.0))
+            .with_hint("a guest needs at least 128 MiB"));
     }
     if mem_mib > 0 && memory_mib.0 > mem_mib {
-        return Err(bad(format!("--memory {} MiB exceeds the host's {mem_mib} MiB", memory_mib.0)));
+        return Err(bad(format!(
+            "--memory {} MiB exceeds the host's {mem_mib} MiB",
+            memory_mib.0
+        )));
     }
     if disk_bytes.0 < (256 << 20) {
         return Err(bad("--disk-size must be at least 256M"));
     }
-    Ok(Sizing { vcpu, memory_mib, disk_bytes })
+    Ok(Sizing {
+        vcpu,
+        memory_mib,
+        disk_bytes,
+    })
 }
 
 impl VmService {
@@ -202,7 +232,10 @@ impl VmService {
     }
 
     fn vm_lock(&self, id: &str) -> Arc<Mutex<()>> {
-        let mut locks = self.vm_locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut locks = self
+            .vm_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Arc::clone(locks.entry(id.to_owned()).or_default())
     }
 
@@ -215,7 +248,11 @@ impl VmService {
     }
 
     fn key_path(&self) -> PathBuf {
-        self.infra.config.ssh_key_path.clone().unwrap_or_else(|| self.infra.layout.ssh_dir().join("id_ed25519"))
+        self.infra
+            .config
+            .ssh_key_path
+            .clone()
+            .unwrap_or_else(|| self.infra.layout.ssh_dir().join("id_ed25519"))
     }
 
     fn known_hosts(&self) -> PathBuf {
@@ -223,7 +260,11 @@ impl VmService {
     }
 
     fn cached_handles(&self, id: &str) -> Option<Handles> {
-        self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
     }
 
     fn set_handles(&self, id: &str, h: Option<Handles>) {
@@ -232,7 +273,10 @@ impl VmService {
             Some(h) => {
                 if let Ok(text) = serde_json::to_string_pretty(h) {
                     let tmp = path.with_extension("json.tmp");
-                    if fs_err::write(&tmp, text).and_then(|()| fs_err::rename(&tmp, &path)).is_err() {
+                    if fs_err::write(&tmp, text)
+                        .and_then(|()| fs_err::rename(&tmp, &path))
+                        .is_err()
+                    {
                         warn!(vm = id, "cannot write handles.json");
                     }
                 }
@@ -241,7 +285,10 @@ impl VmService {
                 let _ = fs_err::remove_file(&path);
             }
         }
-        let mut cache = self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match h {
             Some(h) => cache.insert(id.to_owned(), h),
             None => cache.remove(id),
@@ -250,10 +297,12 @@ impl VmService {
 
     async fn get_row(&self, name: &str) -> Result<VmRow, RpcError> {
         let key = name.to_owned();
-        with_store(&self.infra.store, move |s| s.get_vm(&key)).await?.ok_or_else(|| {
-            RpcError::new(ErrorCode::NotFound, format!("vm {name:?} not found"))
-                .with_hint("`banger vm list` shows the VMs that exist")
-        })
+        with_store(&self.infra.store, move |s| s.get_vm(&key))
+            .await?
+            .ok_or_else(|| {
+                RpcError::new(ErrorCode::NotFound, format!("vm {name:?} not found"))
+                    .with_hint("`banger vm list` shows the VMs that exist")
+            })
     }
 
     async fn save(&self, vm: &VmRecord) -> Result<(), RpcError> {
@@ -282,7 +331,12 @@ impl VmService {
         }
         self.infra
             .runner
-            .run(&Cmd::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "banger"]).arg("-f").arg(key.display().to_string()))
+            .run(
+                &Cmd::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-C", "banger"])
+                    .arg("-f")
+                    .arg(key.display().to_string()),
+            )
             .map_err(|e| op_failed("ssh key", chain(&e)))?;
         Ok(())
     }
@@ -293,8 +347,16 @@ impl VmService {
         if let Some(name) = &p.name {
             validate_name(name)?;
         }
-        let sizing = resolve_sizing(&p, &self.infra.config.vm_defaults, host_cpus(), host_memory_mib())?;
-        let image_name = p.image.clone().unwrap_or_else(|| self.infra.config.default_image_name.clone());
+        let sizing = resolve_sizing(
+            &p,
+            &self.infra.config.vm_defaults,
+            host_cpus(),
+            host_memory_mib(),
+        )?;
+        let image_name = p
+            .image
+            .clone()
+            .unwrap_or_else(|| self.infra.config.default_image_name.clone());
         let (image, kernel) = self.image.ensure_image(&image_name).await?;
         let now = self.infra.clock.now_rfc3339();
 
@@ -313,8 +375,11 @@ impl VmService {
             };
             let k = name.clone();
             if with_store(&self.infra.store, move |s| s.vm_name_taken(&k)).await? {
-                return Err(RpcError::new(ErrorCode::AlreadyExists, format!("vm {name:?} already exists"))
-                    .with_hint("pick another --name, or `banger vm delete` the old one"));
+                return Err(RpcError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("vm {name:?} already exists"),
+                )
+                .with_hint("pick another --name, or `banger vm delete` the old one"));
             }
             let used: Vec<Ipv4Addr> = with_store(&self.infra.store, Store::used_guest_ips)
                 .await?
@@ -323,8 +388,11 @@ impl VmService {
                 .collect();
             let cfg = &self.infra.config;
             let ip = allocate_ip(cfg.cidr, cfg.bridge_ip, &used).ok_or_else(|| {
-                op_failed("ip allocation", format!("no free address left in {}", cfg.cidr))
-                    .with_hint("delete unused VMs (`banger vm prune`) or widen `cidr` in config.toml")
+                op_failed(
+                    "ip allocation",
+                    format!("no free address left in {}", cfg.cidr),
+                )
+                .with_hint("delete unused VMs (`banger vm prune`) or widen `cidr` in config.toml")
             })?;
             let vm = VmRecord {
                 id: new_id(),
@@ -459,7 +527,11 @@ impl VmService {
         let kh = self.known_hosts();
         if let Ok(text) = fs_err::read_to_string(&kh) {
             let alias = host_alias(id);
-            let kept: String = text.lines().filter(|l| l.split_whitespace().next() != Some(alias.as_str())).map(|l| format!("{l}\n")).collect();
+            let kept: String = text
+                .lines()
+                .filter(|l| l.split_whitespace().next() != Some(alias.as_str()))
+                .map(|l| format!("{l}\n"))
+                .collect();
             let _ = fs_err::write(&kh, kept);
         }
     }
@@ -470,7 +542,10 @@ impl VmService {
         let tap = tap_name(&vm.id);
         let run_dir = self.run_dir(&vm.id);
         let dir = self.vm_dir(&vm.id);
-        let ip: Ipv4Addr = vm.guest_ip.parse().map_err(|_| op_failed("network", "corrupt guest ip"))?;
+        let ip: Ipv4Addr = vm
+            .guest_ip
+            .parse()
+            .map_err(|_| op_failed("network", "corrupt guest ip"))?;
         let spec = VmSpec {
             name: vm.name.clone(),
             vcpu: vm.vcpu,
@@ -495,11 +570,23 @@ impl VmService {
             fs_err::create_dir_all(&spec.run_dir).map_err(|e| op_failed("run dir", e))?;
             network.ensure_bridge()?;
             network.create_tap(&t)?;
-            vmm.launch(&spec).map_err(|e| op_failed("vmm spawn", chain(&e)))
+            vmm.launch(&spec)
+                .map_err(|e| op_failed("vmm spawn", chain(&e)))
         })
         .await?;
-        self.set_handles(&vm.id, Some(Handles { vmm: handle.clone(), tap }));
-        info!(vm = vm.name, pid = handle.pid, backend = handle.backend, "vmm launched");
+        self.set_handles(
+            &vm.id,
+            Some(Handles {
+                vmm: handle.clone(),
+                tap,
+            }),
+        );
+        info!(
+            vm = vm.name,
+            pid = handle.pid,
+            backend = handle.backend,
+            "vmm launched"
+        );
         let timeout = Duration::from_secs(self.infra.config.boot_timeout_secs);
         let vmm = Arc::clone(&self.infra.vmm);
         let h = handle.clone();
@@ -509,15 +596,21 @@ impl VmService {
         vm.vmm = Some(handle.backend.clone());
         vm.last_error = None;
         vm.updated_at = self.infra.clock.now_rfc3339();
-        vm.last_touched_at = vm.updated_at.clone();
+        vm.last_touched_at.clone_from(&vm.updated_at);
         self.save(vm).await?;
-        info!(vm = vm.name, "ready in {:.1}s", started.elapsed().as_secs_f64());
+        info!(
+            vm = vm.name,
+            "ready in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 
     /// Kills the VMM (if any) and removes tap and handles. Never fails.
     async fn teardown(&self, id: &str) {
-        let handles = self.cached_handles(id).or_else(|| read_handles(&self.vm_dir(id)));
+        let handles = self
+            .cached_handles(id)
+            .or_else(|| read_handles(&self.vm_dir(id)));
         if let Some(h) = handles {
             let vmm = Arc::clone(&self.infra.vmm);
             let network = Arc::clone(&self.network);
@@ -544,12 +637,22 @@ impl VmService {
         if let Some(h) = self.cached_handles(&vm.id)
             && self.infra.vmm.is_alive(&h.vmm)
         {
-            let args = ssh_base_args(&self.key_path(), &self.known_hosts(), &host_alias(&vm.id), 2);
+            let args = ssh_base_args(
+                &self.key_path(),
+                &self.known_hosts(),
+                &host_alias(&vm.id),
+                2,
+            );
             let ip = vm.guest_ip.clone();
             let vmm = Arc::clone(&self.infra.vmm);
             let runner = Arc::clone(&self.infra.runner);
             blocking(move || {
-                let _ = runner.output(&Cmd::new("ssh").args(args).arg(format!("root@{ip}")).arg("sync; systemctl --no-block poweroff"));
+                let _ = runner.output(
+                    &Cmd::new("ssh")
+                        .args(args)
+                        .arg(format!("root@{ip}"))
+                        .arg("sync; systemctl --no-block poweroff"),
+                );
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while vmm.is_alive(&h.vmm) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(50));
@@ -566,10 +669,15 @@ impl VmService {
 
     async fn kernel_for(&self, vm: &VmRecord) -> Result<KernelRecord, RpcError> {
         let image_id = vm.image_id.clone();
-        let image = with_store(&self.infra.store, move |s| s.get_image(&image_id)).await?
+        let image = with_store(&self.infra.store, move |s| s.get_image(&image_id))
+            .await?
             .ok_or_else(|| op_failed("start", "the vm's image is gone"))?;
-        let kid = image.kernel_id.ok_or_else(|| op_failed("start", "the vm's image has no kernel"))?;
-        with_store(&self.infra.store, move |s| s.get_kernel(&kid)).await?.ok_or_else(|| op_failed("start", "the vm's kernel is gone"))
+        let kid = image
+            .kernel_id
+            .ok_or_else(|| op_failed("start", "the vm's image has no kernel"))?;
+        with_store(&self.infra.store, move |s| s.get_kernel(&kid))
+            .await?
+            .ok_or_else(|| op_failed("start", "the vm's kernel is gone"))
     }
 
     /// Runs a lifecycle op on one VM under its lock.
@@ -579,7 +687,9 @@ impl VmService {
         let _guard = lock.lock().await;
         // Re-read under the lock: another op may have changed it.
         let mut vm = self.get_row(&row.vm.id).await?.vm;
-        let alive = self.cached_handles(&vm.id).is_some_and(|h| self.infra.vmm.is_alive(&h.vmm));
+        let alive = self
+            .cached_handles(&vm.id)
+            .is_some_and(|h| self.infra.vmm.is_alive(&h.vmm));
         match op {
             Lifecycle::Start => {
                 if alive {
@@ -609,13 +719,19 @@ impl VmService {
                 self.save(&vm).await?;
             }
             Lifecycle::Delete => {
-                let info = vm_info(VmRow { vm: vm.clone(), image_name: row.image_name.clone() });
+                let info = vm_info(VmRow {
+                    vm: vm.clone(),
+                    image_name: row.image_name.clone(),
+                });
                 self.stop_locked(&mut vm).await?;
                 let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
                 self.forget_host_key(&vm.id);
                 let id = vm.id.clone();
                 with_store(&self.infra.store, move |s| s.delete_vm(&id)).await?;
-                self.vm_locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&vm.id);
+                self.vm_locks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&vm.id);
                 return Ok(info);
             }
         }
@@ -632,8 +748,16 @@ impl VmService {
         }
         let futures = unique.iter().map(|n| async move {
             match self.lifecycle(n, op).await {
-                Ok(vm) => VmOpOutcome { name: (*n).clone(), vm: Some(vm), error: None },
-                Err(e) => VmOpOutcome { name: (*n).clone(), vm: None, error: Some(e) },
+                Ok(vm) => VmOpOutcome {
+                    name: (*n).clone(),
+                    vm: Some(vm),
+                    error: None,
+                },
+                Err(e) => VmOpOutcome {
+                    name: (*n).clone(),
+                    vm: None,
+                    error: Some(e),
+                },
             }
         });
         futures::future::join_all(futures).await
@@ -642,10 +766,15 @@ impl VmService {
     /// How to ssh into a running VM.
     pub async fn ssh_info(&self, name: &str) -> Result<SshInfo, RpcError> {
         let mut vm = self.get_row(name).await?.vm;
-        let alive = self.cached_handles(&vm.id).is_some_and(|h| self.infra.vmm.is_alive(&h.vmm));
+        let alive = self
+            .cached_handles(&vm.id)
+            .is_some_and(|h| self.infra.vmm.is_alive(&h.vmm));
         if vm.state != VmState::Running || !alive {
-            return Err(RpcError::new(ErrorCode::NotRunning, format!("vm {:?} is not running", vm.name))
-                .with_hint(format!("start it with `banger vm start {}`", vm.name)));
+            return Err(RpcError::new(
+                ErrorCode::NotRunning,
+                format!("vm {:?} is not running", vm.name),
+            )
+            .with_hint(format!("start it with `banger vm start {}`", vm.name)));
         }
         vm.last_touched_at = self.infra.clock.now_rfc3339();
         self.save(&vm).await?;
@@ -656,7 +785,12 @@ impl VmService {
             key_path: self.key_path().display().to_string(),
             known_hosts: self.known_hosts().display().to_string(),
             host_key_alias: host_alias(&vm.id),
-            workdir: vm.workspace.as_ref().and_then(|w| w.get("guest_path")).and_then(|p| p.as_str()).map(str::to_owned),
+            workdir: vm
+                .workspace
+                .as_ref()
+                .and_then(|w| w.get("guest_path"))
+                .and_then(|p| p.as_str())
+                .map(str::to_owned),
         })
     }
 
@@ -665,7 +799,10 @@ impl VmService {
         let vm = self.get_row(name).await?.vm;
         let dir = self.vm_dir(&vm.id);
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-        Ok(VmLogs { vmm: read("vmm.log"), console: read("console.log") })
+        Ok(VmLogs {
+            vmm: read("vmm.log"),
+            console: read("console.log"),
+        })
     }
 
     /// Startup reconcile: keep live VMMs, tear down dead ones and mark them stopped.
@@ -675,8 +812,15 @@ impl VmService {
             let handles = read_handles(&self.vm_dir(&vm.id));
             match handles {
                 Some(h) if self.infra.vmm.is_alive(&h.vmm) => {
-                    info!(vm = vm.name, pid = h.vmm.pid, "reconcile: vmm alive, keeping it");
-                    self.handles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(vm.id.clone(), h);
+                    info!(
+                        vm = vm.name,
+                        pid = h.vmm.pid,
+                        "reconcile: vmm alive, keeping it"
+                    );
+                    self.handles
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(vm.id.clone(), h);
                     if vm.state != VmState::Running {
                         vm.state = VmState::Running;
                         self.save(&vm).await?;
@@ -716,7 +860,8 @@ pub enum Lifecycle {
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), RpcError> {
     use std::os::unix::fs::PermissionsExt as _;
-    fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| op_failed("work disk", e))
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| op_failed("work disk", e))
 }
 
 fn read_handles(dir: &Path) -> Option<Handles> {
@@ -729,7 +874,12 @@ pub fn host_alias(id: &str) -> String {
 }
 
 /// ssh options for banger's key and pinned host keys.
-pub fn ssh_base_args(key: &Path, known_hosts: &Path, alias: &str, connect_timeout: u32) -> Vec<String> {
+pub fn ssh_base_args(
+    key: &Path,
+    known_hosts: &Path,
+    alias: &str,
+    connect_timeout: u32,
+) -> Vec<String> {
     [
         "-i".to_owned(),
         key.display().to_string(),
@@ -752,7 +902,12 @@ pub fn ssh_base_args(key: &Path, known_hosts: &Path, alias: &str, connect_timeou
 }
 
 /// Waits until the guest's sshd sends its banner; fails early when the VMM dies.
-fn wait_for_ssh(ip: Ipv4Addr, timeout: Duration, alive: &dyn Fn() -> bool, console: &Path) -> Result<(), RpcError> {
+fn wait_for_ssh(
+    ip: Ipv4Addr,
+    timeout: Duration,
+    alive: &dyn Fn() -> bool,
+    console: &Path,
+) -> Result<(), RpcError> {
     let deadline = Instant::now() + timeout;
     let addr = SocketAddr::from((ip, 22));
     let tail = || {
@@ -764,16 +919,28 @@ fn wait_for_ssh(ip: Ipv4Addr, timeout: Duration, alive: &dyn Fn() -> bool, conso
         if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let mut buf = [0u8; 8];
-            if s.read(&mut buf).is_ok_and(|n| n >= 4 && &buf[..4] == b"SSH-") {
+            if s.read(&mut buf)
+                .is_ok_and(|n| n >= 4 && &buf[..4] == b"SSH-")
+            {
                 return Ok(());
             }
         }
         if !alive() {
-            return Err(op_failed("boot", format!("the vmm exited before ssh answered; console: {}", tail()))
-                .with_hint("`banger vm logs NAME` shows the full console log"));
+            return Err(op_failed(
+                "boot",
+                format!("the vmm exited before ssh answered; console: {}", tail()),
+            )
+            .with_hint("`banger vm logs NAME` shows the full console log"));
         }
         if Instant::now() > deadline {
-            return Err(op_failed("boot timeout", format!("ssh did not answer within {}s; console: {}", timeout.as_secs(), tail())));
+            return Err(op_failed(
+                "boot timeout",
+                format!(
+                    "ssh did not answer within {}s; console: {}",
+                    timeout.as_secs(),
+                    tail()
+                ),
+            ));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -815,12 +982,29 @@ mod tests {
         let s = resolve_sizing(&none, &d, 32, 128_000).unwrap();
         assert_eq!(s.vcpu, (4, ValueSource::Auto));
         assert_eq!(s.memory_mib, (8192, ValueSource::Auto));
-        let cfg = banger_config::VmDefaults { vcpu: Some(2), memory_mib: Some(1024), disk_size: Some("2G".into()) };
+        let cfg = banger_config::VmDefaults {
+            vcpu: Some(2),
+            memory_mib: Some(1024),
+            disk_size: Some("2G".into()),
+        };
         let s = resolve_sizing(&none, &cfg, 2, 24_000).unwrap();
-        assert_eq!((s.vcpu.1, s.memory_mib.1, s.disk_bytes.1), (ValueSource::Config, ValueSource::Config, ValueSource::Config));
-        let flags = VmCreateParams { vcpu: Some(0), ..Default::default() };
+        assert_eq!(
+            (s.vcpu.1, s.memory_mib.1, s.disk_bytes.1),
+            (
+                ValueSource::Config,
+                ValueSource::Config,
+                ValueSource::Config
+            )
+        );
+        let flags = VmCreateParams {
+            vcpu: Some(0),
+            ..Default::default()
+        };
         assert!(resolve_sizing(&flags, &d, 2, 24_000).is_err());
-        let flags = VmCreateParams { memory_mib: Some(1), ..Default::default() };
+        let flags = VmCreateParams {
+            memory_mib: Some(1),
+            ..Default::default()
+        };
         assert!(resolve_sizing(&flags, &d, 2, 24_000).is_err());
     }
 }
