@@ -60,10 +60,17 @@ fn test_other_uid_is_refused_unauthorized() {
     let env = Env::new();
     env.ok(&["ping"]);
     env.open_permissions();
-    // fork + setuid(nobody) + exec: the client runs as another user.
-    let out = env
-        .banger_cmd(&["ping"])
+    // fork + setuid(nobody) + exec: the client runs as another user. The binary is copied
+    // next to the socket so that user can reach it wherever the checkout lives.
+    let bin = env.home().join("banger");
+    std::fs::copy(common::banger_bin(), &bin).unwrap();
+    let out = std::process::Command::new(&bin)
+        .arg("ping")
+        .env_clear()
+        .env("BANGER_HOME", env.home())
+        .env("HOME", env.home())
         .env("BANGER_NO_AUTOSTART", "1")
+        .env("NO_COLOR", "1")
         .uid(65534)
         .gid(65534)
         .output()
