@@ -305,3 +305,23 @@ pub struct ImageEnsureParams {
     #[serde(default)]
     pub name: Option<String>,
 }
+
+impl SshInfo {
+    /// ssh options that use banger's key and accept only the pinned host key.
+    pub fn ssh_options(&self) -> Vec<String> {
+        vec![
+            "-i".to_owned(),
+            self.key_path.clone(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            format!("HostKeyAlias={}", self.host_key_alias),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+        ]
+    }
+}

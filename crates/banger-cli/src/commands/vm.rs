@@ -228,20 +228,7 @@ pub(crate) async fn many(layout: &Layout, names: &[String], op: Op) -> anyhow::R
 
 /// The ssh argument vector for `info`, running `command` (argv, quoted for the remote shell).
 fn ssh_args(info: &SshInfo, command: &[String], interactive: bool) -> Vec<String> {
-    let mut args = vec![
-        "-i".to_owned(),
-        info.key_path.clone(),
-        "-o".into(),
-        "IdentitiesOnly=yes".into(),
-        "-o".into(),
-        format!("UserKnownHostsFile={}", info.known_hosts),
-        "-o".into(),
-        "StrictHostKeyChecking=yes".into(),
-        "-o".into(),
-        format!("HostKeyAlias={}", info.host_key_alias),
-        "-o".into(),
-        "LogLevel=ERROR".into(),
-    ];
+    let mut args = info.ssh_options();
     if interactive && command.is_empty() {
         args.push("-t".into());
     }

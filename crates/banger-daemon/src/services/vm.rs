@@ -637,12 +637,13 @@ impl VmService {
         if let Some(h) = self.cached_handles(&vm.id)
             && self.infra.vmm.is_alive(&h.vmm)
         {
-            let args = ssh_base_args(
-                &self.key_path(),
-                &self.known_hosts(),
-                &host_alias(&vm.id),
-                2,
-            );
+            let mut args = self.ssh_target(vm).ssh_options();
+            args.extend([
+                "-o".into(),
+                "BatchMode=yes".into(),
+                "-o".into(),
+                "ConnectTimeout=2".into(),
+            ]);
             let ip = vm.guest_ip.clone();
             let vmm = Arc::clone(&self.infra.vmm);
             let runner = Arc::clone(&self.infra.runner);
@@ -763,6 +764,24 @@ impl VmService {
         futures::future::join_all(futures).await
     }
 
+    /// ssh coordinates of a VM (whatever its state).
+    fn ssh_target(&self, vm: &VmRecord) -> SshInfo {
+        SshInfo {
+            name: vm.name.clone(),
+            host: vm.guest_ip.clone(),
+            user: "root".into(),
+            key_path: self.key_path().display().to_string(),
+            known_hosts: self.known_hosts().display().to_string(),
+            host_key_alias: host_alias(&vm.id),
+            workdir: vm
+                .workspace
+                .as_ref()
+                .and_then(|w| w.get("guest_path"))
+                .and_then(|p| p.as_str())
+                .map(str::to_owned),
+        }
+    }
+
     /// How to ssh into a running VM.
     pub async fn ssh_info(&self, name: &str) -> Result<SshInfo, RpcError> {
         let mut vm = self.get_row(name).await?.vm;
@@ -778,20 +797,7 @@ impl VmService {
         }
         vm.last_touched_at = self.infra.clock.now_rfc3339();
         self.save(&vm).await?;
-        Ok(SshInfo {
-            name: vm.name.clone(),
-            host: vm.guest_ip.clone(),
-            user: "root".into(),
-            key_path: self.key_path().display().to_string(),
-            known_hosts: self.known_hosts().display().to_string(),
-            host_key_alias: host_alias(&vm.id),
-            workdir: vm
-                .workspace
-                .as_ref()
-                .and_then(|w| w.get("guest_path"))
-                .and_then(|p| p.as_str())
-                .map(str::to_owned),
-        })
+        Ok(self.ssh_target(&vm))
     }
 
     /// VMM and console logs.
@@ -871,34 +877,6 @@ fn read_handles(dir: &Path) -> Option<Handles> {
 /// The known_hosts alias a VM's host key is pinned under.
 pub fn host_alias(id: &str) -> String {
     format!("banger-{id}")
-}
-
-/// ssh options for banger's key and pinned host keys.
-pub fn ssh_base_args(
-    key: &Path,
-    known_hosts: &Path,
-    alias: &str,
-    connect_timeout: u32,
-) -> Vec<String> {
-    [
-        "-i".to_owned(),
-        key.display().to_string(),
-        "-o".into(),
-        "IdentitiesOnly=yes".into(),
-        "-o".into(),
-        format!("UserKnownHostsFile={}", known_hosts.display()),
-        "-o".into(),
-        "StrictHostKeyChecking=yes".into(),
-        "-o".into(),
-        format!("HostKeyAlias={alias}"),
-        "-o".into(),
-        "BatchMode=yes".into(),
-        "-o".into(),
-        format!("ConnectTimeout={connect_timeout}"),
-        "-o".into(),
-        "LogLevel=ERROR".into(),
-    ]
-    .into()
 }
 
 /// Waits until the guest's sshd sends its banner; fails early when the VMM dies.
