@@ -24,6 +24,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// No such method.
     UnknownMethod,
+    /// The operation was cancelled by the caller; what it had done was undone.
+    Cancelled,
 }
 
 impl ErrorCode {
@@ -38,6 +40,7 @@ impl ErrorCode {
             ErrorCode::NotRunning => -32004,
             ErrorCode::OperationFailed => -32005,
             ErrorCode::Unauthorized => -32006,
+            ErrorCode::Cancelled => -32007,
         }
     }
 
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::OperationFailed => "operation_failed",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::UnknownMethod => "unknown_method",
+            ErrorCode::Cancelled => "cancelled",
         }
     }
 }

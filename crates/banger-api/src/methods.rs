@@ -6,8 +6,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    Empty, ImageEnsureParams, ImageInfo, KernelImportParams, KernelInfo, OperationsListResult,
-    PingResult, SshInfo, VmCreateParams, VmInfo, VmListResult, VmLogs, VmOpResult, VmRef, VmRefs,
+    CreateStatus, Empty, ImageEnsureParams, ImageInfo, KernelImportParams, KernelInfo, OpBegun,
+    OpRef, OpStatusParams, OperationsListResult, PingResult, SshInfo, VmCreateParams, VmInfo,
+    VmListResult, VmLogs, VmOpResult, VmRef, VmRefs,
 };
 
 /// A typed RPC method.
@@ -50,6 +51,12 @@ methods! {
     OperationsList = "daemon.operations.list" (Empty) -> OperationsListResult;
     /// Creates (and unless `no_start`, starts and waits for) a VM.
     VmCreate = "vm.create" (VmCreateParams) -> VmInfo;
+    /// Begins an asynchronous create; follow it with `vm.create.status`.
+    VmCreateBegin = "vm.create.begin" (VmCreateParams) -> OpBegun;
+    /// Stages and outcome of a create (long-polls with `seen` + `wait_ms`).
+    VmCreateStatus = "vm.create.status" (OpStatusParams) -> CreateStatus;
+    /// Cancels a create; what it made is undone.
+    VmCreateCancel = "vm.create.cancel" (OpRef) -> CreateStatus;
     /// Starts stopped VMs.
     VmStart = "vm.start" (VmRefs) -> VmOpResult;
     /// Stops VMs gracefully (guest poweroff, then kill after a short deadline).

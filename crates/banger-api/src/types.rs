@@ -130,6 +130,94 @@ pub struct VmInfo {
     /// The prepared workspace, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<serde_json::Value>,
+    /// Where vcpu, memory and disk size came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing_sources: Option<SizingSources>,
+}
+
+/// Where each sizing value of a VM came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizingSources {
+    /// Of `vcpu`.
+    pub vcpu: ValueSource,
+    /// Of `memory_mib`.
+    pub memory_mib: ValueSource,
+    /// Of `disk_bytes`.
+    pub disk: ValueSource,
+}
+
+/// Result of starting an asynchronous operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpBegun {
+    /// Its id, for `*.status` and `*.cancel`.
+    pub op_id: String,
+}
+
+/// Params of `vm.create.status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpStatusParams {
+    /// The operation.
+    pub op_id: String,
+    /// Long-poll: answer once more than this many stage events exist (or the op is done),
+    /// or after `wait_ms`.
+    #[serde(default)]
+    pub seen: usize,
+    /// Longest wait in milliseconds (capped at 5000; 0 answers at once).
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// Params naming an operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpRef {
+    /// The operation.
+    pub op_id: String,
+}
+
+/// State of one stage of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageState {
+    /// Under way.
+    Running,
+    /// Finished.
+    Done,
+    /// Failed (the operation's error says why).
+    Failed,
+}
+
+/// One stage of an operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageInfo {
+    /// Stage name (`image`, `system disk`, `boot`, ...).
+    pub name: String,
+    /// Its state.
+    pub state: StageState,
+    /// Milliseconds spent in it so far.
+    pub elapsed_ms: u64,
+}
+
+/// Progress and outcome of `vm.create.begin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateStatus {
+    /// The operation.
+    pub op_id: String,
+    /// Stages so far, in order.
+    pub stages: Vec<StageInfo>,
+    /// Count of stage events so far (pass as `seen` to long-poll).
+    pub events: usize,
+    /// Whether the operation finished (then exactly one of `vm` and `error` is set).
+    pub done: bool,
+    /// Milliseconds since it began.
+    pub elapsed_ms: u64,
+    /// The created VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmInfo>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::RpcError>,
 }
 
 /// Params naming one VM.

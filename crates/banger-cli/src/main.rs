@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod connect;
 mod output;
+mod stages;
 
 use std::process::ExitCode;
 

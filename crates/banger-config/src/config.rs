@@ -147,6 +147,8 @@ pub struct Config {
     pub ssh_key_path: Option<PathBuf>,
     /// Seconds a guest gets to become ready (ssh answering) after start.
     pub boot_timeout_secs: u64,
+    /// Seconds a guest gets to power off on `vm stop` before its VMM is killed.
+    pub stop_timeout_secs: u64,
     /// Sizing defaults.
     pub vm_defaults: VmDefaults,
 }
@@ -165,6 +167,7 @@ impl Default for Config {
             default_dns: Ipv4Addr::new(1, 1, 1, 1),
             ssh_key_path: None,
             boot_timeout_secs: 180,
+            stop_timeout_secs: 10,
             vm_defaults: VmDefaults::default(),
         }
     }

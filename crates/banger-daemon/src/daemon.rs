@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use banger_config::{Config, Layout};
 use banger_host::vmm::Vmm;
-use banger_host::{Clock, CommandRunner, PrivilegedOps};
+use banger_host::{Clock, CommandRunner, GuestControl, PrivilegedOps};
 use banger_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,8 @@ pub struct Infra {
     pub privileged: Arc<dyn PrivilegedOps>,
     /// The VMM backend.
     pub vmm: Arc<dyn Vmm>,
+    /// Host-to-guest control (readiness, poweroff).
+    pub guest: Arc<dyn GuestControl>,
 }
 
 /// The four services.

@@ -47,6 +47,9 @@ pub const SERVED: &[&str] = &[
     methods::VmShow::NAME,
     methods::OperationsList::NAME,
     methods::VmCreate::NAME,
+    methods::VmCreateBegin::NAME,
+    methods::VmCreateStatus::NAME,
+    methods::VmCreateCancel::NAME,
     methods::VmStart::NAME,
     methods::VmStop::NAME,
     methods::VmRestart::NAME,
@@ -110,7 +113,24 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
             })
             .await
         }
-        methods::VmCreate::NAME => call::<methods::VmCreate, _, _>(params, |p| s.vm.create(p)).await,
+        methods::VmCreate::NAME => {
+            call::<methods::VmCreate, _, _>(params, |p| async move {
+                s.vm.create(p, &std::sync::Arc::default()).await
+            })
+            .await
+        }
+        methods::VmCreateBegin::NAME => {
+            call::<methods::VmCreateBegin, _, _>(params, |p| async move { Ok(s.vm.begin_create(p, &daemon.ops)) }).await
+        }
+        methods::VmCreateStatus::NAME => {
+            call::<methods::VmCreateStatus, _, _>(params, |p| async move {
+                s.vm.create_status(&p.op_id, p.seen, std::time::Duration::from_millis(p.wait_ms)).await
+            })
+            .await
+        }
+        methods::VmCreateCancel::NAME => {
+            call::<methods::VmCreateCancel, _, _>(params, |p| async move { s.vm.create_cancel(&p.op_id) }).await
+        }
         methods::VmStart::NAME => many::<methods::VmStart>(daemon, params, Lifecycle::Start).await,
         methods::VmStop::NAME => many::<methods::VmStop>(daemon, params, Lifecycle::Stop).await,
         methods::VmRestart::NAME => many::<methods::VmRestart>(daemon, params, Lifecycle::Restart).await,

@@ -10,8 +10,10 @@ pub mod dispatch;
 pub mod error;
 pub mod logging;
 pub mod ops;
+pub mod progress;
 pub mod server;
 pub mod services;
+pub mod testbed;
 
 pub use daemon::{Daemon, Infra, Services, wire_services};
 pub use server::{bind_socket, serve};

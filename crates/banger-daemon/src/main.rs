@@ -102,6 +102,7 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
         store: Arc::new(store),
         clock: Arc::new(SystemClock),
         privileged: Arc::new(InProcessPrivileged::new(Arc::clone(&runner))),
+        guest: Arc::new(banger_host::SshGuest::new(Arc::clone(&runner))),
         runner,
         vmm,
     };

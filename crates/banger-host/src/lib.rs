@@ -3,11 +3,13 @@
 
 pub mod clock;
 pub mod disk;
+pub mod guest;
 pub mod privileged;
 pub mod process;
 pub mod runner;
 pub mod vmm;
 
 pub use clock::{Clock, FakeClock, SystemClock};
-pub use privileged::{InProcessPrivileged, PrivError, PrivilegedOps};
+pub use guest::{FakeGuest, GuestControl, GuestError, SshGuest};
+pub use privileged::{FakePrivileged, InProcessPrivileged, PrivError, PrivilegedOps};
 pub use runner::{Cmd, CmdOutput, CommandRunner, RealRunner, RecordingRunner, RunError};

@@ -138,6 +138,87 @@ impl PrivilegedOps for InProcessPrivileged {
     }
 }
 
+/// A fake for tests: keeps the set of links in memory, records every call, and fails the
+/// operation named in `fail` (`ensure_bridge`, `create_tap`, `delete_tap`).
+#[derive(Debug, Default)]
+pub struct FakePrivileged {
+    /// Existing links (bridges and taps).
+    pub links: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Calls, as `op arg...`.
+    pub calls: std::sync::Mutex<Vec<String>>,
+    /// The operation to fail.
+    pub fail: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl FakePrivileged {
+    fn enter(&self, op: &'static str, args: &[&str]) -> Result<(), PrivError> {
+        self.calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(
+                std::iter::once(op)
+                    .chain(args.iter().copied())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        if *self
+            .fail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            == Some(op)
+        {
+            return Err(PrivError::Run(RunError::Failed {
+                command: format!("fake {op}"),
+                code: 1,
+                stderr: "injected failure".into(),
+            }));
+        }
+        Ok(())
+    }
+
+    fn links(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The taps that exist (links other than bridges named `br-*`).
+    pub fn taps(&self) -> Vec<String> {
+        self.links()
+            .iter()
+            .filter(|l| !l.starts_with("br-"))
+            .cloned()
+            .collect()
+    }
+}
+
+impl PrivilegedOps for FakePrivileged {
+    fn ensure_bridge(&self, bridge: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), PrivError> {
+        validate_ifname("bridge name", bridge)?;
+        self.enter("ensure_bridge", &[bridge, &format!("{ip}/{prefix}")])?;
+        self.links().insert(bridge.to_owned());
+        Ok(())
+    }
+
+    fn create_tap(&self, tap: &str, bridge: &str) -> Result<(), PrivError> {
+        validate_ifname("tap name", tap)?;
+        self.enter("create_tap", &[tap, bridge])?;
+        self.links().insert(tap.to_owned());
+        Ok(())
+    }
+
+    fn delete_tap(&self, tap: &str) -> Result<(), PrivError> {
+        validate_ifname("tap name", tap)?;
+        self.enter("delete_tap", &[tap])?;
+        self.links().remove(tap);
+        Ok(())
+    }
+
+    fn link_exists(&self, name: &str) -> Result<bool, PrivError> {
+        Ok(self.links().contains(name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

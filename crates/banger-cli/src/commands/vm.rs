@@ -72,6 +72,12 @@ pub(crate) async fn list(layout: &Layout, as_json: bool) -> anyhow::Result<ExitC
 }
 
 fn describe(vm: &VmInfo) -> String {
+    let src = |pick: fn(&banger_api::types::SizingSources) -> banger_api::types::ValueSource| {
+        vm.sizing_sources
+            .as_ref()
+            .map(|s| format!(" ({})", pick(s)))
+            .unwrap_or_default()
+    };
     let mut lines = vec![
         ("name", vm.name.clone()),
         ("id", vm.id.clone()),
@@ -79,9 +85,15 @@ fn describe(vm: &VmInfo) -> String {
         ("image", vm.image.clone()),
         ("ip", vm.guest_ip.clone()),
         ("dns", format!("{}.vm", vm.name)),
-        ("vcpu", vm.vcpu.to_string()),
-        ("memory", format!("{} MiB", vm.memory_mib)),
-        ("disk", output::size(vm.disk_bytes)),
+        ("vcpu", format!("{}{}", vm.vcpu, src(|s| s.vcpu))),
+        (
+            "memory",
+            format!("{} MiB{}", vm.memory_mib, src(|s| s.memory_mib)),
+        ),
+        (
+            "disk",
+            format!("{}{}", output::size(vm.disk_bytes), src(|s| s.disk)),
+        ),
         ("nat", if vm.nat { "yes".into() } else { "no".into() }),
         ("vmm", vm.vmm.clone().unwrap_or_else(|| "-".into())),
         ("created", vm.created_at.clone()),
@@ -120,14 +132,16 @@ use std::process::Command as Process;
 use std::time::Instant;
 
 use banger_api::methods::{
-    ImageEnsure, ImageList, KernelImport, KernelList, VmCreate, VmDelete, VmKill, VmLogsGet,
-    VmRestart, VmSsh, VmStart, VmStop,
+    ImageEnsure, ImageList, KernelImport, KernelList, VmCreateBegin, VmCreateCancel,
+    VmCreateStatus, VmDelete, VmKill, VmLogsGet, VmRestart, VmSsh, VmStart, VmStop,
 };
 use banger_api::types::{
-    ImageEnsureParams, KernelImportParams, SshInfo, VmCreateParams, VmOpResult, VmRefs,
+    ImageEnsureParams, KernelImportParams, OpRef, OpStatusParams, SshInfo, VmCreateParams,
+    VmOpResult, VmRefs,
 };
 
 use crate::cli::CreateArgs;
+use crate::stages::StageUi;
 
 fn create_params(args: &CreateArgs, no_start: bool) -> VmCreateParams {
     VmCreateParams {
@@ -143,17 +157,43 @@ fn create_params(args: &CreateArgs, no_start: bool) -> VmCreateParams {
 async fn create_vm(layout: &Layout, args: &CreateArgs, no_start: bool) -> anyhow::Result<VmInfo> {
     let mut conn = connect(layout).await?;
     let started = Instant::now();
-    output::status(&format!(
-        "creating vm{} (first use builds the default kernel and image, which takes a few minutes)...",
-        args.name
-            .as_deref()
-            .map(|n| format!(" {n}"))
-            .unwrap_or_default()
-    ));
-    let vm = conn
+    let begun = conn
         .client
-        .call::<VmCreate>(&create_params(args, no_start))
+        .call::<VmCreateBegin>(&create_params(args, no_start))
         .await?;
+    let op_id = begun.op_id;
+    let mut ui = StageUi::new();
+    let mut seen = 0;
+    let mut cancelled = false;
+    let status = loop {
+        let poll = OpStatusParams {
+            op_id: op_id.clone(),
+            seen,
+            wait_ms: 1000,
+        };
+        let st = tokio::select! {
+            st = conn.client.call::<VmCreateStatus>(&poll) => st?,
+            _ = tokio::signal::ctrl_c(), if !cancelled => {
+                // The interrupted call leaves this connection mid-response: use a new one.
+                cancelled = true;
+                ui.line("cancelling; undoing what was created...");
+                conn = connect(layout).await?;
+                conn.client.call::<VmCreateCancel>(&OpRef { op_id: op_id.clone() }).await?
+            }
+        };
+        ui.update(&st);
+        seen = st.events;
+        if st.done {
+            break st;
+        }
+    };
+    ui.finish();
+    if let Some(err) = status.error {
+        return Err(err.into());
+    }
+    let vm = status
+        .vm
+        .ok_or_else(|| anyhow::anyhow!("the daemon reported success without a vm"))?;
     output::status(&format!(
         "spec: {} vcpu | {} MiB | {} disk | {} | {}",
         vm.vcpu,
@@ -162,19 +202,16 @@ async fn create_vm(layout: &Layout, args: &CreateArgs, no_start: bool) -> anyhow
         vm.guest_ip,
         vm.vmm.as_deref().unwrap_or("-")
     ));
-    if no_start {
-        output::status(&format!(
-            "vm {} created (not started) in {:.1}s",
-            vm.name,
-            started.elapsed().as_secs_f64()
-        ));
+    let verb = if no_start {
+        "created (not started)"
     } else {
-        output::status(&format!(
-            "vm {} ready in {:.1}s",
-            vm.name,
-            started.elapsed().as_secs_f64()
-        ));
-    }
+        "ready"
+    };
+    output::status(&format!(
+        "vm {} {verb} in {:.1}s",
+        vm.name,
+        started.elapsed().as_secs_f64()
+    ));
     Ok(vm)
 }
 

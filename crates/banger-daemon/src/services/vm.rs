@@ -5,18 +5,19 @@
 //! a leaf lock, never held across I/O; it is mirrored to `<vm dir>/handles.json`.
 
 use std::collections::HashMap;
-use std::io::Read as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use banger_api::types::{
-    SshInfo, ValueSource, VmCreateParams, VmInfo, VmLogs, VmOpOutcome, VmState,
+    OpBegun, SizingSources, SshInfo, ValueSource, VmCreateParams, VmInfo, VmLogs, VmOpOutcome,
+    VmState,
 };
 use banger_api::{ErrorCode, RpcError};
 use banger_host::Cmd;
 use banger_host::disk::{self, ImageFile};
+use banger_host::guest::{GuestError, WaitWatch};
 use banger_host::vmm::{Drive, NetSpec, VmSpec, VmmHandle};
 use banger_store::{ImageRecord, KernelRecord, Store, VmRecord, VmRow};
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,8 @@ use super::network::{allocate_ip, mac_for, tap_name};
 use super::{HostNetwork, ImageService};
 use crate::daemon::Infra;
 use crate::error::chain;
+use crate::ops::OpRegistry;
+use crate::progress::{AsyncOps, Progress, cancelled};
 
 /// Transient facts about a running VM (never in SQLite).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,11 +50,16 @@ pub struct VmService {
     vm_locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
     create_reservation: Mutex<()>,
     handles: StdMutex<HashMap<String, Handles>>,
+    creates: AsyncOps,
 }
 
 /// The wire form of a stored VM.
 pub(crate) fn vm_info(row: VmRow) -> VmInfo {
     let VmRow { vm, image_name } = row;
+    let sizing_sources = vm
+        .spec
+        .get("sizing")
+        .and_then(|s| serde_json::from_value::<SizingSources>(s.clone()).ok());
     VmInfo {
         id: vm.id,
         name: vm.name,
@@ -67,6 +75,7 @@ pub(crate) fn vm_info(row: VmRow) -> VmInfo {
         updated_at: vm.updated_at,
         last_error: vm.last_error,
         workspace: vm.workspace,
+        sizing_sources,
     }
 }
 
@@ -228,6 +237,7 @@ impl VmService {
             vm_locks: StdMutex::default(),
             create_reservation: Mutex::new(()),
             handles: StdMutex::default(),
+            creates: AsyncOps::default(),
         }
     }
 
@@ -341,8 +351,48 @@ impl VmService {
         Ok(())
     }
 
-    /// Creates a VM; unless `no_start`, starts it and waits until ssh answers.
-    pub async fn create(&self, p: VmCreateParams) -> Result<VmInfo, RpcError> {
+    /// Begins an asynchronous create; its progress is queried with [`Self::create_status`].
+    pub fn begin_create(self: &Arc<Self>, p: VmCreateParams, ops: &Arc<OpRegistry>) -> OpBegun {
+        let op_id = crate::ops::new_op_id();
+        let guard = ops.begin(&op_id, "vm.create", self.infra.clock.now_rfc3339());
+        let op = self.creates.insert(&op_id, guard);
+        let this = Arc::clone(self);
+        let span = tracing::info_span!("op", op_id = %op_id, method = "vm.create");
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let result = this.create(p, &op.progress).await;
+                if let Err(e) = &result {
+                    warn!("create failed: {}", e.message);
+                }
+                op.complete(result.map_err(|e| e.with_op_id(op.op_id.clone())));
+            },
+            span,
+        ));
+        OpBegun { op_id }
+    }
+
+    /// Stages and outcome of an asynchronous create.
+    pub async fn create_status(
+        &self,
+        op_id: &str,
+        seen: usize,
+        wait: Duration,
+    ) -> Result<banger_api::types::CreateStatus, RpcError> {
+        self.creates.status(op_id, seen, wait).await
+    }
+
+    /// Cancels an asynchronous create.
+    pub fn create_cancel(&self, op_id: &str) -> Result<banger_api::types::CreateStatus, RpcError> {
+        self.creates.cancel(op_id)
+    }
+
+    /// Creates a VM; unless `no_start`, starts it and waits until ssh answers. Reports its
+    /// stages to `progress` and stops (undoing everything) when it is cancelled.
+    pub async fn create(
+        &self,
+        p: VmCreateParams,
+        progress: &Arc<Progress>,
+    ) -> Result<VmInfo, RpcError> {
         // Validation first: nothing is created for bad input.
         if let Some(name) = &p.name {
             validate_name(name)?;
@@ -357,10 +407,12 @@ impl VmService {
             .image
             .clone()
             .unwrap_or_else(|| self.infra.config.default_image_name.clone());
+        progress.stage("image")?;
         let (image, kernel) = self.image.ensure_image(&image_name).await?;
         let now = self.infra.clock.now_rfc3339();
 
         // Reservation: name check + IP allocation + first row, nothing slower.
+        progress.stage("reserve")?;
         let vm = {
             let _reserve = self.create_reservation.lock().await;
             let name = match &p.name {
@@ -407,7 +459,7 @@ impl VmService {
                 vmm: Some(self.infra.vmm.name()),
                 spec: serde_json::json!({
                     "kernel": kernel.name,
-                    "sizing": {"vcpu": sizing.vcpu.1, "memory_mib": sizing.memory_mib.1, "disk": sizing.disk_bytes.1},
+                    "sizing": SizingSources { vcpu: sizing.vcpu.1, memory_mib: sizing.memory_mib.1, disk: sizing.disk_bytes.1 },
                 }),
                 workspace: None,
                 last_error: None,
@@ -424,14 +476,17 @@ impl VmService {
         info!(vm = vm.name, ip = vm.guest_ip, "creating vm");
         let mut vm = vm;
         let result = async {
-            self.provision(&vm, &image).await?;
+            self.provision(&vm, &image, progress).await?;
             if !p.no_start {
-                self.start_locked(&mut vm, &kernel).await?;
+                self.start_locked(&mut vm, &kernel, progress).await?;
             }
-            Ok::<(), RpcError>(())
+            progress.check()
         }
         .await;
-        if let Err(err) = result {
+        if let Err(mut err) = result {
+            if progress.is_cancelled() {
+                err = cancelled();
+            }
             warn!(vm = vm.name, "create failed, undoing: {}", err.message);
             self.teardown(&vm.id).await;
             let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
@@ -444,8 +499,14 @@ impl VmService {
     }
 
     /// Disks and guest config for a new VM.
-    async fn provision(&self, vm: &VmRecord, image: &ImageRecord) -> Result<(), RpcError> {
+    async fn provision(
+        &self,
+        vm: &VmRecord,
+        image: &ImageRecord,
+        progress: &Arc<Progress>,
+    ) -> Result<(), RpcError> {
         let dir = self.vm_dir(&vm.id);
+        let progress = Arc::clone(progress);
         let runner = Arc::clone(&self.infra.runner);
         let cfg = Arc::clone(&self.infra.config);
         let (vm, image) = (vm.clone(), image.clone());
@@ -454,10 +515,12 @@ impl VmService {
         self.ensure_ssh_key()?;
         blocking(move || {
             let r = runner.as_ref();
+            progress.stage("system disk")?;
             fs_err::create_dir_all(&dir).map_err(|e| op_failed("vm dir", e))?;
             let root = dir.join("root.ext4");
             disk::cow_copy(r, Path::new(&image.rootfs_path), &root).map_err(|e| op_failed("system disk", chain(&e)))?;
             // Per-VM host key, pinned in banger's known_hosts before the first connection.
+            progress.stage("guest config")?;
             let host_key = dir.join("ssh_host_ed25519_key");
             r.run(&Cmd::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &vm.name]).arg("-f").arg(host_key.display().to_string()))
                 .map_err(|e| op_failed("host key", chain(&e)))?;
@@ -489,6 +552,7 @@ impl VmService {
             ];
             disk::write_files(r, &root, &files).map_err(|e| op_failed("guest config", chain(&e)))?;
             // Work disk: the image's /root plus banger's authorized key.
+            progress.stage("work disk")?;
             let work_root = stage.join("work");
             match &image.work_seed_path {
                 Some(seed) if Path::new(seed).is_dir() => {
@@ -537,7 +601,12 @@ impl VmService {
     }
 
     /// Boots a VM whose disks exist. Holds the VM's lock (caller).
-    async fn start_locked(&self, vm: &mut VmRecord, kernel: &KernelRecord) -> Result<(), RpcError> {
+    async fn start_locked(
+        &self,
+        vm: &mut VmRecord,
+        kernel: &KernelRecord,
+        progress: &Arc<Progress>,
+    ) -> Result<(), RpcError> {
         let started = Instant::now();
         let tap = tap_name(&vm.id);
         let run_dir = self.run_dir(&vm.id);
@@ -566,10 +635,13 @@ impl VmService {
         let network = Arc::clone(&self.network);
         let vmm = Arc::clone(&self.infra.vmm);
         let t = tap.clone();
+        let pr = Arc::clone(progress);
         let handle = blocking(move || {
+            pr.stage("network")?;
             fs_err::create_dir_all(&spec.run_dir).map_err(|e| op_failed("run dir", e))?;
             network.ensure_bridge()?;
             network.create_tap(&t)?;
+            pr.stage("vmm")?;
             vmm.launch(&spec)
                 .map_err(|e| op_failed("vmm spawn", chain(&e)))
         })
@@ -587,11 +659,21 @@ impl VmService {
             backend = handle.backend,
             "vmm launched"
         );
+        progress.stage("boot")?;
         let timeout = Duration::from_secs(self.infra.config.boot_timeout_secs);
-        let vmm = Arc::clone(&self.infra.vmm);
-        let h = handle.clone();
+        let watch = Watch {
+            vmm: Arc::clone(&self.infra.vmm),
+            handle: handle.clone(),
+            progress: Arc::clone(progress),
+        };
+        let guest = Arc::clone(&self.infra.guest);
         let console = dir.join("console.log");
-        blocking(move || wait_for_ssh(ip, timeout, &|| vmm.is_alive(&h), &console)).await?;
+        blocking(move || {
+            guest
+                .wait_ready(ip, timeout, &watch)
+                .map_err(|e| boot_error(&e, &console))
+        })
+        .await?;
         vm.state = VmState::Running;
         vm.vmm = Some(handle.backend.clone());
         vm.last_error = None;
@@ -637,24 +719,16 @@ impl VmService {
         if let Some(h) = self.cached_handles(&vm.id)
             && self.infra.vmm.is_alive(&h.vmm)
         {
-            let mut args = self.ssh_target(vm).ssh_options();
-            args.extend([
-                "-o".into(),
-                "BatchMode=yes".into(),
-                "-o".into(),
-                "ConnectTimeout=2".into(),
-            ]);
-            let ip = vm.guest_ip.clone();
+            let args = self.ssh_target(vm).ssh_options();
+            let ip: Option<Ipv4Addr> = vm.guest_ip.parse().ok();
             let vmm = Arc::clone(&self.infra.vmm);
-            let runner = Arc::clone(&self.infra.runner);
+            let guest = Arc::clone(&self.infra.guest);
+            let grace = Duration::from_secs(self.infra.config.stop_timeout_secs);
             blocking(move || {
-                let _ = runner.output(
-                    &Cmd::new("ssh")
-                        .args(args)
-                        .arg(format!("root@{ip}"))
-                        .arg("sync; systemctl --no-block poweroff"),
-                );
-                let deadline = Instant::now() + Duration::from_secs(10);
+                if let Some(ip) = ip {
+                    guest.request_poweroff(ip, &args);
+                }
+                let deadline = Instant::now() + grace;
                 while vmm.is_alive(&h.vmm) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -698,7 +772,8 @@ impl VmService {
                 }
                 self.teardown(&vm.id).await;
                 let kernel = self.kernel_for(&vm).await?;
-                if let Err(e) = self.start_locked(&mut vm, &kernel).await {
+                let progress = Arc::new(Progress::default());
+                if let Err(e) = self.start_locked(&mut vm, &kernel, &progress).await {
                     self.teardown(&vm.id).await;
                     vm.state = VmState::Error;
                     vm.last_error = Some(e.message.clone());
@@ -711,7 +786,8 @@ impl VmService {
             Lifecycle::Restart => {
                 self.stop_locked(&mut vm).await?;
                 let kernel = self.kernel_for(&vm).await?;
-                self.start_locked(&mut vm, &kernel).await?;
+                let progress = Arc::new(Progress::default());
+                self.start_locked(&mut vm, &kernel, &progress).await?;
             }
             Lifecycle::Kill => {
                 self.teardown(&vm.id).await;
@@ -879,48 +955,33 @@ pub fn host_alias(id: &str) -> String {
     format!("banger-{id}")
 }
 
-/// Waits until the guest's sshd sends its banner; fails early when the VMM dies.
-fn wait_for_ssh(
-    ip: Ipv4Addr,
-    timeout: Duration,
-    alive: &dyn Fn() -> bool,
-    console: &Path,
-) -> Result<(), RpcError> {
-    let deadline = Instant::now() + timeout;
-    let addr = SocketAddr::from((ip, 22));
-    let tail = || {
-        let text = std::fs::read_to_string(console).unwrap_or_default();
-        let lines: Vec<&str> = text.trim().lines().rev().take(3).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
-    };
-    loop {
-        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut buf = [0u8; 8];
-            if s.read(&mut buf)
-                .is_ok_and(|n| n >= 4 && &buf[..4] == b"SSH-")
-            {
-                return Ok(());
-            }
-        }
-        if !alive() {
-            return Err(op_failed(
-                "boot",
-                format!("the vmm exited before ssh answered; console: {}", tail()),
-            )
-            .with_hint("`banger vm logs NAME` shows the full console log"));
-        }
-        if Instant::now() > deadline {
-            return Err(op_failed(
-                "boot timeout",
-                format!(
-                    "ssh did not answer within {}s; console: {}",
-                    timeout.as_secs(),
-                    tail()
-                ),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
+/// What the guest waiter watches: the VMM's liveness and the operation's cancellation.
+struct Watch {
+    vmm: Arc<dyn banger_host::vmm::Vmm>,
+    handle: VmmHandle,
+    progress: Arc<Progress>,
+}
+
+impl WaitWatch for Watch {
+    fn vmm_alive(&self) -> bool {
+        self.vmm.is_alive(&self.handle)
+    }
+    fn cancelled(&self) -> bool {
+        self.progress.is_cancelled()
+    }
+}
+
+/// The error for a guest that did not become ready, with the console's last lines.
+fn boot_error(e: &GuestError, console: &Path) -> RpcError {
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    let lines: Vec<&str> = text.trim().lines().rev().take(3).collect();
+    let tail = lines.into_iter().rev().collect::<Vec<_>>().join(" | ");
+    match e {
+        GuestError::Cancelled => cancelled(),
+        GuestError::VmmExited => op_failed("boot", format!("{e}; console: {tail}"))
+            .with_hint("`banger vm logs NAME` shows the full console log"),
+        GuestError::Timeout(_) => op_failed("boot timeout", format!("{e}; console: {tail}"))
+            .with_hint("`banger vm logs NAME` shows the console; raise `boot_timeout_secs` in config.toml for slow hosts"),
     }
 }
 

@@ -161,6 +161,8 @@ pub struct FakeVmm {
     pub launches: std::sync::Mutex<Vec<VmSpec>>,
     /// When set, `launch` fails with this message.
     pub fail: std::sync::Mutex<Option<String>>,
+    /// Pid and start time of every process launched.
+    pub launched_pids: std::sync::Mutex<Vec<(u32, u64)>>,
 }
 
 impl Vmm for FakeVmm {
@@ -198,6 +200,10 @@ impl Vmm for FakeVmm {
             let _ = child.wait();
         });
         let start_time = crate::process::start_time(pid).unwrap_or(0);
+        self.launched_pids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((pid, start_time));
         Ok(VmmHandle {
             backend: "fake".into(),
             pid,

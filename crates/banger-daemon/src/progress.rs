@@ -1,0 +1,298 @@
+//! Progress of long operations: named stages, cancellation, and the registry of
+//! asynchronous operations (`vm.create.begin` / `status` / `cancel`).
+//!
+//! Locks here are leaves: never held across I/O or while taking another lock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use banger_api::types::{CreateStatus, StageInfo, StageState, VmInfo};
+use banger_api::{ErrorCode, RpcError};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::OpGuard;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Debug)]
+struct Stage {
+    name: String,
+    state: StageState,
+    started: Instant,
+    ended: Option<Instant>,
+}
+
+/// Stages of one operation plus its cancellation token.
+#[derive(Debug)]
+pub struct Progress {
+    started: Instant,
+    stages: Mutex<Vec<Stage>>,
+    events: watch::Sender<usize>,
+    cancel: CancellationToken,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            started: Instant::now(),
+            stages: Mutex::default(),
+            events: watch::Sender::new(0),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+impl Progress {
+    fn bump(&self) {
+        self.events.send_modify(|n| *n += 1);
+    }
+
+    fn close_running(stages: &mut [Stage], state: StageState) {
+        if let Some(last) = stages.last_mut()
+            && last.state == StageState::Running
+        {
+            last.state = state;
+            last.ended = Some(Instant::now());
+        }
+    }
+
+    /// Ends the running stage (done) and starts `name`; fails when cancelled.
+    pub fn stage(&self, name: &str) -> Result<(), RpcError> {
+        self.check()?;
+        {
+            let mut stages = lock(&self.stages);
+            Self::close_running(&mut stages, StageState::Done);
+            stages.push(Stage {
+                name: name.to_owned(),
+                state: StageState::Running,
+                started: Instant::now(),
+                ended: None,
+            });
+        }
+        self.bump();
+        Ok(())
+    }
+
+    /// Ends the running stage as done (`ok`) or failed.
+    pub fn finish(&self, ok: bool) {
+        {
+            let mut stages = lock(&self.stages);
+            Self::close_running(
+                &mut stages,
+                if ok {
+                    StageState::Done
+                } else {
+                    StageState::Failed
+                },
+            );
+        }
+        self.bump();
+    }
+
+    /// An error when the operation was cancelled.
+    pub fn check(&self) -> Result<(), RpcError> {
+        if self.cancel.is_cancelled() {
+            return Err(cancelled());
+        }
+        Ok(())
+    }
+
+    /// Whether the operation was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Requests cancellation.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+        self.bump();
+    }
+
+    /// Stages so far and the event count.
+    pub fn snapshot(&self) -> (Vec<StageInfo>, usize) {
+        let stages = lock(&self.stages);
+        let infos = stages
+            .iter()
+            .map(|s| StageInfo {
+                name: s.name.clone(),
+                state: s.state,
+                elapsed_ms: s
+                    .ended
+                    .unwrap_or_else(Instant::now)
+                    .duration_since(s.started)
+                    .as_millis() as u64,
+            })
+            .collect();
+        (infos, *self.events.borrow())
+    }
+
+    /// Names of the stages so far, in order.
+    pub fn stage_names(&self) -> Vec<String> {
+        lock(&self.stages).iter().map(|s| s.name.clone()).collect()
+    }
+}
+
+/// The error of a cancelled operation.
+pub fn cancelled() -> RpcError {
+    RpcError::new(
+        ErrorCode::Cancelled,
+        "cancelled; everything it created was removed",
+    )
+}
+
+/// One asynchronous operation.
+#[derive(Debug)]
+pub struct AsyncOp {
+    /// Its id.
+    pub op_id: String,
+    /// Its stages.
+    pub progress: Arc<Progress>,
+    outcome: Mutex<Option<(Result<VmInfo, RpcError>, Instant)>>,
+    guard: Mutex<Option<OpGuard>>,
+}
+
+impl AsyncOp {
+    /// Records the outcome and drops the op from the in-flight list.
+    pub fn complete(&self, result: Result<VmInfo, RpcError>) {
+        self.progress.finish(result.is_ok());
+        *lock(&self.outcome) = Some((result, Instant::now()));
+        lock(&self.guard).take();
+        self.progress.bump();
+    }
+
+    fn status(&self) -> CreateStatus {
+        let (stages, events) = self.progress.snapshot();
+        let outcome = lock(&self.outcome);
+        let (vm, error) = match outcome.as_ref().map(|(r, _)| r) {
+            Some(Ok(vm)) => (Some(vm.clone()), None),
+            Some(Err(e)) => (None, Some(e.clone())),
+            None => (None, None),
+        };
+        CreateStatus {
+            op_id: self.op_id.clone(),
+            stages,
+            events,
+            done: outcome.is_some(),
+            elapsed_ms: self.progress.started.elapsed().as_millis() as u64,
+            vm,
+            error,
+        }
+    }
+
+    fn finished_before(&self, t: Instant) -> bool {
+        lock(&self.outcome).as_ref().is_some_and(|(_, at)| *at < t)
+    }
+}
+
+/// How long a finished operation's outcome stays queryable.
+pub const KEEP_FINISHED: Duration = Duration::from_mins(10);
+
+/// The registry of asynchronous operations.
+#[derive(Debug, Default)]
+pub struct AsyncOps {
+    ops: Mutex<HashMap<String, Arc<AsyncOp>>>,
+}
+
+impl AsyncOps {
+    /// Registers a new operation (and forgets ones finished long ago).
+    pub fn insert(&self, op_id: &str, guard: OpGuard) -> Arc<AsyncOp> {
+        let op = Arc::new(AsyncOp {
+            op_id: op_id.to_owned(),
+            progress: Arc::new(Progress::default()),
+            outcome: Mutex::default(),
+            guard: Mutex::new(Some(guard)),
+        });
+        let mut ops = lock(&self.ops);
+        if let Some(cutoff) = Instant::now().checked_sub(KEEP_FINISHED) {
+            ops.retain(|_, o| !o.finished_before(cutoff));
+        }
+        ops.insert(op_id.to_owned(), Arc::clone(&op));
+        op
+    }
+
+    fn get(&self, op_id: &str) -> Result<Arc<AsyncOp>, RpcError> {
+        lock(&self.ops).get(op_id).cloned().ok_or_else(|| {
+            RpcError::new(
+                ErrorCode::NotFound,
+                format!("operation {op_id:?} not found"),
+            )
+            .with_hint(
+                "finished operations are kept for 10 minutes; `banger vm list` shows the vms",
+            )
+        })
+    }
+
+    /// Status, long-polling up to `wait` for more than `seen` events.
+    pub async fn status(
+        &self,
+        op_id: &str,
+        seen: usize,
+        wait: Duration,
+    ) -> Result<CreateStatus, RpcError> {
+        let op = self.get(op_id)?;
+        let mut rx = op.progress.events.subscribe();
+        let _ = tokio::time::timeout(wait.min(Duration::from_secs(5)), async {
+            let _ = rx.wait_for(|n| *n > seen).await;
+        })
+        .await;
+        Ok(op.status())
+    }
+
+    /// Cancels an operation; returns its status.
+    pub fn cancel(&self, op_id: &str) -> Result<CreateStatus, RpcError> {
+        let op = self.get(op_id)?;
+        op.progress.cancel();
+        Ok(op.status())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_stages_close_in_order_and_cancel_stops_the_next_stage() {
+        let p = Progress::default();
+        p.stage("image").unwrap();
+        p.stage("disk").unwrap();
+        let (stages, events) = p.snapshot();
+        assert_eq!(events, 2);
+        assert_eq!(stages[0].state, StageState::Done);
+        assert_eq!(stages[1].state, StageState::Running);
+        p.cancel();
+        let err = p.stage("boot").unwrap_err();
+        assert_eq!(err.kind(), ErrorCode::Cancelled);
+        p.finish(false);
+        assert_eq!(p.snapshot().0[1].state, StageState::Failed);
+        assert_eq!(p.stage_names(), ["image", "disk"]);
+    }
+
+    #[tokio::test]
+    async fn test_status_long_polls_until_a_new_event() {
+        let reg = Arc::new(crate::ops::OpRegistry::default());
+        let ops = Arc::new(AsyncOps::default());
+        let op = ops.insert("op-1", reg.begin("op-1", "vm.create", "t".into()));
+        assert_eq!(reg.list().len(), 1);
+        let ops2 = Arc::clone(&ops);
+        let waiter =
+            tokio::spawn(async move { ops2.status("op-1", 0, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        op.progress.stage("image").unwrap();
+        let st = waiter.await.unwrap().unwrap();
+        assert_eq!(st.events, 1);
+        assert!(!st.done);
+        op.complete(Err(cancelled()));
+        let st = ops.status("op-1", 0, Duration::ZERO).await.unwrap();
+        assert!(st.done);
+        assert_eq!(st.error.unwrap().kind(), ErrorCode::Cancelled);
+        assert!(
+            reg.list().is_empty(),
+            "a finished op leaves the in-flight list"
+        );
+        assert!(ops.status("op-2", 0, Duration::ZERO).await.is_err());
+    }
+}

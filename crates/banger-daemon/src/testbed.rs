@@ -1,0 +1,201 @@
+//! A daemon wired with recording fakes, for tests and benchmarks of the control plane.
+//!
+//! Disks are real (`cp`, `mkfs.ext4`, `debugfs`, `ssh-keygen` through the real runner, with
+//! failure injection by program name); the bridge and taps, the VMM and the guest are fakes,
+//! so nothing touches the host network and no traffic goes to a guest address.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use banger_config::{Config, Layout};
+use banger_host::disk;
+use banger_host::vmm::FakeVmm;
+use banger_host::{
+    CommandRunner, FakeGuest, FakePrivileged, RealRunner, RecordingRunner, RunError, SystemClock,
+};
+use banger_store::{ImageRecord, KernelRecord, Store};
+
+use crate::daemon::{Daemon, Infra};
+
+/// Errors building a test bed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestBedError {
+    /// Filesystem or layout problem.
+    #[error("test bed: {0}")]
+    Setup(String),
+}
+
+fn setup<E: std::fmt::Display>(e: E) -> TestBedError {
+    TestBedError::Setup(e.to_string())
+}
+
+/// The image every test bed has.
+pub const TEST_IMAGE: &str = "test-image";
+
+/// A daemon over a private home with fakes for everything but disks.
+#[derive(Debug)]
+pub struct TestBed {
+    /// Keeps the home alive.
+    pub home: tempfile::TempDir,
+    /// The daemon.
+    pub daemon: Arc<Daemon>,
+    /// Program names whose next runs fail.
+    pub fail_program: Arc<Mutex<Option<String>>>,
+    /// The runner (records every command).
+    pub runner: RecordingRunner,
+    /// Bridge and taps.
+    pub privileged: Arc<FakePrivileged>,
+    /// The VMM.
+    pub vmm: Arc<FakeVmm>,
+    /// The guest.
+    pub guest: Arc<FakeGuest>,
+}
+
+impl TestBed {
+    /// A test bed with `config` (its paths are ignored) and one seeded image.
+    pub fn new(config: Config) -> Result<Self, TestBedError> {
+        let home = tempfile::tempdir().map_err(setup)?;
+        let h = home.path().to_owned();
+        let layout =
+            Layout::from_vars(|k| (k == "BANGER_HOME").then(|| h.clone()), 0).map_err(setup)?;
+        layout.ensure_dirs().map_err(setup)?;
+        let store = Store::open(&layout.db_path()).map_err(setup)?;
+        let fail_program: Arc<Mutex<Option<String>>> = Arc::default();
+        let fail = Arc::clone(&fail_program);
+        let runner = RecordingRunner::with_responder(move |cmd| {
+            let injected = fail
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if injected.as_deref() == Some(cmd.program.as_str()) {
+                return Err(RunError::Failed {
+                    command: cmd.to_string(),
+                    code: 1,
+                    stderr: "injected failure".into(),
+                });
+            }
+            RealRunner.output(cmd)
+        });
+        seed_image(&layout, &store, &runner)?;
+        let privileged = Arc::new(FakePrivileged::default());
+        let vmm = Arc::new(FakeVmm::default());
+        let guest = Arc::new(FakeGuest::default());
+        let infra = Infra {
+            layout,
+            config: Arc::new(config),
+            store: Arc::new(store),
+            clock: Arc::new(SystemClock),
+            runner: Arc::new(runner.clone()),
+            privileged: Arc::clone(&privileged) as _,
+            vmm: Arc::clone(&vmm) as _,
+            guest: Arc::clone(&guest) as _,
+        };
+        Ok(TestBed {
+            home,
+            daemon: Arc::new(Daemon::new(infra, banger_config::layout::current_uid())),
+            fail_program,
+            runner,
+            privileged,
+            vmm,
+            guest,
+        })
+    }
+
+    /// Makes every run of `program` fail (or none, with `None`).
+    pub fn fail(&self, program: Option<&str>) {
+        *self
+            .fail_program
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = program.map(str::to_owned);
+    }
+
+    /// Everything a VM could leave behind: rows, taps, VM and run dirs, known_hosts lines,
+    /// live fake VMM processes. Empty when nothing is left.
+    pub fn leftovers(&self) -> Vec<String> {
+        let infra = &self.daemon.infra;
+        let mut out = Vec::new();
+        for row in infra.store.list_vms().unwrap_or_default() {
+            out.push(format!("row {}", row.vm.name));
+        }
+        for tap in self.privileged.taps() {
+            out.push(format!("tap {tap}"));
+        }
+        for dir in [infra.layout.vms_dir(), infra.layout.runtime_dir.join("vms")] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                out.push(format!("file {}", e.path().display()));
+            }
+        }
+        let kh = infra.layout.ssh_dir().join("known_hosts");
+        for line in std::fs::read_to_string(kh).unwrap_or_default().lines() {
+            if !line.trim().is_empty() {
+                out.push(format!("known_hosts {line}"));
+            }
+        }
+        let launched = self
+            .vmm
+            .launched_pids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for (pid, start) in launched {
+            if banger_host::process::is_same_process(pid, start) {
+                out.push(format!("process {pid}"));
+            }
+        }
+        out
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+}
+
+fn seed_image(
+    layout: &Layout,
+    store: &Store,
+    runner: &RecordingRunner,
+) -> Result<(), TestBedError> {
+    let dir = layout.images_dir().join(TEST_IMAGE);
+    let seed = dir.join("work-seed");
+    fs_err::create_dir_all(seed.join(".config")).map_err(setup)?;
+    fs_err::write(seed.join(".profile"), "# test\n").map_err(setup)?;
+    let rootfs = dir.join("rootfs.ext4");
+    let tree = dir.join("tree");
+    fs_err::create_dir_all(tree.join("etc/ssh")).map_err(setup)?;
+    disk::make_ext4(runner, &rootfs, 32 << 20, "rootfs", Some(&tree)).map_err(setup)?;
+    let kdir = layout.kernels_dir().join("test-kernel");
+    fs_err::create_dir_all(&kdir).map_err(setup)?;
+    let vmlinux: PathBuf = kdir.join("vmlinux");
+    fs_err::write(&vmlinux, b"not a kernel").map_err(setup)?;
+    let now = jiff::Timestamp::now().to_string();
+    store
+        .upsert_kernel(&KernelRecord {
+            id: "k-test".into(),
+            name: "test-kernel".into(),
+            version: "0".into(),
+            source: "test".into(),
+            managed: true,
+            vmlinux_path: vmlinux.display().to_string(),
+            initrd_path: None,
+            modules_dir: None,
+            sha256: String::new(),
+            created_at: now.clone(),
+        })
+        .map_err(setup)?;
+    store
+        .upsert_image(&ImageRecord {
+            id: "i-test".into(),
+            name: TEST_IMAGE.into(),
+            source: "test".into(),
+            managed: true,
+            rootfs_path: rootfs.display().to_string(),
+            work_seed_path: Some(seed.display().to_string()),
+            kernel_id: Some("k-test".into()),
+            digest: None,
+            config: serde_json::json!({}),
+            size_bytes: 32 << 20,
+            created_at: now,
+        })
+        .map_err(setup)
+}
