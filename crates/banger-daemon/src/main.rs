@@ -4,9 +4,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use banger_config::{Config, Layout, VmmKind, env};
+use banger_config::{Config, Layout, env};
 use banger_daemon::{Daemon, Infra, bind_socket, logging, serve};
-use banger_host::vmm::{Accel, QemuVmm, Vmm, kvm_usable};
+use banger_host::vmm::{self, Choice, FirecrackerVmm, QemuVmm, Vmm, kvm_usable};
 use banger_host::{CommandRunner, InProcessPrivileged, RealRunner, SystemClock};
 use banger_store::{SchemaState, Store};
 use clap::Parser;
@@ -94,7 +94,7 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
     let db = layout.db_path();
     let store = tokio::task::spawn_blocking(move || Store::open(&db)).await??;
     let runner: Arc<dyn CommandRunner> = Arc::new(RealRunner);
-    let vmm = select_vmm(&config)?;
+    let vmm = select_vmm(&config);
     info!(vmm = vmm.name(), "vmm backend selected");
     let infra = Infra {
         layout: layout.clone(),
@@ -151,23 +151,22 @@ fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
 }
 
 /// Picks the VMM backend: Firecracker when chosen (or auto and usable), else QEMU.
-fn select_vmm(config: &Config) -> anyhow::Result<Arc<dyn Vmm>> {
+fn select_vmm(config: &Config) -> Arc<dyn Vmm> {
     let firecracker = config
         .firecracker_bin
         .clone()
         .or_else(|| find_in_path("firecracker"));
-    match config.vmm {
-        VmmKind::Firecracker => anyhow::bail!(
-            "vmm = \"firecracker\" is not available in this build yet (firecracker at {firecracker:?}); set vmm = \"qemu\" or \"auto\""
-        ),
-        VmmKind::Auto | VmmKind::Qemu => {
+    let (choice, why) = vmm::choose(&config.vmm.to_string(), firecracker, kvm_usable());
+    info!("vmm backend: {why}");
+    match choice {
+        Choice::Firecracker(bin) => Arc::new(FirecrackerVmm::new(bin)),
+        Choice::Qemu(accel) => {
             let qemu = config
                 .qemu_bin
                 .clone()
                 .or_else(|| find_in_path("qemu-system-x86_64"))
                 .unwrap_or_else(|| "qemu-system-x86_64".into());
-            let accel = if kvm_usable() { Accel::Kvm } else { Accel::Tcg };
-            Ok(Arc::new(QemuVmm::new(qemu, accel)))
+            Arc::new(QemuVmm::new(qemu, accel))
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use banger_config::{Config, Layout};
 use banger_host::disk;
-use banger_host::vmm::FakeVmm;
+use banger_host::vmm::{FakeVmm, Vmm};
 use banger_host::{
     CommandRunner, FakeGuest, FakePrivileged, RealRunner, RecordingRunner, RunError, SystemClock,
 };
@@ -45,7 +45,7 @@ pub struct TestBed {
     pub runner: RecordingRunner,
     /// Bridge and taps.
     pub privileged: Arc<FakePrivileged>,
-    /// The VMM.
+    /// The fake VMM (unused when another VMM was given).
     pub vmm: Arc<FakeVmm>,
     /// The guest.
     pub guest: Arc<FakeGuest>,
@@ -54,6 +54,12 @@ pub struct TestBed {
 impl TestBed {
     /// A test bed with `config` (its paths are ignored) and one seeded image.
     pub fn new(config: Config) -> Result<Self, TestBedError> {
+        Self::with_vmm(config, None)
+    }
+
+    /// Like [`TestBed::new`], with `vmm` instead of the fake VMM when given.
+    pub fn with_vmm(config: Config, vmm: Option<Arc<dyn Vmm>>) -> Result<Self, TestBedError> {
+        let custom_vmm = vmm;
         let home = tempfile::tempdir().map_err(setup)?;
         let h = home.path().to_owned();
         let layout =
@@ -87,7 +93,7 @@ impl TestBed {
             clock: Arc::new(SystemClock),
             runner: Arc::new(runner.clone()),
             privileged: Arc::clone(&privileged) as _,
-            vmm: Arc::clone(&vmm) as _,
+            vmm: custom_vmm.unwrap_or_else(|| Arc::clone(&vmm) as _),
             guest: Arc::clone(&guest) as _,
         };
         Ok(TestBed {

@@ -728,6 +728,7 @@ impl VmService {
                 if let Some(ip) = ip {
                     guest.request_poweroff(ip, &args);
                 }
+                vmm.request_shutdown(&h.vmm);
                 let deadline = Instant::now() + grace;
                 while vmm.is_alive(&h.vmm) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(50));

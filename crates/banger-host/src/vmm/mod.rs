@@ -1,9 +1,11 @@
-//! VMM backends behind one trait. [`qemu`] runs the VM spec as a `qemu-system-x86_64 -M
+//! VMM backends behind one trait. [`firecracker`] drives Firecracker over its API socket;
+//! [`qemu`] runs the VM spec as a `qemu-system-x86_64 -M
 //! microvm` process (KVM when usable, else TCG).
 //!
 //! A launched VMM is a daemonized process that outlives the daemon; it is identified by
 //! pid plus start time ([`crate::process`]), so a reused pid is never taken for it.
 
+pub mod firecracker;
 pub mod qemu;
 
 use std::fmt;
@@ -11,6 +13,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use firecracker::FirecrackerVmm;
 pub use qemu::{Accel, QemuVmm};
 
 /// A virtio block device.
@@ -107,6 +110,19 @@ pub enum VmmError {
         /// Its last log lines.
         detail: String,
     },
+    /// The VMM's API refused a request.
+    #[error("{request} failed ({status}): {fault}")]
+    Api {
+        /// Method and path.
+        request: String,
+        /// HTTP status.
+        status: u16,
+        /// The VMM's fault message.
+        fault: String,
+    },
+    /// The VMM is present but cannot be used.
+    #[error("{0}")]
+    Unsupported(String),
     /// Filesystem error around the VMM's files.
     #[error("vmm file error at {path}")]
     Io {
@@ -128,6 +144,8 @@ pub trait Vmm: Send + Sync + fmt::Debug {
     fn is_alive(&self, handle: &VmmHandle) -> bool {
         crate::process::is_same_process(handle.pid, handle.start_time)
     }
+    /// Asks the VMM to shut the guest down (best effort; the caller waits, then kills).
+    fn request_shutdown(&self, _handle: &VmmHandle) {}
     /// Kills the VMM process.
     fn kill(&self, handle: &VmmHandle) {
         crate::process::kill(handle.pid, handle.start_time);
@@ -151,6 +169,61 @@ pub fn kvm_usable() -> bool {
                 .filter(|l| l.starts_with("flags"))
                 .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
         })
+}
+
+/// The backend a host will use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// Firecracker at this path.
+    Firecracker(PathBuf),
+    /// QEMU with this acceleration.
+    Qemu(Accel),
+}
+
+/// Picks the backend: `firecracker` and `qemu` are taken as asked; `auto` picks Firecracker
+/// when its binary is present and KVM can really run a guest, else QEMU (KVM when usable,
+/// else TCG). Returns the choice and a one-line reason for logs and `doctor`.
+pub fn choose(kind: &str, firecracker: Option<PathBuf>, kvm: bool) -> (Choice, String) {
+    let accel = if kvm { Accel::Kvm } else { Accel::Tcg };
+    match (kind, firecracker) {
+        ("firecracker", Some(bin)) => {
+            let why = format!("config vmm = \"firecracker\" ({})", bin.display());
+            (Choice::Firecracker(bin), why)
+        }
+        ("firecracker", None) => (
+            Choice::Firecracker(PathBuf::from("firecracker")),
+            "config vmm = \"firecracker\" (binary not found on PATH)".to_owned(),
+        ),
+        ("qemu", _) => (
+            Choice::Qemu(accel),
+            format!("config vmm = \"qemu\" ({})", accel_name(accel)),
+        ),
+        (_, Some(bin)) if kvm => {
+            let why = format!(
+                "auto: firecracker found at {} and KVM is usable",
+                bin.display()
+            );
+            (Choice::Firecracker(bin), why)
+        }
+        (_, Some(_)) => (
+            Choice::Qemu(accel),
+            "auto: firecracker found but KVM cannot run a guest here; using qemu (tcg)".to_owned(),
+        ),
+        (_, None) => (
+            Choice::Qemu(accel),
+            format!(
+                "auto: no firecracker binary; using qemu ({})",
+                accel_name(accel)
+            ),
+        ),
+    }
+}
+
+fn accel_name(a: Accel) -> &'static str {
+    match a {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg",
+    }
 }
 
 /// A fake VMM for tests: records launches, starts a harmless `sleep` so liveness and kill
@@ -210,5 +283,28 @@ impl Vmm for FakeVmm {
             start_time,
             control_socket: spec.run_dir.join("fake.sock"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_choose_backend() {
+        let fc = Some(PathBuf::from("/usr/bin/firecracker"));
+        assert_eq!(
+            choose("auto", fc.clone(), true).0,
+            Choice::Firecracker("/usr/bin/firecracker".into())
+        );
+        let (c, why) = choose("auto", fc.clone(), false);
+        assert_eq!(c, Choice::Qemu(Accel::Tcg));
+        assert!(why.contains("KVM cannot run"), "{why}");
+        assert_eq!(choose("auto", None, true).0, Choice::Qemu(Accel::Kvm));
+        assert_eq!(choose("qemu", fc, true).0, Choice::Qemu(Accel::Kvm));
+        assert_eq!(
+            choose("firecracker", None, false).0,
+            Choice::Firecracker("firecracker".into())
+        );
     }
 }

@@ -1,0 +1,12 @@
+//! Dev-only test support for banger.
+//!
+//! [`spec`] loads Firecracker's OpenAPI (Swagger 2.0) spec and validates requests against it;
+//! [`fake_firecracker`] is an API server that answers the way Firecracker does (status codes
+//! and `fault_message` error bodies included), checks every request against the spec and
+//! journals it, so contract tests can assert that banger only sends valid requests.
+
+pub mod fake_firecracker;
+pub mod spec;
+
+pub use fake_firecracker::{FakeFirecracker, JournalEntry};
+pub use spec::{ApiSpec, SpecError};

@@ -1,0 +1,257 @@
+//! Contract tests: banger's Firecracker backend against the fake Firecracker, which checks
+//! every request against Firecracker's OpenAPI spec.
+#![allow(
+    clippy::tests_outside_test_module,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use banger_host::vmm::firecracker::{api_request, api_socket};
+use banger_host::vmm::{Drive, FirecrackerVmm, NetSpec, VmSpec, Vmm, VmmError, VsockSpec};
+use banger_testkit::fake_firecracker::read_journal;
+
+const FAKE: &str = env!("CARGO_BIN_EXE_fake-firecracker");
+
+fn spec(dir: &Path) -> VmSpec {
+    let file = |name: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, b"x").unwrap();
+        p
+    };
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    VmSpec {
+        name: "web".into(),
+        vcpu: 2,
+        memory_mib: 512,
+        kernel: file("vmlinux"),
+        initrd: Some(file("initrd.img")),
+        cmdline: "console=ttyS0 root=/dev/vda rw".into(),
+        drives: vec![
+            Drive {
+                id: "rootfs".into(),
+                path: file("root.ext4"),
+                read_only: false,
+            },
+            Drive {
+                id: "work".into(),
+                path: file("work.ext4"),
+                read_only: false,
+            },
+        ],
+        net: Some(NetSpec {
+            tap: "bt-0123456789ab".into(),
+            mac: "06:00:ac:10:00:02".into(),
+        }),
+        vsock: Some(VsockSpec {
+            cid: 3,
+            uds_path: run.join("vsock.sock"),
+        }),
+        run_dir: run,
+        console_log: dir.join("console.log"),
+        vmm_log: dir.join("vmm.log"),
+    }
+}
+
+fn wait_dead(vmm: &dyn Vmm, h: &banger_host::vmm::VmmHandle) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while vmm.is_alive(h) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+fn processes_with_arg(arg: &Path) -> usize {
+    let needle = arg.as_os_str().as_encoded_bytes().to_vec();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| c.split(|b| *b == 0).any(|a| a == needle.as_slice()))
+        .count()
+}
+
+#[test]
+fn launch_sends_only_spec_valid_requests_and_boots() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path());
+    let vmm = FirecrackerVmm::new(PathBuf::from(FAKE));
+    assert_eq!(vmm.version().unwrap(), (1, 16, 1));
+    let h = vmm.launch(&s).unwrap();
+    assert_eq!(h.backend, "firecracker");
+    assert!(vmm.is_alive(&h));
+    let journal = read_journal(&h.control_socket);
+    for e in &journal {
+        assert!(
+            e.violations.is_empty(),
+            "{} {}: {:?}",
+            e.method,
+            e.path,
+            e.violations
+        );
+        assert_eq!(e.status, 204, "{} {}: {}", e.method, e.path, e.body);
+    }
+    let paths: Vec<&str> = journal.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/logger",
+            "/metrics",
+            "/machine-config",
+            "/boot-source",
+            "/drives/rootfs",
+            "/drives/work",
+            "/network-interfaces/eth0",
+            "/vsock",
+            "/actions"
+        ]
+    );
+    assert_eq!(journal[2].body["vcpu_count"], 2);
+    assert_eq!(journal[4].body["is_root_device"], true);
+    assert_eq!(journal[5].body["is_root_device"], false);
+    assert_eq!(journal[6].body["host_dev_name"], "bt-0123456789ab");
+    assert_eq!(journal[8].body["action_type"], "InstanceStart");
+    // The instance reports running; the serial console went to console.log.
+    let info = api_request(&h.control_socket, "GET", "/", None).unwrap();
+    assert_eq!(info.status, 200);
+    assert!(info.body.contains("\"Running\""), "{}", info.body);
+    assert!(
+        std::fs::read_to_string(&s.console_log)
+            .unwrap()
+            .contains("booted")
+    );
+    // Graceful stop: Ctrl-Alt-Del makes Firecracker exit.
+    vmm.request_shutdown(&h);
+    assert!(
+        wait_dead(&vmm, &h),
+        "firecracker exited after SendCtrlAltDel"
+    );
+    let last = read_journal(&h.control_socket).pop().unwrap();
+    assert_eq!(last.body["action_type"], "SendCtrlAltDel");
+    assert!(last.violations.is_empty());
+}
+
+#[test]
+fn api_errors_surface_the_fault_message_and_leave_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path());
+    s.kernel = dir.path().join("missing-vmlinux");
+    let vmm = FirecrackerVmm::new(PathBuf::from(FAKE));
+    let err = vmm.launch(&s).unwrap_err();
+    match &err {
+        VmmError::Api {
+            request,
+            status,
+            fault,
+        } => {
+            assert_eq!((request.as_str(), *status), ("PUT /boot-source", 400));
+            assert!(fault.contains("missing-vmlinux"), "{fault}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let sock = api_socket(&s.run_dir);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_with_arg(&sock) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the failed firecracker was killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(read_journal(&sock).iter().all(|e| e.violations.is_empty()));
+}
+
+#[test]
+fn kill_ends_the_vmm() {
+    let dir = tempfile::tempdir().unwrap();
+    let vmm = FirecrackerVmm::new(PathBuf::from(FAKE));
+    let h = vmm.launch(&spec(dir.path())).unwrap();
+    vmm.kill(&h);
+    assert!(wait_dead(&vmm, &h));
+}
+
+#[test]
+fn old_versions_and_long_socket_paths_are_refused_before_spawning() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("firecracker-v1.4.1");
+    std::os::unix::fs::symlink(FAKE, &old).unwrap();
+    let s = spec(dir.path());
+    let err = FirecrackerVmm::new(old).launch(&s).unwrap_err();
+    assert!(
+        matches!(&err, VmmError::Unsupported(m) if m.contains("1.4.1") && m.contains("1.5.0")),
+        "{err:?}"
+    );
+    assert!(!api_socket(&s.run_dir).exists(), "nothing was started");
+
+    let mut s = spec(dir.path());
+    s.run_dir = dir.path().join("x".repeat(110));
+    let err = FirecrackerVmm::new(PathBuf::from(FAKE))
+        .launch(&s)
+        .unwrap_err();
+    assert!(matches!(err, VmmError::SocketPathTooLong(_)), "{err:?}");
+
+    let err = FirecrackerVmm::new(dir.path().join("no-such-firecracker"))
+        .launch(&spec(dir.path()))
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-firecracker"), "{err}");
+}
+
+/// The daemon's VM lifecycle on the Firecracker backend (fake Firecracker, fake guest):
+/// create boots through the API, `vm show` names the backend, stop shuts down gracefully,
+/// delete leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_lifecycle_on_the_firecracker_backend() {
+    use banger_api::types::{VmCreateParams, VmState};
+    use banger_daemon::progress::Progress;
+    use banger_daemon::services::Lifecycle;
+    use banger_daemon::testbed::{TEST_IMAGE, TestBed};
+    use std::sync::Arc;
+
+    let config = banger_config::Config {
+        default_image_name: TEST_IMAGE.into(),
+        boot_timeout_secs: 5,
+        stop_timeout_secs: 5,
+        vm_defaults: banger_config::VmDefaults {
+            vcpu: Some(2),
+            memory_mib: Some(256),
+            disk_size: Some("256M".into()),
+        },
+        ..banger_config::Config::default()
+    };
+    let fc: Arc<dyn Vmm> = Arc::new(FirecrackerVmm::new(PathBuf::from(FAKE)));
+    let bed = TestBed::with_vmm(config, Some(fc)).unwrap();
+    let vms = &bed.daemon.services.vm;
+    let p = VmCreateParams {
+        name: Some("fc1".into()),
+        ..Default::default()
+    };
+    let vm = vms.create(p, &Arc::new(Progress::default())).await.unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    assert_eq!(vm.vmm.as_deref(), Some("firecracker"));
+    let sock = bed
+        .daemon
+        .infra
+        .layout
+        .runtime_dir
+        .join("vms")
+        .join(&vm.id)
+        .join("fc.sock");
+    let journal = read_journal(&sock);
+    assert!(
+        journal
+            .iter()
+            .all(|e| e.violations.is_empty() && e.status == 204),
+        "{journal:?}"
+    );
+    assert_eq!(journal.last().unwrap().body["action_type"], "InstanceStart");
+    let stopped = vms.lifecycle("fc1", Lifecycle::Stop).await.unwrap();
+    assert_eq!(stopped.state, VmState::Stopped);
+    vms.lifecycle("fc1", Lifecycle::Delete).await.unwrap();
+    assert_eq!(bed.leftovers(), Vec::<String>::new());
+}
