@@ -59,6 +59,15 @@ impl TestBed {
 
     /// Like [`TestBed::new`], with `vmm` instead of the fake VMM when given.
     pub fn with_vmm(config: Config, vmm: Option<Arc<dyn Vmm>>) -> Result<Self, TestBedError> {
+        Self::build(config, vmm, Disks::Real)
+    }
+
+    /// The most general constructor.
+    pub fn build(
+        config: Config,
+        vmm: Option<Arc<dyn Vmm>>,
+        disks: Disks,
+    ) -> Result<Self, TestBedError> {
         let custom_vmm = vmm;
         let home = tempfile::tempdir().map_err(setup)?;
         let h = home.path().to_owned();
@@ -68,6 +77,9 @@ impl TestBed {
         let store = Store::open(&layout.db_path()).map_err(setup)?;
         let fail_program: Arc<Mutex<Option<String>>> = Arc::default();
         let fail = Arc::clone(&fail_program);
+        // The seed image is always built for real; afterwards `Simulated` fakes the commands.
+        let seeded = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let seeding = Arc::clone(&seeded);
         let runner = RecordingRunner::with_responder(move |cmd| {
             let injected = fail
                 .lock()
@@ -80,9 +92,13 @@ impl TestBed {
                     stderr: "injected failure".into(),
                 });
             }
+            if disks == Disks::Simulated && !seeding.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(simulate(cmd));
+            }
             RealRunner.output(cmd)
         });
         seed_image(&layout, &store, &runner)?;
+        seeded.store(false, std::sync::atomic::Ordering::Relaxed);
         let privileged = Arc::new(FakePrivileged::default());
         let vmm = Arc::new(FakeVmm::default());
         let guest = Arc::new(FakeGuest::default());
@@ -155,6 +171,27 @@ impl TestBed {
     pub fn home(&self) -> &Path {
         self.home.path()
     }
+}
+
+/// How host disk commands run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disks {
+    /// Real `cp`, `mkfs.ext4`, `debugfs`, `ssh-keygen`.
+    Real,
+    /// Commands are recorded and succeed without running (`ssh-keygen` writes dummy keys), to
+    /// measure the control plane alone.
+    Simulated,
+}
+
+fn simulate(cmd: &banger_host::Cmd) -> banger_host::CmdOutput {
+    if cmd.program == "ssh-keygen"
+        && let Some(i) = cmd.args.iter().position(|a| a == "-f")
+        && let Some(path) = cmd.args.get(i + 1)
+    {
+        let _ = std::fs::write(path, "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+        let _ = std::fs::write(format!("{path}.pub"), "ssh-ed25519 AAAAC3Nza fake\n");
+    }
+    banger_host::CmdOutput::ok()
 }
 
 fn seed_image(

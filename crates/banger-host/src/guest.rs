@@ -115,6 +115,8 @@ pub enum FakeReadiness {
     Ready,
     /// Never ready: waits out the timeout (or the VMM's death, or cancellation).
     Never,
+    /// Ready after this many milliseconds (a stand-in for boot time).
+    AfterMs(u64),
 }
 
 /// A fake guest for tests: readiness on command, poweroff requests recorded.
@@ -137,11 +139,16 @@ impl GuestControl for FakeGuest {
             .readiness
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if mode == FakeReadiness::Ready {
-            return Ok(());
-        }
+        let ready_at = match mode {
+            FakeReadiness::Ready => return Ok(()),
+            FakeReadiness::AfterMs(ms) => Some(Instant::now() + Duration::from_millis(ms)),
+            FakeReadiness::Never => None,
+        };
         let deadline = Instant::now() + timeout;
         loop {
+            if ready_at.is_some_and(|t| Instant::now() >= t) {
+                return Ok(());
+            }
             if watch.cancelled() {
                 return Err(GuestError::Cancelled);
             }

@@ -700,7 +700,7 @@ impl VmService {
                 vmm.kill(&h.vmm);
                 let deadline = Instant::now() + Duration::from_secs(5);
                 while vmm.is_alive(&h.vmm) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(2));
                 }
                 network.delete_tap(&h.tap)
             })
