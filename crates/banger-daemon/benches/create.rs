@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
     let bed = TestBed::build(config(), None, Disks::Simulated).unwrap();
     for n in [1usize, 10] {
         g.bench_function(n.to_string(), |b| {
-            b.iter_custom(|iters| timed(&rt, &bed, n, iters))
+            b.iter_custom(|iters| timed(&rt, &bed, n, iters));
         });
     }
     *bed.guest.readiness.lock().unwrap() = FakeReadiness::AfterMs(500);
