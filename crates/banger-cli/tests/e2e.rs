@@ -108,8 +108,8 @@ impl Guest {
 
 impl Drop for Guest {
     fn drop(&mut self) {
-        let _ = self.cmd(&["vm", "kill", "p1", "t1"]).output();
-        let _ = self.cmd(&["vm", "delete", "p1", "t1"]).output();
+        let _ = self.cmd(&["vm", "kill", "p1", "t1", "b1"]).output();
+        let _ = self.cmd(&["vm", "delete", "p1", "t1", "b1"]).output();
         let _ = self
             .cmd(&["daemon", "stop"])
             .env("BANGER_NO_AUTOSTART", "1")
@@ -173,7 +173,11 @@ fn e2e_work_disk_persists_and_vms_survive_daemon_kill() {
             .unwrap()
             .success()
     );
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(std::time::Instant::now() < deadline, "bangerd did not die");
+        std::thread::yield_now();
+    }
     assert!(g.qemu_running(), "killing bangerd must not kill the VM");
     let show: Value = serde_json::from_str(&g.ok(&["vm", "show", "p1", "--json"])).unwrap();
     assert_eq!(show["state"], "running");
@@ -184,5 +188,42 @@ fn e2e_work_disk_persists_and_vms_survive_daemon_kill() {
         .code();
     assert_eq!(code, Some(3));
     g.ok(&["vm", "delete", "p1"]);
+    g.assert_nothing_left();
+}
+
+#[test]
+fn e2e_bad_input_creates_nothing() {
+    let Some(g) = Guest::new() else { return };
+    g.ok(&["vm", "create", "--name", "b1", "--no-start"]);
+    let show: Value = serde_json::from_str(&g.ok(&["vm", "show", "b1", "--json"])).unwrap();
+    assert_eq!(show["state"], "created");
+    let vms = g.env.home().join("state/vms");
+    let count = || std::fs::read_dir(&vms).unwrap().count();
+    assert_eq!(count(), 1);
+    let cases: &[(&[&str], &str)] = &[
+        (&["vm", "create", "--vcpu", "0"], "bad_request"),
+        (&["vm", "create", "--memory", "1"], "bad_request"),
+        (&["vm", "create", "--name", "Bad_Name"], "bad_request"),
+        (&["vm", "create", "--name", "b1"], "already_exists"),
+        (
+            &["vm", "run", "--name", "b1", "--", "true"],
+            "already_exists",
+        ),
+        (&["vm", "create", "--image", "nosuch"], "not_found"),
+    ];
+    for (args, kind) in cases {
+        let out = g.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(kind) && err.contains("hint:"),
+            "{args:?}: {err}"
+        );
+    }
+    let list: Value = serde_json::from_str(&g.ok(&["vm", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(count(), 1, "no files for failed creates");
+    assert!(!g.links().contains("bt-"), "no tap: {}", g.links());
+    g.ok(&["vm", "delete", "b1"]);
     g.assert_nothing_left();
 }

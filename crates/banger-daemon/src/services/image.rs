@@ -193,6 +193,14 @@ impl ImageService {
             created_at: self.infra.clock.now_rfc3339(),
         };
         let _publish = self.publication.lock().await;
+        let stale = name.to_owned();
+        with_store(&self.infra.store, move |s| {
+            if let Some(old) = s.get_image(&stale)? {
+                s.delete_image(&old.id)?;
+            }
+            Ok(())
+        })
+        .await?;
         let _ = fs_err::remove_dir_all(&final_dir);
         fs_err::rename(&staging, &final_dir).map_err(|e| failed("kernel publish", &e))?;
         let rec = record.clone();
@@ -201,9 +209,35 @@ impl ImageService {
         Ok(record)
     }
 
+    /// Whether `image` is the built-in default built from an older recipe and no VM uses it
+    /// (then it is rebuilt; images in use are kept).
+    async fn outdated_default(&self, image: &ImageRecord) -> Result<bool, RpcError> {
+        let recipe = image
+            .config
+            .get("recipe")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(1);
+        if !image.source.starts_with("debootstrap:") || recipe >= banger_image::rootfs::RECIPE {
+            return Ok(false);
+        }
+        let id = image.id.clone();
+        let users = with_store(&self.infra.store, move |s| s.vms_using_image(&id)).await?;
+        if users.is_empty() {
+            info!(
+                image = image.name,
+                recipe, "default image recipe is outdated; rebuilding"
+            );
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
     /// The image `name`; the default image is built from the Debian mirror when missing.
     pub async fn ensure_image(&self, name: &str) -> Result<(ImageRecord, KernelRecord), RpcError> {
-        if let Some(found) = self.lookup(name).await? {
+        if let Some(found) = self.lookup(name).await?
+            && !self.outdated_default(&found.0).await?
+        {
             return Ok(found);
         }
         if name != "debian-bookworm" {
@@ -212,7 +246,9 @@ impl ImageService {
         }
         let kernel = self.ensure_kernel(DISTRO_KERNEL_NAME).await?;
         let _build = self.build.lock().await;
-        if let Some(found) = self.lookup(name).await? {
+        if let Some(found) = self.lookup(name).await?
+            && !self.outdated_default(&found.0).await?
+        {
             return Ok(found);
         }
         info!(
@@ -254,11 +290,19 @@ impl ImageService {
             work_seed_path: Some(final_dir.join("work-seed").display().to_string()),
             kernel_id: Some(kernel.id.clone()),
             digest: None,
-            config: serde_json::json!({}),
+            config: serde_json::json!({"recipe": banger_image::rootfs::RECIPE}),
             size_bytes: size,
             created_at: self.infra.clock.now_rfc3339(),
         };
         let _publish = self.publication.lock().await;
+        let stale = name.to_owned();
+        with_store(&self.infra.store, move |s| {
+            if let Some(old) = s.get_image(&stale)? {
+                s.delete_image(&old.id)?;
+            }
+            Ok(())
+        })
+        .await?;
         let _ = fs_err::remove_dir_all(&final_dir);
         fs_err::rename(&staging, &final_dir).map_err(|e| failed("image publish", &e))?;
         let rec = record.clone();
