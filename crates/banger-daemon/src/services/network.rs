@@ -89,6 +89,37 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any sequence of allocations and releases on a small network: an allocated address
+        /// is never in use, never the gateway/network/broadcast, exhaustion only when every
+        /// host address is taken, and released addresses become available again.
+        #[test]
+        fn prop_allocator_never_duplicates(ops in proptest::collection::vec(proptest::option::of(0usize..16), 1..80), prefix in 26u8..=29) {
+            let net = ipnet::Ipv4Net::new(Ipv4Addr::new(10, 9, 8, 0), prefix).unwrap();
+            let gw = Ipv4Addr::new(10, 9, 8, 1);
+            let hosts: Vec<Ipv4Addr> = net.hosts().filter(|h| *h != gw).collect();
+            let mut used: Vec<Ipv4Addr> = Vec::new();
+            for op in ops {
+                match op {
+                    None => match allocate_ip(net, gw, &used) {
+                        Some(ip) => {
+                            proptest::prop_assert!(!used.contains(&ip));
+                            proptest::prop_assert!(hosts.contains(&ip));
+                            used.push(ip);
+                        }
+                        None => proptest::prop_assert_eq!(used.len(), hosts.len()),
+                    },
+                    Some(i) if !used.is_empty() => {
+                        let freed = used.remove(i % used.len());
+                        proptest::prop_assert!(allocate_ip(net, gw, &used).is_some());
+                        proptest::prop_assert!(!used.contains(&freed));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
     #[test]
     fn test_tap_name_fits_ifnamsiz_and_mac_is_local() {
         assert_eq!(tap_name("0123456789abcdef").len(), 15);
