@@ -15,3 +15,14 @@ ensure_apt() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
   fi
 }
+
+# ensure_cargo_tool CRATE [BIN]: cargo-installs CRATE (locked) unless BIN is already on PATH
+# or in ~/.cargo/bin (idempotent).
+ensure_cargo_tool() {
+  local crate=$1 bin=${2:-$1}
+  if command -v "$bin" >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/$bin" ]; then
+    return 0
+  fi
+  echo "==> cargo install $crate" >&2
+  cargo install --locked "$crate" >&2
+}

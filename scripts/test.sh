@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 ensure_apt build-essential pkg-config git python3 cpio e2fsprogs iproute2 openssh-client \
   qemu-system-x86 busybox-static debootstrap procps
+# Guest vsock under QEMU without /dev/vhost-vsock (a vhost-user backend, ~2 min to build once).
+ensure_cargo_tool vhost-device-vsock
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check

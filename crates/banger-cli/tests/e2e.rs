@@ -93,11 +93,23 @@ impl Guest {
         })
     }
 
+    fn vhost_running(&self) -> bool {
+        let out = Command::new("pgrep")
+            .args([
+                "-f",
+                &format!("vhost-device-vsock.*{}", self.env.home().display()),
+            ])
+            .output()
+            .unwrap();
+        out.status.success()
+    }
+
     fn assert_nothing_left(&self) {
         let list: Value = serde_json::from_str(&self.ok(&["vm", "list", "--json"])).unwrap();
         assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
         assert!(!self.links().contains("bt-"), "tap left: {}", self.links());
         assert!(!self.qemu_running(), "qemu process left");
+        assert!(!self.vhost_running(), "vsock backend left");
         let vms = self.env.home().join("state/vms");
         let left: Vec<_> = std::fs::read_dir(&vms)
             .map(|d| d.filter_map(Result::ok).collect())
@@ -152,6 +164,16 @@ fn e2e_work_disk_persists_and_vms_survive_daemon_kill() {
         "-c",
         "echo kept > /root/marker && sync",
     ]);
+    // The guest has a vsock device (vhost-device-vsock under QEMU), bound to its driver.
+    g.ok(&[
+        "vm",
+        "exec",
+        "p1",
+        "--",
+        "sh",
+        "-c",
+        "test -c /dev/vsock && ls /sys/bus/virtio/drivers/vmw_vsock_virtio_transport | grep -q virtio",
+    ]);
     g.ok(&["vm", "stop", "p1"]);
     let show: Value = serde_json::from_str(&g.ok(&["vm", "show", "p1", "--json"])).unwrap();
     assert_eq!(show["state"], "stopped");
@@ -179,6 +201,7 @@ fn e2e_work_disk_persists_and_vms_survive_daemon_kill() {
         std::thread::yield_now();
     }
     assert!(g.qemu_running(), "killing bangerd must not kill the VM");
+    assert!(g.vhost_running(), "nor its vsock backend");
     let show: Value = serde_json::from_str(&g.ok(&["vm", "show", "p1", "--json"])).unwrap();
     assert_eq!(show["state"], "running");
     assert_eq!(g.ok(&["vm", "exec", "p1", "--", "hostname"]).trim(), "p1");

@@ -108,6 +108,19 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
     };
     let owner_uid = banger_config::layout::current_uid();
     let daemon = Arc::new(Daemon::new(infra, owner_uid));
+    // Signal handlers go in before the socket is bound: a client that sees the socket may
+    // send SIGTERM at once, and it must get a graceful stop.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let shutdown = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = int.recv() => info!("SIGINT received"),
+            () = shutdown.cancelled() => return,
+        }
+        shutdown.cancel();
+    });
     let listener = bind_socket(&layout.socket_path).await?;
     if let Err(e) = daemon.services.vm.reconcile().await {
         error!("reconcile failed: {}", e.message);
@@ -119,23 +132,6 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
         socket = %layout.socket_path.display(),
         "bangerd started"
     );
-    let shutdown = daemon.shutdown.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    error!("cannot watch SIGTERM: {e}");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-            () = shutdown.cancelled() => return,
-        }
-        shutdown.cancel();
-    });
     serve(Arc::clone(&daemon), listener).await;
     let _ = fs_err::remove_file(&layout.socket_path);
     info!("bangerd stopped");
@@ -166,7 +162,18 @@ fn select_vmm(config: &Config) -> Arc<dyn Vmm> {
                 .clone()
                 .or_else(|| find_in_path("qemu-system-x86_64"))
                 .unwrap_or_else(|| "qemu-system-x86_64".into());
-            Arc::new(QemuVmm::new(qemu, accel))
+            let vhost = find_in_path("vhost-device-vsock").or_else(|| {
+                let p = std::env::var_os("HOME")
+                    .map(|h| std::path::PathBuf::from(h).join(".cargo/bin/vhost-device-vsock"))?;
+                p.is_file().then_some(p)
+            });
+            match &vhost {
+                Some(v) => info!("vsock: vhost-device-vsock at {}", v.display()),
+                None => tracing::warn!(
+                    "vsock: vhost-device-vsock not found; guests get no vsock (cargo install vhost-device-vsock)"
+                ),
+            }
+            Arc::new(QemuVmm::new(qemu, accel).with_vhost_vsock(vhost))
         }
     }
 }

@@ -18,7 +18,7 @@ use banger_api::{ErrorCode, RpcError};
 use banger_host::Cmd;
 use banger_host::disk::{self, ImageFile};
 use banger_host::guest::{GuestError, WaitWatch};
-use banger_host::vmm::{Drive, NetSpec, VmSpec, VmmHandle};
+use banger_host::vmm::{Drive, NetSpec, VmSpec, VmmHandle, VsockSpec};
 use banger_store::{ImageRecord, KernelRecord, Store, VmRecord, VmRow};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -627,7 +627,8 @@ impl VmService {
                 Drive { id: "work".into(), path: dir.join("work.ext4"), read_only: false },
             ],
             net: Some(NetSpec { tap: tap.clone(), mac: mac_for(ip) }),
-            vsock: None,
+            // The guest's IPv4 address as its CID: unique among VMs, never 0-2 or u32::MAX.
+            vsock: self.infra.vmm.supports_vsock().then(|| VsockSpec { cid: u32::from(ip), uds_path: run_dir.join("vsock.sock") }),
             run_dir: run_dir.clone(),
             console_log: dir.join("console.log"),
             vmm_log: dir.join("vmm.log"),

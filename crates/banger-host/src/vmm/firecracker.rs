@@ -269,6 +269,7 @@ impl Vmm for FirecrackerVmm {
             pid,
             start_time,
             control_socket: sock.clone(),
+            helpers: Vec::new(),
         };
         let configured = (|| {
             let deadline = Instant::now() + Duration::from_secs(5);

@@ -85,6 +85,10 @@ pub struct VmmHandle {
     pub start_time: u64,
     /// Control socket (QMP or the Firecracker API).
     pub control_socket: PathBuf,
+    /// Helper processes that live and die with the VM (pid, start time), e.g. QEMU's
+    /// vhost-user vsock backend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub helpers: Vec<(u32, u64)>,
 }
 
 /// Errors of VMM backends.
@@ -146,9 +150,16 @@ pub trait Vmm: Send + Sync + fmt::Debug {
     }
     /// Asks the VMM to shut the guest down (best effort; the caller waits, then kills).
     fn request_shutdown(&self, _handle: &VmmHandle) {}
-    /// Kills the VMM process.
+    /// Kills the VMM process and its helpers.
     fn kill(&self, handle: &VmmHandle) {
         crate::process::kill(handle.pid, handle.start_time);
+        for (pid, start) in &handle.helpers {
+            crate::process::kill(*pid, *start);
+        }
+    }
+    /// Whether `launch` honours `VmSpec::vsock`.
+    fn supports_vsock(&self) -> bool {
+        true
     }
 }
 
@@ -282,6 +293,7 @@ impl Vmm for FakeVmm {
             pid,
             start_time,
             control_socket: spec.run_dir.join("fake.sock"),
+            helpers: Vec::new(),
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The QEMU backend: `qemu-system-x86_64 -M microvm`, daemonized, with a QMP socket.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,12 +21,90 @@ pub enum Accel {
 pub struct QemuVmm {
     binary: PathBuf,
     accel: Accel,
+    vhost_vsock: Option<PathBuf>,
 }
 
 impl QemuVmm {
-    /// QEMU at `binary` with `accel`.
+    /// QEMU at `binary` with `accel`; no vsock.
     pub fn new(binary: PathBuf, accel: Accel) -> Self {
-        QemuVmm { binary, accel }
+        QemuVmm {
+            binary,
+            accel,
+            vhost_vsock: None,
+        }
+    }
+
+    /// Gives guests a vsock through `vhost-device-vsock` at `binary` (a vhost-user backend
+    /// speaking Firecracker's `CONNECT <port>` protocol on the host socket).
+    #[must_use]
+    pub fn with_vhost_vsock(mut self, binary: Option<PathBuf>) -> Self {
+        self.vhost_vsock = binary;
+        self
+    }
+
+    /// Starts the vsock backend for `spec`; returns its (pid, start time).
+    fn start_vsock(spec: &VmSpec, bin: &Path) -> Result<(u32, u64), VmmError> {
+        let Some(vsock) = &spec.vsock else {
+            return Err(VmmError::Unsupported("no vsock in spec".into()));
+        };
+        let sock = vhost_socket(&spec.run_dir);
+        check_socket_path(&sock)?;
+        check_socket_path(&vsock.uds_path)?;
+        let _ = fs_err::remove_file(&sock);
+        let _ = fs_err::remove_file(&vsock.uds_path);
+        let log = fs_err::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.vmm_log)
+            .map_err(|source| VmmError::Io {
+                path: spec.vmm_log.clone(),
+                source,
+            })?;
+        let log2 = log.try_clone().map_err(|source| VmmError::Io {
+            path: spec.vmm_log.clone(),
+            source,
+        })?;
+        let program = bin.display().to_string();
+        let mut child = Command::new(bin)
+            .arg("--guest-cid")
+            .arg(vsock.cid.to_string())
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--uds-path")
+            .arg(&vsock.uds_path)
+            .stdin(Stdio::null())
+            .stdout(log.into_parts().0)
+            .stderr(log2.into_parts().0)
+            .process_group(0)
+            .spawn()
+            .map_err(|source| VmmError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sock.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(VmmError::Startup {
+                    program,
+                    detail: format!("exited with {status}"),
+                });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(VmmError::Startup {
+                    program,
+                    detail: "no vhost-user socket after 5s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let start = crate::process::start_time(pid).unwrap_or(0);
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok((pid, start))
     }
 
     /// The acceleration in use.
@@ -41,6 +120,11 @@ fn p(path: &Path) -> String {
 /// The QMP socket of a VM run dir.
 pub fn qmp_socket(run_dir: &Path) -> PathBuf {
     run_dir.join("qmp.sock")
+}
+
+/// The vhost-user vsock socket QEMU connects to.
+pub fn vhost_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("vhost-vsock.sock")
 }
 
 /// The full QEMU argument vector for `spec` (without the binary).
@@ -102,7 +186,7 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
             &format!("virtio-net-device,netdev=n0,mac={}", net.mac),
         ]);
     }
-    if let Some(vsock) = &spec.vsock {
+    if spec.vsock.is_some() {
         push(&[
             "-object",
             &format!(
@@ -112,18 +196,10 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
         ]);
         push(&[
             "-chardev",
-            &format!(
-                "socket,id=vsock0,path={}",
-                p(&spec.run_dir.join("vhost-vsock.sock"))
-            ),
+            &format!("socket,id=vsock0,path={}", p(&vhost_socket(&spec.run_dir))),
         ]);
-        push(&[
-            "-device",
-            &format!(
-                "vhost-user-vsock-device,chardev=vsock0,guest-cid={}",
-                vsock.cid
-            ),
-        ]);
+        // The guest CID is the backend's (`vhost-device-vsock --guest-cid`), not QEMU's.
+        push(&["-device", "vhost-user-vsock-device,chardev=vsock0"]);
     }
     push(&["-serial", &format!("file:{}", p(&spec.console_log))]);
     push(&[
@@ -143,16 +219,53 @@ impl Vmm for QemuVmm {
         }
     }
 
+    fn supports_vsock(&self) -> bool {
+        self.vhost_vsock.is_some()
+    }
+
     fn launch(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
         let qmp = qmp_socket(&spec.run_dir);
         check_socket_path(&qmp)?;
+        let helper = match (&spec.vsock, &self.vhost_vsock) {
+            (Some(_), Some(bin)) => Some(Self::start_vsock(spec, bin)?),
+            (Some(_), None) => {
+                return Err(VmmError::Unsupported(
+                    "vsock needs vhost-device-vsock (cargo install vhost-device-vsock)".into(),
+                ));
+            }
+            _ => None,
+        };
+        let kill_helper = || {
+            if let Some((pid, start)) = helper {
+                crate::process::kill(pid, start);
+            }
+        };
+        match self.launch_qemu(spec, qmp) {
+            Ok(mut h) => {
+                h.helpers.extend(helper);
+                Ok(h)
+            }
+            Err(e) => {
+                kill_helper();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl QemuVmm {
+    fn launch_qemu(&self, spec: &VmSpec, qmp: PathBuf) -> Result<VmmHandle, VmmError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| VmmError::Io { path, source }
         };
         let pidfile = spec.run_dir.join("qemu.pid");
         let _ = fs_err::remove_file(&pidfile);
-        let log = fs_err::File::create(&spec.vmm_log).map_err(io(&spec.vmm_log))?;
+        let log = fs_err::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.vmm_log)
+            .map_err(io(&spec.vmm_log))?;
         let log2 = log.try_clone().map_err(io(&spec.vmm_log))?;
         let program = self.binary.display().to_string();
         let status = Command::new(&self.binary)
@@ -201,6 +314,7 @@ impl Vmm for QemuVmm {
             pid,
             start_time,
             control_socket: qmp,
+            helpers: Vec::new(),
         })
     }
 }
@@ -273,7 +387,7 @@ mod tests {
         assert!(args.contains("-accel kvm -cpu host"));
         assert!(
             args.contains("memory-backend=mem")
-                && args.contains("vhost-user-vsock-device,chardev=vsock0,guest-cid=3")
+                && args.contains("-device vhost-user-vsock-device,chardev=vsock0")
         );
     }
 
