@@ -122,6 +122,31 @@ pub fn qmp_socket(run_dir: &Path) -> PathBuf {
     run_dir.join("qmp.sock")
 }
 
+/// Runs one QMP command (after the capabilities handshake); returns its reply line.
+pub fn qmp_command(socket: &Path, command: &str) -> std::io::Result<String> {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line)?; // greeting
+    writer.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+    line.clear();
+    reader.read_line(&mut line)?;
+    writer.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        // Skip asynchronous events; the reply has `return` or `error`.
+        if line.contains("\"return\"") || line.contains("\"error\"") {
+            return Ok(line.trim().to_owned());
+        }
+    }
+}
+
 /// The vhost-user vsock socket QEMU connects to.
 pub fn vhost_socket(run_dir: &Path) -> PathBuf {
     run_dir.join("vhost-vsock.sock")
@@ -221,6 +246,10 @@ impl Vmm for QemuVmm {
 
     fn supports_vsock(&self) -> bool {
         self.vhost_vsock.is_some()
+    }
+
+    fn request_shutdown(&self, handle: &VmmHandle) {
+        let _ = qmp_command(&handle.control_socket, "system_powerdown");
     }
 
     fn launch(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
