@@ -16,20 +16,15 @@ use banger_api::types::VmCreateParams;
 use banger_config::Config;
 use banger_daemon::progress::Progress;
 use banger_daemon::services::Lifecycle;
-use banger_daemon::testbed::{Disks, TEST_IMAGE, TestBed};
+use banger_daemon::testbed::{Disks, TestBed, small_config};
 use banger_host::guest::FakeReadiness;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn config() -> Config {
+    // A stand-in boot of 500 ms must fit in the boot timeout.
     Config {
-        default_image_name: TEST_IMAGE.into(),
-        stop_timeout_secs: 0,
-        vm_defaults: banger_config::VmDefaults {
-            vcpu: Some(1),
-            memory_mib: Some(256),
-            disk_size: Some("256M".into()),
-        },
-        ..Config::default()
+        boot_timeout_secs: 30,
+        ..small_config()
     }
 }
 

@@ -29,6 +29,21 @@ fn setup<E: std::fmt::Display>(e: E) -> TestBedError {
     TestBedError::Setup(e.to_string())
 }
 
+/// A config for test beds: the seeded image, small sizing, 1 s boot timeout, no stop grace.
+pub fn small_config() -> Config {
+    Config {
+        default_image_name: TEST_IMAGE.into(),
+        boot_timeout_secs: 1,
+        stop_timeout_secs: 0,
+        vm_defaults: banger_config::VmDefaults {
+            vcpu: Some(1),
+            memory_mib: Some(256),
+            disk_size: Some("256M".into()),
+        },
+        ..Config::default()
+    }
+}
+
 /// The image every test bed has.
 pub const TEST_IMAGE: &str = "test-image";
 

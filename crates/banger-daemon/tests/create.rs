@@ -14,21 +14,11 @@ use banger_api::types::{StageState, VmCreateParams, VmState};
 use banger_config::Config;
 use banger_daemon::progress::Progress;
 use banger_daemon::services::Lifecycle;
-use banger_daemon::testbed::{TEST_IMAGE, TestBed};
+use banger_daemon::testbed::{TestBed, small_config};
 use banger_host::guest::FakeReadiness;
 
 fn config() -> Config {
-    Config {
-        default_image_name: TEST_IMAGE.into(),
-        boot_timeout_secs: 1,
-        stop_timeout_secs: 0,
-        vm_defaults: banger_config::VmDefaults {
-            vcpu: Some(1),
-            memory_mib: Some(256),
-            disk_size: Some("256M".into()),
-        },
-        ..Config::default()
-    }
+    small_config()
 }
 
 fn params(name: &str) -> VmCreateParams {

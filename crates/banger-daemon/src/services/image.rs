@@ -27,6 +27,12 @@ pub struct ImageService {
     publication: Mutex<()>,
 }
 
+/// Replaces `final_dir` with the finished `staging` dir (caller holds the publication lock).
+fn swap_in(staging: &std::path::Path, final_dir: &std::path::Path) -> std::io::Result<()> {
+    let _ = fs_err::remove_dir_all(final_dir);
+    fs_err::rename(staging, final_dir)
+}
+
 fn failed(step: &str, e: &dyn std::error::Error) -> RpcError {
     RpcError::new(ErrorCode::OperationFailed, format!("{step}: {}", chain(e)))
 }
@@ -193,16 +199,7 @@ impl ImageService {
             created_at: self.infra.clock.now_rfc3339(),
         };
         let _publish = self.publication.lock().await;
-        let stale = name.to_owned();
-        with_store(&self.infra.store, move |s| {
-            if let Some(old) = s.get_image(&stale)? {
-                s.delete_image(&old.id)?;
-            }
-            Ok(())
-        })
-        .await?;
-        let _ = fs_err::remove_dir_all(&final_dir);
-        fs_err::rename(&staging, &final_dir).map_err(|e| failed("kernel publish", &e))?;
+        swap_in(&staging, &final_dir).map_err(|e| failed("kernel publish", &e))?;
         let rec = record.clone();
         with_store(&self.infra.store, move |s| s.upsert_kernel(&rec)).await?;
         info!(kernel = name, version = record.version, "kernel imported");
@@ -303,8 +300,7 @@ impl ImageService {
             Ok(())
         })
         .await?;
-        let _ = fs_err::remove_dir_all(&final_dir);
-        fs_err::rename(&staging, &final_dir).map_err(|e| failed("image publish", &e))?;
+        swap_in(&staging, &final_dir).map_err(|e| failed("image publish", &e))?;
         let rec = record.clone();
         with_store(&self.infra.store, move |s| s.upsert_image(&rec)).await?;
         info!(image = name, "image built");

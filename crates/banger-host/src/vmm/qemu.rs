@@ -52,18 +52,7 @@ impl QemuVmm {
         check_socket_path(&vsock.uds_path)?;
         let _ = fs_err::remove_file(&sock);
         let _ = fs_err::remove_file(&vsock.uds_path);
-        let log = fs_err::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.vmm_log)
-            .map_err(|source| VmmError::Io {
-                path: spec.vmm_log.clone(),
-                source,
-            })?;
-        let log2 = log.try_clone().map_err(|source| VmmError::Io {
-            path: spec.vmm_log.clone(),
-            source,
-        })?;
+        let (log, log2) = append_log(&spec.vmm_log)?;
         let program = bin.display().to_string();
         let mut child = Command::new(bin)
             .arg("--guest-cid")
@@ -73,8 +62,8 @@ impl QemuVmm {
             .arg("--uds-path")
             .arg(&vsock.uds_path)
             .stdin(Stdio::null())
-            .stdout(log.into_parts().0)
-            .stderr(log2.into_parts().0)
+            .stdout(log)
+            .stderr(log2)
             .process_group(0)
             .spawn()
             .map_err(|source| VmmError::Spawn {
@@ -145,6 +134,23 @@ pub fn qmp_command(socket: &Path, command: &str) -> std::io::Result<String> {
             return Ok(line.trim().to_owned());
         }
     }
+}
+
+/// `path` opened for appending, twice (stdout and stderr of a child).
+fn append_log(path: &Path) -> Result<(std::fs::File, std::fs::File), VmmError> {
+    let err = |source| VmmError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let log = fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(err)?
+        .into_parts()
+        .0;
+    let log2 = log.try_clone().map_err(err)?;
+    Ok((log, log2))
 }
 
 /// The vhost-user vsock socket QEMU connects to.
@@ -284,24 +290,15 @@ impl Vmm for QemuVmm {
 
 impl QemuVmm {
     fn launch_qemu(&self, spec: &VmSpec, qmp: PathBuf) -> Result<VmmHandle, VmmError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| VmmError::Io { path, source }
-        };
         let pidfile = spec.run_dir.join("qemu.pid");
         let _ = fs_err::remove_file(&pidfile);
-        let log = fs_err::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.vmm_log)
-            .map_err(io(&spec.vmm_log))?;
-        let log2 = log.try_clone().map_err(io(&spec.vmm_log))?;
+        let (log, log2) = append_log(&spec.vmm_log)?;
         let program = self.binary.display().to_string();
         let status = Command::new(&self.binary)
             .args(qemu_args(spec, self.accel))
             .stdin(Stdio::null())
-            .stdout(log.into_parts().0)
-            .stderr(log2.into_parts().0)
+            .stdout(log)
+            .stderr(log2)
             .status()
             .map_err(|source| VmmError::Spawn {
                 program: program.clone(),
