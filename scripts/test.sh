@@ -22,8 +22,8 @@ cargo build --workspace --bins --locked
 # mirror) and reused by every end-to-end test.
 export BANGER_E2E_HOME=${BANGER_E2E_HOME:-/var/tmp/banger-e2e-home}
 echo "==> preparing the default kernel and image in $BANGER_E2E_HOME" >&2
-BANGER_HOME=$BANGER_E2E_HOME ./target/debug/banger image ensure >&2
-BANGER_HOME=$BANGER_E2E_HOME ./target/debug/banger daemon stop >&2
+BANGER_HOME=$BANGER_E2E_HOME "${CARGO_TARGET_DIR:-target}/debug/banger" image ensure >&2
+BANGER_HOME=$BANGER_E2E_HOME "${CARGO_TARGET_DIR:-target}/debug/banger" daemon stop >&2
 
 echo "==> tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
