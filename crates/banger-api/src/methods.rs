@@ -6,9 +6,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    CreateStatus, Empty, ImageEnsureParams, ImageInfo, KernelImportParams, KernelInfo, OpBegun,
-    OpRef, OpStatusParams, OperationsListResult, PingResult, SshInfo, VmCreateParams, VmInfo,
-    VmListResult, VmLogs, VmOpResult, VmRef, VmRefs,
+    CreateStatus, Empty, ImageEnsureParams, ImageInfo, KernelImportParams, KernelInfo, NetStatus,
+    OpBegun, OpRef, OpStatusParams, OperationsListResult, PingResult, SshInfo, VmCreateParams,
+    VmInfo, VmListResult, VmLogs, VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams,
 };
 
 /// A typed RPC method.
@@ -71,6 +71,12 @@ methods! {
     VmSsh = "vm.ssh" (VmRef) -> SshInfo;
     /// VMM and console logs of a VM.
     VmLogsGet = "vm.logs" (VmRef) -> VmLogs;
+    /// Changes a VM's settings (NAT live; vcpu and memory when stopped).
+    VmSet = "vm.set" (VmSetParams) -> VmInfo;
+    /// Listening TCP/UDP ports in running VMs.
+    VmPortsGet = "vm.ports" (VmRefs) -> Vec<VmPorts>;
+    /// Bridge, tap pool, NAT and DNS state.
+    NetStatusGet = "net.status" (Empty) -> NetStatus;
     /// Imports a kernel.
     KernelImport = "kernel.import" (KernelImportParams) -> KernelInfo;
     /// Lists kernels.

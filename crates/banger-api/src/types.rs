@@ -282,6 +282,95 @@ pub struct VmCreateParams {
     /// Record the VM but do not start it.
     #[serde(default)]
     pub no_start: bool,
+    /// Let the guest reach the outside world through the host (NAT).
+    #[serde(default)]
+    pub nat: bool,
+}
+
+/// Params of `vm.set`: the fields to change (absent fields stay as they are).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSetParams {
+    /// VM name or id.
+    pub name: String,
+    /// NAT on or off; works on a running VM.
+    #[serde(default)]
+    pub nat: Option<bool>,
+    /// Virtual CPUs (stopped VMs only).
+    #[serde(default)]
+    pub vcpu: Option<u32>,
+    /// Memory in MiB (stopped VMs only).
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+}
+
+/// A listening socket in a guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortInfo {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// The address it is bound to, as the guest sees it (`0.0.0.0`, `::`, `127.0.0.1`...).
+    pub bind: String,
+    /// Port number.
+    pub port: u16,
+    /// `<name>.vm:port` when reachable from the host (not bound to loopback only).
+    pub endpoint: Option<String>,
+    /// A likely URL for web ports.
+    pub url: Option<String>,
+}
+
+/// The listening ports of one VM, or why they could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmPorts {
+    /// The name as given.
+    pub name: String,
+    /// Listening sockets, sorted by protocol and port.
+    pub ports: Vec<PortInfo>,
+    /// The error for this VM.
+    pub error: Option<crate::RpcError>,
+}
+
+/// A guest with NAT on, as applied to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatInfo {
+    /// VM name.
+    pub vm: String,
+    /// Guest address.
+    pub ip: String,
+    /// Its tap.
+    pub tap: String,
+}
+
+/// The DNS server's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsInfo {
+    /// Where it listens (`None` when disabled or failed to bind).
+    pub listen: Option<String>,
+    /// Why it is not listening.
+    pub error: Option<String>,
+    /// `(name, address)` records served.
+    pub records: Vec<(String, String)>,
+    /// `routed` when systemd-resolved sends `~vm` to banger, `no-resolved` otherwise.
+    pub resolver: String,
+}
+
+/// Host networking state (`net.status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetStatus {
+    /// Bridge name.
+    pub bridge: String,
+    /// Bridge address (the guests' gateway).
+    pub bridge_ip: String,
+    /// Guest network.
+    pub cidr: String,
+    /// Configured pool size.
+    pub tap_pool_size: usize,
+    /// Idle taps in the pool.
+    pub idle_taps: Vec<String>,
+    /// Guests with NAT applied.
+    pub nat: Vec<NatInfo>,
+    /// DNS.
+    pub dns: DnsInfo,
 }
 
 /// Params naming several VMs.

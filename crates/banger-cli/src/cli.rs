@@ -34,6 +34,12 @@ pub(crate) enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Host networking: bridge, tap pool, NAT.
+    #[command(subcommand)]
+    Net(NetCommand),
+    /// The `<name>.vm` DNS server.
+    #[command(subcommand)]
+    Dns(DnsCommand),
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -104,6 +110,32 @@ pub(crate) enum VmCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Change a VM: NAT on or off (also while it runs); vCPUs and memory while it is stopped.
+    Set {
+        /// VM name or id.
+        name: String,
+        /// Let the guest reach the outside world through the host (NAT).
+        #[arg(long, conflicts_with = "no_nat")]
+        nat: bool,
+        /// Cut the guest off from the outside world.
+        #[arg(long)]
+        no_nat: bool,
+        /// vCPUs (stopped VMs only).
+        #[arg(long)]
+        vcpu: Option<u32>,
+        /// Memory in MiB (stopped VMs only).
+        #[arg(long)]
+        memory: Option<u64>,
+    },
+    /// List listening TCP/UDP ports in running VMs, with `<name>.vm:port` endpoints.
+    Ports {
+        /// VM names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a VM's VMM log and serial console log.
     Logs {
         /// VM name or id.
@@ -154,6 +186,27 @@ pub(crate) enum ImageCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum NetCommand {
+    /// Show the bridge, idle pool taps, guests with NAT and the DNS server.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DnsCommand {
+    /// Show where the DNS server listens, its records, and whether `<name>.vm` resolves on
+    /// this host (with a recipe when it does not).
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Sizing and image flags shared by `vm create` and `vm run`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct CreateArgs {
@@ -172,6 +225,9 @@ pub(crate) struct CreateArgs {
     /// Work disk (/root) size, e.g. 8G. Default: [vm_defaults] in config, else 8G.
     #[arg(long)]
     pub(crate) disk_size: Option<String>,
+    /// Let the guest reach the outside world through the host (NAT; `vm set` changes it).
+    #[arg(long)]
+    pub(crate) nat: bool,
 }
 
 #[derive(Debug, Args)]

@@ -250,7 +250,7 @@ fn record_future_migration(env: &Env) {
 #[test]
 fn test_unknown_config_key_is_reported_with_file_line_and_key() {
     let env = Env::new();
-    env.write_config("log_level = \"debug\"\nnot_a_key = true\n");
+    env.write_config_raw("log_level = \"debug\"\nnot_a_key = true\n");
     let out = env.banger(&["ping"]);
     assert!(!out.status.success());
     let err = stderr(&out);

@@ -27,6 +27,8 @@ impl Guest {
             return None;
         };
         let env = Env::new();
+        // Its own netns: the real defaults (tap pool, DNS on 127.0.0.1:42069).
+        env.write_config_raw("");
         std::fs::create_dir_all(env.home().join("state")).unwrap();
         std::fs::copy(shared.join("state/state.db"), env.db()).unwrap();
         let netns = format!(

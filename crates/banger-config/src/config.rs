@@ -143,6 +143,10 @@ pub struct Config {
     pub cidr: Ipv4Net,
     /// Resolver written into guests.
     pub default_dns: Ipv4Addr,
+    /// Idle taps kept warm on the bridge so a create takes one instead of making one.
+    pub tap_pool_size: usize,
+    /// Where the `<name>.vm` DNS server listens (UDP and TCP); an empty string disables it.
+    pub dns_listen: String,
     /// banger's ssh key (default: `<state>/ssh/id_ed25519`).
     pub ssh_key_path: Option<PathBuf>,
     /// Seconds a guest gets to become ready (ssh answering) after start.
@@ -165,6 +169,8 @@ impl Default for Config {
             bridge_ip: Ipv4Addr::new(172, 16, 0, 1),
             cidr: Ipv4Net::new(Ipv4Addr::new(172, 16, 0, 0), 24).unwrap_or_default(),
             default_dns: Ipv4Addr::new(1, 1, 1, 1),
+            tap_pool_size: 4,
+            dns_listen: "127.0.0.1:42069".to_owned(),
             ssh_key_path: None,
             boot_timeout_secs: 180,
             stop_timeout_secs: 10,
@@ -229,6 +235,21 @@ impl Config {
                     "{:?} must be 1 to 15 characters (a Linux interface name)",
                     self.bridge_name
                 ),
+            ));
+        }
+        if !self.dns_listen.is_empty() && self.dns_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "dns_listen",
+                format!(
+                    "{:?} is not an address:port (e.g. 127.0.0.1:42069), or \"\" to disable",
+                    self.dns_listen
+                ),
+            ));
+        }
+        if self.tap_pool_size > 64 {
+            return Err(invalid(
+                "tap_pool_size",
+                format!("{} is more than 64", self.tap_pool_size),
             ));
         }
         if self.vm_defaults.vcpu == Some(0) {

@@ -57,6 +57,9 @@ pub const SERVED: &[&str] = &[
     methods::VmDelete::NAME,
     methods::VmSsh::NAME,
     methods::VmLogsGet::NAME,
+    methods::VmSet::NAME,
+    methods::VmPortsGet::NAME,
+    methods::NetStatusGet::NAME,
     methods::KernelImport::NAME,
     methods::KernelList::NAME,
     methods::ImageEnsure::NAME,
@@ -136,6 +139,15 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
         methods::VmRestart::NAME => many::<methods::VmRestart>(daemon, params, Lifecycle::Restart).await,
         methods::VmKill::NAME => many::<methods::VmKill>(daemon, params, Lifecycle::Kill).await,
         methods::VmDelete::NAME => many::<methods::VmDelete>(daemon, params, Lifecycle::Delete).await,
+        methods::VmSet::NAME => {
+            call::<methods::VmSet, _, _>(params, |p| async move { s.vm.set(p).await }).await
+        }
+        methods::VmPortsGet::NAME => {
+            call::<methods::VmPortsGet, _, _>(params, |p| async move { Ok(s.vm.ports_many(&p.names).await) }).await
+        }
+        methods::NetStatusGet::NAME => {
+            call::<methods::NetStatusGet, _, _>(params, |Empty {}| async { s.vm.net_status().await }).await
+        }
         methods::VmSsh::NAME => {
             call::<methods::VmSsh, _, _>(params, |p| async move { s.vm.ssh_info(&p.name).await }).await
         }

@@ -7,6 +7,7 @@
 
 pub mod daemon;
 pub mod dispatch;
+pub mod dns;
 pub mod error;
 pub mod logging;
 pub mod ops;

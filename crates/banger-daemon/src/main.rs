@@ -125,6 +125,11 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
     if let Err(e) = daemon.services.vm.reconcile().await {
         error!("reconcile failed: {}", e.message);
     }
+    daemon
+        .services
+        .network
+        .start_dns(daemon.shutdown.clone())
+        .await;
     info!(
         pid = std::process::id(),
         version = banger_api::VERSION,

@@ -29,9 +29,12 @@ fn setup<E: std::fmt::Display>(e: E) -> TestBedError {
     TestBedError::Setup(e.to_string())
 }
 
-/// A config for test beds: the seeded image, small sizing, 1 s boot timeout, no stop grace.
+/// A config for test beds: the seeded image, small sizing, 1 s boot timeout, no stop grace,
+/// no tap pool and no DNS server (tests that want them turn them on).
 pub fn small_config() -> Config {
     Config {
+        tap_pool_size: 0,
+        dns_listen: String::new(),
         default_image_name: TEST_IMAGE.into(),
         boot_timeout_secs: 1,
         stop_timeout_secs: 0,
@@ -154,8 +157,17 @@ impl TestBed {
         for row in infra.store.list_vms().unwrap_or_default() {
             out.push(format!("row {}", row.vm.name));
         }
+        let idle = self.daemon.services.network.idle_taps();
         for tap in self.privileged.taps() {
-            out.push(format!("tap {tap}"));
+            if !idle.contains(&tap) {
+                out.push(format!("tap {tap}"));
+            }
+        }
+        for (name, ip) in self.daemon.services.network.dns.snapshot() {
+            out.push(format!("dns {name} {ip}"));
+        }
+        for ip in self.privileged.nat_ips() {
+            out.push(format!("nat {ip}"));
         }
         for dir in [infra.layout.vms_dir(), infra.layout.runtime_dir.join("vms")] {
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {

@@ -44,6 +44,100 @@ pub trait GuestControl: Send + Sync + fmt::Debug {
     ) -> Result<(), GuestError>;
     /// Asks the guest to power off (best effort; the caller waits and kills).
     fn request_poweroff(&self, ip: Ipv4Addr, ssh_options: &[String]);
+    /// The guest's listening sockets (its `/proc/net/{tcp,tcp6,udp,udp6}`).
+    fn listening(
+        &self,
+        ip: Ipv4Addr,
+        ssh_options: &[String],
+    ) -> Result<Vec<Listener>, GuestIoError>;
+}
+
+/// A listening socket in a guest.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listener {
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    /// Bound address.
+    pub addr: std::net::IpAddr,
+    /// Port.
+    pub port: u16,
+}
+
+/// Talking to a guest failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GuestIoError(pub String);
+
+/// The files `listening` reads, in order, separated by a marker line.
+pub const PROC_NET_FILES: [&str; 4] = ["tcp", "tcp6", "udp", "udp6"];
+const MARKER: &str = "--banger-proc-net--";
+
+/// Parses one `/proc/net/{tcp,udp}[6]` table: TCP sockets in LISTEN (0A) and unconnected UDP
+/// sockets (07), deduplicated and sorted.
+pub fn parse_proc_net(proto: &'static str, v6: bool, text: &str) -> Vec<Listener> {
+    let want_state = if proto == "tcp" { "0A" } else { "07" };
+    let mut out: Vec<Listener> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace();
+            let local = cols.nth(1)?;
+            let remote = cols.next()?;
+            let state = cols.next()?;
+            if state != want_state {
+                return None;
+            }
+            if proto == "udp" && !remote.ends_with(":0000") {
+                return None;
+            }
+            let (addr_hex, port_hex) = local.split_once(':')?;
+            let port = u16::from_str_radix(port_hex, 16).ok()?;
+            let addr = parse_hex_addr(addr_hex, v6)?;
+            Some(Listener { proto, addr, port })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The kernel prints addresses as 32-bit words in host (little-endian) order.
+fn parse_hex_addr(hex: &str, v6: bool) -> Option<std::net::IpAddr> {
+    let words: Vec<u32> = (0..hex.len() / 8)
+        .map(|i| u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect::<Option<_>>()?;
+    match (v6, words.as_slice()) {
+        (false, [w]) => Some(Ipv4Addr::from(w.swap_bytes()).into()),
+        (true, [a, b, c, d]) => {
+            let mut bytes = [0u8; 16];
+            for (i, w) in [a, b, c, d].iter().enumerate() {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            let v6 = std::net::Ipv6Addr::from(bytes);
+            Some(v6.to_ipv4_mapped().map_or(v6.into(), Into::into))
+        }
+        _ => None,
+    }
+}
+
+/// Parses the output of the `listening` command (the four tables separated by markers).
+pub fn parse_listening(output: &str) -> Vec<Listener> {
+    let mut all: Vec<Listener> = output
+        .split(MARKER)
+        .skip(1)
+        .zip(PROC_NET_FILES)
+        .flat_map(|(text, file)| {
+            let proto = if file.starts_with("tcp") {
+                "tcp"
+            } else {
+                "udp"
+            };
+            parse_proc_net(proto, file.ends_with('6'), text.trim_start_matches('\n'))
+        })
+        .collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// The real thing: a TCP probe for the ssh banner, `ssh … poweroff`.
@@ -105,6 +199,29 @@ impl GuestControl for SshGuest {
                 .arg("sync; systemctl --no-block poweroff"),
         );
     }
+
+    fn listening(
+        &self,
+        ip: Ipv4Addr,
+        ssh_options: &[String],
+    ) -> Result<Vec<Listener>, GuestIoError> {
+        // A fixed script (no input in it): each table preceded by a marker line.
+        let script: String = PROC_NET_FILES
+            .iter()
+            .map(|f| format!("echo {MARKER}; cat /proc/net/{f} 2>/dev/null; "))
+            .collect();
+        let out = self
+            .runner
+            .run(
+                &Cmd::new("ssh")
+                    .args(ssh_options.iter().cloned())
+                    .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+                    .arg(format!("root@{ip}"))
+                    .arg(script),
+            )
+            .map_err(|e| GuestIoError(e.to_string()))?;
+        Ok(parse_listening(&out.stdout_str()))
+    }
 }
 
 /// How a [`FakeGuest`] answers `wait_ready`.
@@ -126,6 +243,8 @@ pub struct FakeGuest {
     pub readiness: Mutex<FakeReadiness>,
     /// Guest IPs that were asked to power off.
     pub poweroffs: Mutex<Vec<Ipv4Addr>>,
+    /// What `listening` returns.
+    pub listeners: Mutex<Vec<Listener>>,
 }
 
 impl GuestControl for FakeGuest {
@@ -168,11 +287,56 @@ impl GuestControl for FakeGuest {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(ip);
     }
+
+    fn listening(
+        &self,
+        _ip: Ipv4Addr,
+        _ssh_options: &[String],
+    ) -> Result<Vec<Listener>, GuestIoError> {
+        Ok(self
+            .listeners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_parse_listening_reads_all_four_tables() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
+   2: 0200A8C0:0016 0100A8C0:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0
+";
+        let tcp6 =
+            "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:0BB8 00000000000000000000000000000000:0000 0A 0 0 0
+   1: 0000000000000000FFFF00000100007F:1388 00000000000000000000000000000000:0000 0A 0 0 0
+";
+        let udp = "  sl  local_address rem_address   st
+   0: 00000000:0044 00000000:0000 07 0 0 0
+   1: 0200A8C0:0035 0100A8C0:0035 01 0 0 0
+";
+        let out = format!("{MARKER}\n{tcp}{MARKER}\n{tcp6}{MARKER}\n{udp}{MARKER}\n");
+        let got: Vec<String> = parse_listening(&out)
+            .iter()
+            .map(|l| format!("{} {} {}", l.proto, l.addr, l.port))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "tcp 0.0.0.0 22",
+                "tcp 127.0.0.1 5000",
+                "tcp 127.0.0.1 8080",
+                "tcp :: 3000",
+                "udp 0.0.0.0 68",
+            ]
+        );
+    }
 
     struct Alive(bool);
     impl WaitWatch for Alive {

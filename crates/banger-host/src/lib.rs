@@ -4,12 +4,15 @@
 pub mod clock;
 pub mod disk;
 pub mod guest;
+pub mod nat;
 pub mod privileged;
 pub mod process;
 pub mod runner;
 pub mod vmm;
 
 pub use clock::{Clock, FakeClock, SystemClock};
-pub use guest::{FakeGuest, GuestControl, GuestError, SshGuest};
-pub use privileged::{FakePrivileged, InProcessPrivileged, PrivError, PrivilegedOps};
+pub use guest::{FakeGuest, GuestControl, GuestError, GuestIoError, Listener, SshGuest};
+pub use privileged::{
+    FakePrivileged, InProcessPrivileged, PrivError, PrivilegedOps, ResolverRouting, TapLink,
+};
 pub use runner::{Cmd, CmdOutput, CommandRunner, RealRunner, RecordingRunner, RunError};

@@ -6,7 +6,30 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
+use crate::nat::{NatSpec, ruleset_json};
 use crate::runner::{Cmd, CommandRunner, RunError};
+
+/// A tap device as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TapLink {
+    /// Interface name.
+    pub name: String,
+    /// The bridge it is attached to, if any.
+    pub master: Option<String>,
+    /// Whether a process holds it open (a VMM): the kernel reports carrier then.
+    pub carrier: bool,
+}
+
+/// Whether the host's resolver routes a domain to banger's DNS server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResolverRouting {
+    /// systemd-resolved now sends `~vm` queries on the bridge link to banger.
+    Routed,
+    /// systemd-resolved is not running; nothing was changed.
+    NoResolved,
+}
 
 /// Errors of privileged operations.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +83,44 @@ pub trait PrivilegedOps: Send + Sync + fmt::Debug {
     fn delete_tap(&self, tap: &str) -> Result<(), PrivError>;
     /// Whether an interface exists.
     fn link_exists(&self, name: &str) -> Result<bool, PrivError>;
+    /// Tap devices whose names start with `prefix`.
+    fn list_taps(&self, prefix: &str) -> Result<Vec<TapLink>, PrivError>;
+    /// Makes banger's nftables table exactly `spec` in one atomic transaction (deleting it
+    /// when no guest has NAT) and turns on IPv4 forwarding when a guest needs it.
+    fn sync_nat(&self, spec: &NatSpec) -> Result<(), PrivError>;
+    /// Routes the `vm` domain to `dns` on the bridge link through systemd-resolved, when it
+    /// runs.
+    fn sync_resolver(
+        &self,
+        bridge: &str,
+        dns: std::net::SocketAddr,
+    ) -> Result<ResolverRouting, PrivError>;
+}
+
+/// Parses `ip -j link show type tun` output into the taps named `prefix*`.
+pub fn parse_tap_links(json: &str, prefix: &str) -> Vec<TapLink> {
+    let Ok(serde_json::Value::Array(links)) = serde_json::from_str(json) else {
+        return Vec::new();
+    };
+    links
+        .iter()
+        .filter_map(|l| {
+            let name = l.get("ifname")?.as_str()?;
+            if !name.starts_with(prefix) {
+                return None;
+            }
+            let flags: Vec<&str> = l
+                .get("flags")
+                .and_then(|f| f.as_array())
+                .map(|f| f.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            Some(TapLink {
+                name: name.to_owned(),
+                master: l.get("master").and_then(|m| m.as_str()).map(str::to_owned),
+                carrier: !flags.contains(&"NO-CARRIER") && flags.contains(&"LOWER_UP"),
+            })
+        })
+        .collect()
 }
 
 /// Runs privileged operations in this process through `ip`.
@@ -136,6 +197,59 @@ impl PrivilegedOps for InProcessPrivileged {
             .code
             == 0)
     }
+
+    fn list_taps(&self, prefix: &str) -> Result<Vec<TapLink>, PrivError> {
+        let out = self
+            .runner
+            .run(&Cmd::new("ip").args(["-j", "link", "show", "type", "tun"]))?;
+        Ok(parse_tap_links(&out.stdout_str(), prefix))
+    }
+
+    fn sync_nat(&self, spec: &NatSpec) -> Result<(), PrivError> {
+        spec.validate()?;
+        if spec.entries.is_empty() {
+            // Nothing to NAT: a host without nft has no table of ours to remove either.
+            if let Err(RunError::Spawn { .. }) =
+                self.runner.output(&Cmd::new("nft").arg("--version"))
+            {
+                return Ok(());
+            }
+        } else {
+            let fwd = self
+                .runner
+                .run(&Cmd::new("sysctl").args(["-n", "net.ipv4.ip_forward"]))?;
+            if fwd.stdout_str().trim() != "1" {
+                self.runner
+                    .run(&Cmd::new("sysctl").args(["-q", "-w", "net.ipv4.ip_forward=1"]))?;
+            }
+        }
+        self.runner.run(
+            &Cmd::new("nft")
+                .args(["-j", "-f", "-"])
+                .stdin(ruleset_json(spec)),
+        )?;
+        Ok(())
+    }
+
+    fn sync_resolver(
+        &self,
+        bridge: &str,
+        dns: std::net::SocketAddr,
+    ) -> Result<ResolverRouting, PrivError> {
+        validate_ifname("bridge name", bridge)?;
+        let status = self
+            .runner
+            .output(&Cmd::new("resolvectl").args(["status", bridge]));
+        match status {
+            Ok(o) if o.code == 0 => {}
+            _ => return Ok(ResolverRouting::NoResolved),
+        }
+        self.runner
+            .run(&Cmd::new("resolvectl").args(["dns", bridge, &dns.to_string()]))?;
+        self.runner
+            .run(&Cmd::new("resolvectl").args(["domain", bridge, "~vm"]))?;
+        Ok(ResolverRouting::Routed)
+    }
 }
 
 /// A fake for tests: keeps the set of links in memory, records every call, and fails the
@@ -148,6 +262,8 @@ pub struct FakePrivileged {
     pub calls: std::sync::Mutex<Vec<String>>,
     /// The operation to fail.
     pub fail: std::sync::Mutex<Option<&'static str>>,
+    /// The last NAT spec applied (`None` until the first `sync_nat`).
+    pub nat: std::sync::Mutex<Option<NatSpec>>,
 }
 
 impl FakePrivileged {
@@ -217,6 +333,54 @@ impl PrivilegedOps for FakePrivileged {
     fn link_exists(&self, name: &str) -> Result<bool, PrivError> {
         Ok(self.links().contains(name))
     }
+
+    fn list_taps(&self, prefix: &str) -> Result<Vec<TapLink>, PrivError> {
+        Ok(self
+            .links()
+            .iter()
+            .filter(|l| l.starts_with(prefix) && !l.starts_with("br-"))
+            .map(|l| TapLink {
+                name: l.clone(),
+                master: Some("br-fc".into()),
+                carrier: false,
+            })
+            .collect())
+    }
+
+    fn sync_nat(&self, spec: &NatSpec) -> Result<(), PrivError> {
+        spec.validate()?;
+        let ips: Vec<String> = spec.entries.iter().map(|e| e.ip.to_string()).collect();
+        self.enter("sync_nat", &[&ips.join(",")])?;
+        *self
+            .nat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(spec.clone());
+        Ok(())
+    }
+
+    fn sync_resolver(
+        &self,
+        bridge: &str,
+        dns: std::net::SocketAddr,
+    ) -> Result<ResolverRouting, PrivError> {
+        self.enter("sync_resolver", &[bridge, &dns.to_string()])?;
+        Ok(ResolverRouting::NoResolved)
+    }
+}
+
+impl FakePrivileged {
+    /// The guest addresses NATed by the last `sync_nat`, sorted.
+    pub fn nat_ips(&self) -> Vec<Ipv4Addr> {
+        let mut ips: Vec<Ipv4Addr> = self
+            .nat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|s| s.entries.iter().map(|e| e.ip).collect())
+            .unwrap_or_default();
+        ips.sort();
+        ips
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +444,73 @@ mod tests {
         let ops = InProcessPrivileged::new(Arc::new(runner.clone()));
         assert!(ops.create_tap("bt-1", "br-fc").is_err());
         assert_eq!(runner.lines().last().unwrap(), "ip link del bt-1");
+    }
+
+    #[test]
+    fn test_parse_tap_links() {
+        let json = r#"[{"ifindex":5,"ifname":"bt-1","flags":["NO-CARRIER","BROADCAST","UP"],"master":"br-fc"},
+            {"ifindex":6,"ifname":"bt-2","flags":["BROADCAST","UP","LOWER_UP"]},
+            {"ifindex":7,"ifname":"tun0","flags":["UP"]}]"#;
+        let taps = parse_tap_links(json, "bt-");
+        assert_eq!(
+            taps,
+            [
+                TapLink {
+                    name: "bt-1".into(),
+                    master: Some("br-fc".into()),
+                    carrier: false
+                },
+                TapLink {
+                    name: "bt-2".into(),
+                    master: None,
+                    carrier: true
+                },
+            ]
+        );
+        assert!(parse_tap_links("garbage", "bt-").is_empty());
+    }
+
+    #[test]
+    fn test_sync_nat_enables_forwarding_then_applies_one_transaction() {
+        let runner = RecordingRunner::with_responder(|c| {
+            Ok(if c.to_string().starts_with("sysctl -n") {
+                CmdOutput {
+                    stdout: b"0\n".to_vec(),
+                    ..CmdOutput::ok()
+                }
+            } else {
+                CmdOutput::ok()
+            })
+        });
+        let ops = InProcessPrivileged::new(Arc::new(runner.clone()));
+        let spec = NatSpec {
+            bridge: "br-fc".into(),
+            entries: vec![crate::nat::NatEntry {
+                ip: Ipv4Addr::new(172, 16, 0, 2),
+                tap: "bt-1".into(),
+                vm: "a".into(),
+            }],
+        };
+        ops.sync_nat(&spec).unwrap();
+        let lines = runner.lines();
+        assert_eq!(
+            lines[..2],
+            [
+                "sysctl -n net.ipv4.ip_forward",
+                "sysctl -q -w net.ipv4.ip_forward=1"
+            ]
+        );
+        assert_eq!(lines[2], "nft -j -f -");
+        assert_eq!(
+            runner.calls()[2].stdin.as_deref(),
+            Some(ruleset_json(&spec).as_bytes())
+        );
+        // A bad spec runs nothing.
+        let before = runner.calls().len();
+        let mut bad = spec;
+        bad.entries[0].tap = "x y".into();
+        assert!(ops.sync_nat(&bad).is_err());
+        assert_eq!(runner.calls().len(), before);
     }
 
     #[test]

@@ -217,6 +217,7 @@ async fn daemon_lifecycle_on_the_firecracker_backend() {
         default_image_name: TEST_IMAGE.into(),
         boot_timeout_secs: 5,
         stop_timeout_secs: 5,
+        tap_pool_size: 0,
         vm_defaults: banger_config::VmDefaults {
             vcpu: Some(2),
             memory_mib: Some(256),

@@ -1,6 +1,7 @@
 //! Command implementations.
 
 mod daemon;
+mod net;
 mod vm;
 
 use std::process::ExitCode;
@@ -8,7 +9,9 @@ use std::process::ExitCode;
 use banger_config::Layout;
 use clap::CommandFactory as _;
 
-use crate::cli::{Cli, Command, DaemonCommand, ImageCommand, KernelCommand, VmCommand};
+use crate::cli::{
+    Cli, Command, DaemonCommand, DnsCommand, ImageCommand, KernelCommand, NetCommand, VmCommand,
+};
 use crate::connect::connect;
 use crate::output;
 
@@ -52,6 +55,23 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             vm::ssh(&layout, &name, &command, false).await
         }
         Command::Vm(VmCommand::Logs { name }) => vm::logs(&layout, &name).await,
+        Command::Vm(VmCommand::Set {
+            name,
+            nat,
+            no_nat,
+            vcpu,
+            memory,
+        }) => {
+            let nat = match (nat, no_nat) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            net::set(&layout, &name, nat, vcpu, memory).await
+        }
+        Command::Vm(VmCommand::Ports { names, json }) => net::ports(&layout, &names, json).await,
+        Command::Net(NetCommand::Status { json }) => net::net_status(&layout, json).await,
+        Command::Dns(DnsCommand::Status { json }) => net::dns_status(&layout, json).await,
         Command::Kernel(KernelCommand::Import { from_distro, name }) => {
             vm::kernel_import(&layout, from_distro, name).await
         }

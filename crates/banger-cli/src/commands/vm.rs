@@ -151,6 +151,7 @@ fn create_params(args: &CreateArgs, no_start: bool) -> VmCreateParams {
         memory_mib: args.memory,
         disk_size: args.disk_size.clone(),
         no_start,
+        nat: args.nat,
     }
 }
 

@@ -21,6 +21,9 @@ pub fn bangerd_bin() -> PathBuf {
     path
 }
 
+/// Config keys every host-netns test daemon gets.
+pub const HOST_SAFE_CONFIG: &str = "tap_pool_size = 0\ndns_listen = \"127.0.0.1:0\"\n";
+
 /// A private banger installation: its own BANGER_HOME, daemon, socket and database.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -32,7 +35,9 @@ impl Env {
             .prefix("bt")
             .tempdir_in("/tmp")
             .unwrap();
-        Env { dir }
+        let env = Env { dir };
+        env.write_config("");
+        env
     }
 
     pub fn home(&self) -> &Path {
@@ -51,7 +56,15 @@ impl Env {
         self.home().join("config/config.toml")
     }
 
+    /// Writes config.toml: `text` after the host-safety base (these daemons run in the host's
+    /// network namespace, so no tap pool, which would create a bridge, and DNS on a free
+    /// port).
     pub fn write_config(&self, text: &str) {
+        self.write_config_raw(&format!("{HOST_SAFE_CONFIG}{text}"));
+    }
+
+    /// Writes config.toml exactly (tests running in their own netns).
+    pub fn write_config_raw(&self, text: &str) {
         std::fs::create_dir_all(self.home().join("config")).unwrap();
         std::fs::write(self.config_path(), text).unwrap();
     }

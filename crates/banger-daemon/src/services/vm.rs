@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use banger_api::types::{
-    OpBegun, SizingSources, SshInfo, ValueSource, VmCreateParams, VmInfo, VmLogs, VmOpOutcome,
-    VmState,
+    OpBegun, PortInfo, SizingSources, SshInfo, ValueSource, VmCreateParams, VmInfo, VmLogs,
+    VmOpOutcome, VmPorts, VmSetParams, VmState,
 };
 use banger_api::{ErrorCode, RpcError};
 use banger_host::Cmd;
@@ -25,12 +25,13 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::image::{blocking, with_store};
-use super::network::{allocate_ip, mac_for, tap_name};
+use super::network::{allocate_ip, mac_for};
 use super::{HostNetwork, ImageService};
 use crate::daemon::Infra;
 use crate::error::chain;
 use crate::ops::OpRegistry;
 use crate::progress::{AsyncOps, Progress, cancelled};
+use banger_host::nat::{NatEntry, NatSpec};
 
 /// Transient facts about a running VM (never in SQLite).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,7 +96,8 @@ pub fn validate_name(name: &str) -> Result<(), RpcError> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
-        && !name.ends_with('-');
+        && !name.ends_with('-')
+        && name != crate::dns::PROBE_NAME;
     if ok {
         Ok(())
     } else {
@@ -455,7 +457,7 @@ impl VmService {
                 vcpu: sizing.vcpu.0,
                 memory_mib: sizing.memory_mib.0,
                 disk_bytes: sizing.disk_bytes.0,
-                nat: false,
+                nat: p.nat,
                 vmm: Some(self.infra.vmm.name()),
                 spec: serde_json::json!({
                     "kernel": kernel.name,
@@ -488,7 +490,7 @@ impl VmService {
                 err = cancelled();
             }
             warn!(vm = vm.name, "create failed, undoing: {}", err.message);
-            self.teardown(&vm.id).await;
+            self.teardown(&vm).await;
             let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
             let id = vm.id.clone();
             let _ = with_store(&self.infra.store, move |s| s.delete_vm(&id)).await;
@@ -608,7 +610,6 @@ impl VmService {
         progress: &Arc<Progress>,
     ) -> Result<(), RpcError> {
         let started = Instant::now();
-        let tap = tap_name(&vm.id);
         let run_dir = self.run_dir(&vm.id);
         let dir = self.vm_dir(&vm.id);
         let ip: Ipv4Addr = vm
@@ -626,7 +627,7 @@ impl VmService {
                 Drive { id: "rootfs".into(), path: dir.join("root.ext4"), read_only: false },
                 Drive { id: "work".into(), path: dir.join("work.ext4"), read_only: false },
             ],
-            net: Some(NetSpec { tap: tap.clone(), mac: mac_for(ip) }),
+            net: None,
             // The guest's IPv4 address as its CID: unique among VMs, never 0-2 or u32::MAX.
             vsock: self.infra.vmm.supports_vsock().then(|| VsockSpec { cid: u32::from(ip), uds_path: run_dir.join("vsock.sock") }),
             run_dir: run_dir.clone(),
@@ -635,16 +636,29 @@ impl VmService {
         };
         let network = Arc::clone(&self.network);
         let vmm = Arc::clone(&self.infra.vmm);
-        let t = tap.clone();
         let pr = Arc::clone(progress);
-        let handle = blocking(move || {
+        let mut spec = spec;
+        let (handle, tap) = blocking(move || {
             pr.stage("network")?;
             fs_err::create_dir_all(&spec.run_dir).map_err(|e| op_failed("run dir", e))?;
             network.ensure_bridge()?;
-            network.create_tap(&t)?;
-            pr.stage("vmm")?;
-            vmm.launch(&spec)
-                .map_err(|e| op_failed("vmm spawn", chain(&e)))
+            let tap = network.acquire_tap()?;
+            spec.net = Some(NetSpec {
+                tap: tap.clone(),
+                mac: mac_for(ip),
+            });
+            let launched = pr.stage("vmm").and_then(|()| {
+                vmm.launch(&spec)
+                    .map_err(|e| op_failed("vmm spawn", chain(&e)))
+            });
+            match launched {
+                Ok(h) => Ok((h, tap)),
+                Err(e) => {
+                    // No handle records the tap yet: give it back here.
+                    let _ = network.delete_tap(&tap);
+                    Err(e)
+                }
+            }
         })
         .await?;
         self.set_handles(
@@ -681,6 +695,11 @@ impl VmService {
         vm.updated_at = self.infra.clock.now_rfc3339();
         vm.last_touched_at.clone_from(&vm.updated_at);
         self.save(vm).await?;
+        self.network.dns.set(&vm.name, ip);
+        if vm.nat {
+            progress.stage("nat")?;
+            self.sync_nat().await?;
+        }
         info!(
             vm = vm.name,
             "ready in {:.1}s",
@@ -689,8 +708,11 @@ impl VmService {
         Ok(())
     }
 
-    /// Kills the VMM (if any) and removes tap and handles. Never fails.
-    async fn teardown(&self, id: &str) {
+    /// Kills the VMM (if any), removes tap, handles and DNS record, and takes the VM out of
+    /// the NAT table. Never fails.
+    async fn teardown(&self, vm: &VmRecord) {
+        let id = vm.id.as_str();
+        self.network.dns.remove(&vm.name);
         let handles = self
             .cached_handles(id)
             .or_else(|| read_handles(&self.vm_dir(id)));
@@ -706,13 +728,56 @@ impl VmService {
                 network.delete_tap(&h.tap)
             })
             .await;
-        } else {
-            let network = Arc::clone(&self.network);
-            let tap = tap_name(id);
-            let _ = blocking(move || network.delete_tap(&tap)).await;
         }
+        // Without handles the tap (if any) is an orphan; the next reconcile removes it.
         self.set_handles(id, None);
         let _ = fs_err::remove_dir_all(self.run_dir(id));
+        if vm.nat
+            && let Err(e) = self.sync_nat().await
+        {
+            warn!(vm = vm.name, "nat: {}", e.message);
+        }
+    }
+
+    /// Rebuilds banger's NAT table from the store: running VMs with NAT on that have a tap.
+    pub async fn sync_nat(&self) -> Result<(), RpcError> {
+        let _nat = self.network.nat_lock.lock().await;
+        let rows = with_store(&self.infra.store, Store::list_vms).await?;
+        let entries: Vec<NatEntry> = rows
+            .into_iter()
+            .filter(|r| r.vm.nat && r.vm.state == VmState::Running)
+            .filter_map(|r| {
+                let tap = self.cached_handles(&r.vm.id)?.tap;
+                Some(NatEntry {
+                    ip: r.vm.guest_ip.parse().ok()?,
+                    tap,
+                    vm: r.vm.name,
+                })
+            })
+            .collect();
+        let spec = NatSpec {
+            bridge: self.infra.config.bridge_name.clone(),
+            entries,
+        };
+        let network = Arc::clone(&self.network);
+        blocking(move || network.apply_nat(&spec)).await
+    }
+
+    /// The guests NAT is applied to (per the last sync's inputs: the store and handles).
+    pub async fn nat_entries(&self) -> Result<Vec<NatEntry>, RpcError> {
+        let rows = with_store(&self.infra.store, Store::list_vms).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.vm.nat && r.vm.state == VmState::Running)
+            .filter_map(|r| {
+                let tap = self.cached_handles(&r.vm.id)?.tap;
+                Some(NatEntry {
+                    ip: r.vm.guest_ip.parse().ok()?,
+                    tap,
+                    vm: r.vm.name,
+                })
+            })
+            .collect())
     }
 
     /// Graceful stop: guest poweroff over ssh, wait briefly, then kill; always tears down.
@@ -738,7 +803,7 @@ impl VmService {
             })
             .await?;
         }
-        self.teardown(&vm.id).await;
+        self.teardown(vm).await;
         vm.state = VmState::Stopped;
         vm.updated_at = self.infra.clock.now_rfc3339();
         self.save(vm).await
@@ -772,11 +837,11 @@ impl VmService {
                 if alive {
                     return self.show(&vm.id).await;
                 }
-                self.teardown(&vm.id).await;
+                self.teardown(&vm).await;
                 let kernel = self.kernel_for(&vm).await?;
                 let progress = Arc::new(Progress::default());
                 if let Err(e) = self.start_locked(&mut vm, &kernel, &progress).await {
-                    self.teardown(&vm.id).await;
+                    self.teardown(&vm).await;
                     vm.state = VmState::Error;
                     vm.last_error = Some(e.message.clone());
                     vm.updated_at = self.infra.clock.now_rfc3339();
@@ -792,7 +857,7 @@ impl VmService {
                 self.start_locked(&mut vm, &kernel, &progress).await?;
             }
             Lifecycle::Kill => {
-                self.teardown(&vm.id).await;
+                self.teardown(&vm).await;
                 vm.state = VmState::Stopped;
                 vm.updated_at = self.infra.clock.now_rfc3339();
                 self.save(&vm).await?;
@@ -878,6 +943,162 @@ impl VmService {
         Ok(self.ssh_target(&vm))
     }
 
+    /// Changes a VM's settings: NAT at any time (applied at once to a running VM), vCPUs and
+    /// memory only while it is stopped.
+    pub async fn set(&self, p: VmSetParams) -> Result<VmInfo, RpcError> {
+        if p.nat.is_none() && p.vcpu.is_none() && p.memory_mib.is_none() {
+            return Err(
+                bad("nothing to change").with_hint("pass --nat, --no-nat, --vcpu or --memory")
+            );
+        }
+        if let Some(v) = p.vcpu
+            && (v == 0 || v > 64)
+        {
+            return Err(bad(format!("--vcpu {v} is out of range")).with_hint("use 1 to 64 vCPUs"));
+        }
+        if let Some(m) = p.memory_mib {
+            if m < 128 {
+                return Err(bad(format!("--memory {m} MiB is too small"))
+                    .with_hint("a guest needs at least 128 MiB"));
+            }
+            let host = host_memory_mib();
+            if host > 0 && m > host {
+                return Err(bad(format!(
+                    "--memory {m} MiB exceeds the host's {host} MiB"
+                )));
+            }
+        }
+        let row = self.get_row(&p.name).await?;
+        let lock = self.vm_lock(&row.vm.id);
+        let _guard = lock.lock().await;
+        let mut vm = self.get_row(&row.vm.id).await?.vm;
+        let alive = self
+            .cached_handles(&vm.id)
+            .is_some_and(|h| self.infra.vmm.is_alive(&h.vmm));
+        if (p.vcpu.is_some() || p.memory_mib.is_some()) && alive {
+            return Err(RpcError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "vm {:?} is running; vcpu and memory change only while it is stopped",
+                    vm.name
+                ),
+            )
+            .with_hint(format!(
+                "`banger vm stop {}` first, then start it again after the change",
+                vm.name
+            )));
+        }
+        let old_nat = vm.nat;
+        if let Some(n) = p.nat {
+            vm.nat = n;
+        }
+        if let Some(v) = p.vcpu {
+            vm.vcpu = v;
+        }
+        if let Some(m) = p.memory_mib {
+            vm.memory_mib = m;
+        }
+        vm.updated_at = self.infra.clock.now_rfc3339();
+        self.save(&vm).await?;
+        if vm.nat != old_nat && alive {
+            if let Err(e) = self.sync_nat().await {
+                // Put the setting back so the store keeps matching the host.
+                vm.nat = old_nat;
+                self.save(&vm).await?;
+                let _ = self.sync_nat().await;
+                return Err(e);
+            }
+            info!(vm = vm.name, nat = vm.nat, "nat changed on a running vm");
+        }
+        self.show(&vm.id).await
+    }
+
+    /// Bridge, tap pool, NAT and DNS state.
+    pub async fn net_status(&self) -> Result<banger_api::types::NetStatus, RpcError> {
+        use banger_api::types::{DnsInfo, NatInfo, NetStatus};
+        let cfg = &self.infra.config;
+        let nat = self
+            .nat_entries()
+            .await?
+            .into_iter()
+            .map(|e| NatInfo {
+                vm: e.vm,
+                ip: e.ip.to_string(),
+                tap: e.tap,
+            })
+            .collect();
+        let dns = self.network.dns_status();
+        Ok(NetStatus {
+            bridge: cfg.bridge_name.clone(),
+            bridge_ip: cfg.bridge_ip.to_string(),
+            cidr: cfg.cidr.to_string(),
+            tap_pool_size: cfg.tap_pool_size,
+            idle_taps: self.network.idle_taps(),
+            nat,
+            dns: DnsInfo {
+                listen: dns.listen.map(|a| a.to_string()),
+                error: dns.error,
+                records: self
+                    .network
+                    .dns
+                    .snapshot()
+                    .into_iter()
+                    .map(|(n, ip)| (n, ip.to_string()))
+                    .collect(),
+                resolver: match dns.resolver {
+                    Some(banger_host::ResolverRouting::Routed) => "routed",
+                    Some(banger_host::ResolverRouting::NoResolved) => "no-resolved",
+                    None => "unknown",
+                }
+                .into(),
+            },
+        })
+    }
+
+    /// Listening ports of running VMs, read concurrently (names deduplicated, order kept).
+    pub async fn ports_many(&self, names: &[String]) -> Vec<VmPorts> {
+        let mut unique: Vec<&String> = Vec::new();
+        for n in names {
+            if !unique.contains(&n) {
+                unique.push(n);
+            }
+        }
+        let futures = unique.iter().map(|n| async move {
+            match self.ports(n).await {
+                Ok(ports) => VmPorts {
+                    name: (*n).clone(),
+                    ports,
+                    error: None,
+                },
+                Err(e) => VmPorts {
+                    name: (*n).clone(),
+                    ports: Vec::new(),
+                    error: Some(e),
+                },
+            }
+        });
+        futures::future::join_all(futures).await
+    }
+
+    async fn ports(&self, name: &str) -> Result<Vec<PortInfo>, RpcError> {
+        let info = self.ssh_info(name).await?;
+        let ip: Ipv4Addr = info
+            .host
+            .parse()
+            .map_err(|_| op_failed("ports", "corrupt guest ip"))?;
+        let guest = Arc::clone(&self.infra.guest);
+        let opts = info.ssh_options();
+        let listeners = blocking(move || {
+            guest.listening(ip, &opts).map_err(|e| {
+                op_failed("ports", e).with_hint(
+                    "the guest's sshd must answer; `banger vm logs NAME` shows why it may not",
+                )
+            })
+        })
+        .await?;
+        Ok(port_infos(&info.name, &listeners))
+    }
+
     /// VMM and console logs.
     pub async fn logs(&self, name: &str) -> Result<VmLogs, RpcError> {
         let vm = self.get_row(name).await?.vm;
@@ -889,8 +1110,42 @@ impl VmService {
         })
     }
 
-    /// Startup reconcile: keep live VMMs, tear down dead ones and mark them stopped.
-    pub async fn reconcile(&self) -> Result<(), RpcError> {
+    /// Startup reconcile: keep live VMMs, tear down dead ones and mark them stopped; then
+    /// rebuild DNS records and the NAT table from the store, re-adopt idle pool taps and
+    /// remove orphan ones, and warm the pool.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), RpcError> {
+        self.reconcile_vms().await?;
+        let rows = with_store(&self.infra.store, Store::list_vms).await?;
+        let running: Vec<&VmRecord> = rows
+            .iter()
+            .map(|r| &r.vm)
+            .filter(|v| v.state == VmState::Running)
+            .collect();
+        self.network.dns.replace_all(
+            running
+                .iter()
+                .filter_map(|v| Some((v.name.clone(), v.guest_ip.parse().ok()?))),
+        );
+        if let Err(e) = self.sync_nat().await {
+            warn!("reconcile: {}", e.message);
+        }
+        let in_use: std::collections::HashSet<String> = running
+            .iter()
+            .filter_map(|v| self.cached_handles(&v.id).map(|h| h.tap))
+            .collect();
+        let network = Arc::clone(&self.network);
+        blocking(move || {
+            if let Err(e) = network.reconcile_taps(&in_use) {
+                warn!("reconcile: {}", e.message);
+            }
+            Ok(())
+        })
+        .await?;
+        self.network.refill_in_background();
+        Ok(())
+    }
+
+    async fn reconcile_vms(&self) -> Result<(), RpcError> {
         for row in with_store(&self.infra.store, Store::list_vms).await? {
             let mut vm = row.vm;
             let handles = read_handles(&self.vm_dir(&vm.id));
@@ -913,7 +1168,9 @@ impl VmService {
                 other => {
                     if other.is_some() || vm.state == VmState::Running {
                         info!(vm = vm.name, "reconcile: vmm gone, tearing down");
-                        self.teardown(&vm.id).await;
+                        let mut quiet = vm.clone();
+                        quiet.nat = false; // NAT is rebuilt once, below.
+                        self.teardown(&quiet).await;
                     }
                     if vm.state == VmState::Running {
                         vm.state = VmState::Stopped;
@@ -925,6 +1182,52 @@ impl VmService {
         }
         Ok(())
     }
+}
+
+/// Ports that are probably web servers, and their scheme.
+fn web_scheme(port: u16) -> Option<&'static str> {
+    match port {
+        443 | 8443 => Some("https"),
+        80 | 3000 | 3001 | 4000 | 4200 | 5000 | 5173 | 8000 | 8008 | 8080 | 8081 | 8888 | 9000 => {
+            Some("http")
+        }
+        _ => None,
+    }
+}
+
+/// Listening sockets as shown to users: `<name>.vm:port` when reachable from the host (not
+/// loopback-only), and a URL for likely web ports. Sorted, duplicates (v4 + v6 wildcard)
+/// merged.
+pub fn port_infos(vm: &str, listeners: &[banger_host::Listener]) -> Vec<PortInfo> {
+    let mut out: Vec<PortInfo> = Vec::new();
+    for l in listeners {
+        let reachable = !l.addr.is_loopback();
+        let endpoint = reachable.then(|| format!("{vm}.vm:{}", l.port));
+        let url = (reachable && l.proto == "tcp")
+            .then(|| web_scheme(l.port).map(|s| format!("{s}://{vm}.vm:{}/", l.port)))
+            .flatten();
+        let info = PortInfo {
+            proto: l.proto.to_owned(),
+            bind: l.addr.to_string(),
+            port: l.port,
+            endpoint,
+            url,
+        };
+        // One row per (proto, port, reachability): `0.0.0.0` and `::` are the same service.
+        if let Some(prev) = out.iter_mut().find(|p| {
+            p.proto == info.proto
+                && p.port == info.port
+                && p.endpoint.is_some() == info.endpoint.is_some()
+        }) {
+            if prev.bind != info.bind && !prev.bind.contains(&info.bind) {
+                prev.bind = format!("{},{}", prev.bind, info.bind);
+            }
+            continue;
+        }
+        out.push(info);
+    }
+    out.sort_by(|a, b| (a.proto.as_str(), a.port).cmp(&(b.proto.as_str(), b.port)));
+    out
 }
 
 /// A lifecycle operation.
@@ -990,6 +1293,44 @@ fn boot_error(e: &GuestError, console: &Path) -> RpcError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_port_infos_endpoints_and_links() {
+        use banger_host::Listener;
+        let l = |proto, addr: &str, port| Listener {
+            proto,
+            addr: addr.parse().unwrap(),
+            port,
+        };
+        let got = port_infos(
+            "web",
+            &[
+                l("tcp", "0.0.0.0", 8080),
+                l("tcp", "::", 8080),
+                l("tcp", "127.0.0.1", 5432),
+                l("tcp", "0.0.0.0", 22),
+                l("udp", "0.0.0.0", 68),
+            ],
+        );
+        let rows: Vec<(String, u16, Option<String>, Option<String>)> = got
+            .into_iter()
+            .map(|p| (p.proto, p.port, p.endpoint, p.url))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("tcp".into(), 22, Some("web.vm:22".into()), None),
+                ("tcp".into(), 5432, None, None),
+                (
+                    "tcp".into(),
+                    8080,
+                    Some("web.vm:8080".into()),
+                    Some("http://web.vm:8080/".into())
+                ),
+                ("udp".into(), 68, Some("web.vm:68".into()), None),
+            ]
+        );
+    }
 
     #[test]
     fn test_validate_name() {
