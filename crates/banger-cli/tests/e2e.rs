@@ -106,10 +106,42 @@ impl Guest {
         out.status.success()
     }
 
+    /// Taps in the netns that are not idle in the daemon's warm pool.
+    fn busy_taps(&self) -> Vec<String> {
+        let st: Value = serde_json::from_str(&self.ok(&["net", "status", "--json"])).unwrap();
+        let idle: Vec<&str> = st["idle_taps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(idle.len() <= st["tap_pool_size"].as_u64().unwrap() as usize);
+        self.links()
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .filter(|n| n.starts_with("bt-") && !idle.contains(&n.as_str()))
+            .collect()
+    }
+
     fn assert_nothing_left(&self) {
         let list: Value = serde_json::from_str(&self.ok(&["vm", "list", "--json"])).unwrap();
         assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
-        assert!(!self.links().contains("bt-"), "tap left: {}", self.links());
+        assert!(self.busy_taps().is_empty(), "tap left: {}", self.links());
+        let nft = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "nft",
+                "list",
+                "table",
+                "ip",
+                "banger",
+            ])
+            .output()
+            .unwrap();
+        assert!(!nft.status.success(), "nat table left with no vm");
         assert!(!self.qemu_running(), "qemu process left");
         assert!(!self.vhost_running(), "vsock backend left");
         let vms = self.env.home().join("state/vms");
@@ -122,8 +154,12 @@ impl Guest {
 
 impl Drop for Guest {
     fn drop(&mut self) {
-        let _ = self.cmd(&["vm", "kill", "p1", "t1", "b1"]).output();
-        let _ = self.cmd(&["vm", "delete", "p1", "t1", "b1"]).output();
+        let _ = self
+            .cmd(&["vm", "kill", "p1", "t1", "b1", "n1", "n2"])
+            .output();
+        let _ = self
+            .cmd(&["vm", "delete", "p1", "t1", "b1", "n1", "n2"])
+            .output();
         let _ = self
             .cmd(&["daemon", "stop"])
             .env("BANGER_NO_AUTOSTART", "1")
@@ -248,7 +284,186 @@ fn e2e_bad_input_creates_nothing() {
     let list: Value = serde_json::from_str(&g.ok(&["vm", "list", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(count(), 1, "no files for failed creates");
-    assert!(!g.links().contains("bt-"), "no tap: {}", g.links());
+    assert!(g.busy_taps().is_empty(), "no tap in use: {}", g.links());
     g.ok(&["vm", "delete", "b1"]);
+    g.assert_nothing_left();
+}
+
+/// An "upstream" netns standing for the internet: reachable from the daemon's netns over a
+/// veth, with no route back to the guest network. Deleted on drop with its listener.
+struct Upstream {
+    netns: String,
+    listener: std::process::Child,
+}
+
+impl Upstream {
+    const ADDR: &'static str = "198.18.0.2";
+
+    fn new(g: &Guest) -> Self {
+        let netns = format!("{}u", g.netns);
+        let ip = |ns: &str, args: &[&str]| {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", ns, "ip"])
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "ip {args:?} in {ns}");
+        };
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &netns])
+                .status()
+                .unwrap()
+                .success()
+        );
+        ip(
+            &g.netns,
+            &[
+                "link", "add", "vu0", "type", "veth", "peer", "name", "vu1", "netns", &netns,
+            ],
+        );
+        ip(&g.netns, &["addr", "add", "198.18.0.1/30", "dev", "vu0"]);
+        ip(&g.netns, &["link", "set", "vu0", "up"]);
+        ip(&g.netns, &["route", "add", "default", "via", Self::ADDR]);
+        ip(&netns, &["addr", "add", "198.18.0.2/30", "dev", "vu1"]);
+        ip(&netns, &["link", "set", "vu1", "up"]);
+        ip(&netns, &["link", "set", "lo", "up"]);
+        let listener = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &netns,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                Self::ADDR,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Upstream { netns, listener }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.listener.kill();
+        let _ = self.listener.wait();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+/// Whether `vm` can open a TCP connection to the upstream listener.
+fn reaches_upstream(g: &Guest, vm: &str) -> bool {
+    let probe = format!(
+        "timeout 4 bash -c 'echo > /dev/tcp/{}/8080'",
+        Upstream::ADDR
+    );
+    g.run(&["vm", "exec", vm, "--", "sh", "-c", &probe])
+        .status
+        .success()
+}
+
+fn dig(g: &Guest, name: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &g.netns,
+            "dig",
+            "@127.0.0.1",
+            "-p",
+            "42069",
+            name,
+            "A",
+            "+tries=1",
+            "+time=3",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn dig_short(g: &Guest, name: &str) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &g.netns,
+            "dig",
+            "@127.0.0.1",
+            "-p",
+            "42069",
+            name,
+            "A",
+            "+short",
+            "+tries=1",
+            "+time=3",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn e2e_nat_dns_and_ports() {
+    let Some(g) = Guest::new() else { return };
+    let up = Upstream::new(&g);
+    // Two VMs at once: one with NAT, one without.
+    let spawn = |args: &[&str]| {
+        g.cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let with = spawn(&["vm", "create", "--name", "n1", "--nat"]);
+    let without = spawn(&["vm", "create", "--name", "n2"]);
+    for child in [with, without] {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let ip_of = |name: &str| -> String {
+        let v: Value = serde_json::from_str(&g.ok(&["vm", "show", name, "--json"])).unwrap();
+        v["guest_ip"].as_str().unwrap().to_owned()
+    };
+    let (ip1, ip2) = (ip_of("n1"), ip_of("n2"));
+    assert_ne!(ip1, ip2);
+
+    // DNS: names of running VMs, NXDOMAIN under vm., REFUSED elsewhere.
+    assert_eq!(dig_short(&g, "n1.vm"), ip1);
+    assert_eq!(dig_short(&g, "n2.vm"), ip2);
+    assert!(dig(&g, "nosuch.vm").contains("status: NXDOMAIN"));
+    assert!(dig(&g, "example.com").contains("status: REFUSED"));
+
+    // NAT: only the guest with it reaches upstream; `vm set` flips both while running.
+    assert!(reaches_upstream(&g, "n1"), "n1 has nat");
+    assert!(!reaches_upstream(&g, "n2"), "n2 has no nat");
+    g.ok(&["vm", "set", "n1", "--no-nat"]);
+    g.ok(&["vm", "set", "n2", "--nat"]);
+    assert!(!reaches_upstream(&g, "n1"), "nat turned off");
+    assert!(reaches_upstream(&g, "n2"), "nat turned on");
+
+    // Ports (ssh fallback reading /proc/net): sshd is listening on 22 for everyone.
+    let ports: Value = serde_json::from_str(&g.ok(&["vm", "ports", "n1", "--json"])).unwrap();
+    let ssh = ports[0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["proto"] == "tcp" && p["port"] == 22)
+        .cloned()
+        .unwrap_or_else(|| panic!("no sshd in {ports}"));
+    assert_eq!(ssh["endpoint"], "n1.vm:22");
+
+    g.ok(&["vm", "delete", "n1"]);
+    assert!(dig(&g, "n1.vm").contains("status: NXDOMAIN"));
+    g.ok(&["vm", "delete", "n2"]);
+    drop(up);
     g.assert_nothing_left();
 }

@@ -80,11 +80,37 @@ impl TestBed {
         Self::build(config, vmm, Disks::Real)
     }
 
+    /// Like [`TestBed::new`] but with the real bridge, taps and nftables (`ip`, `nft`): for
+    /// tests that run inside a network namespace of their own.
+    pub fn real_network(config: Config) -> Result<Self, TestBedError> {
+        let real = Arc::new(banger_host::InProcessPrivileged::new(Arc::new(RealRunner)));
+        Self::build_with(config, None, Disks::Real, Some(real))
+    }
+
+    /// A second daemon over the same home and host (a daemon restart): fresh services, caches
+    /// and locks, same store, fakes and files.
+    #[must_use]
+    pub fn restarted(&self) -> Arc<Daemon> {
+        Arc::new(Daemon::new(
+            self.daemon.infra.clone(),
+            banger_config::layout::current_uid(),
+        ))
+    }
+
     /// The most general constructor.
     pub fn build(
         config: Config,
         vmm: Option<Arc<dyn Vmm>>,
         disks: Disks,
+    ) -> Result<Self, TestBedError> {
+        Self::build_with(config, vmm, disks, None)
+    }
+
+    fn build_with(
+        config: Config,
+        vmm: Option<Arc<dyn Vmm>>,
+        disks: Disks,
+        real_privileged: Option<Arc<dyn banger_host::PrivilegedOps>>,
     ) -> Result<Self, TestBedError> {
         let custom_vmm = vmm;
         let home = tempfile::tempdir().map_err(setup)?;
@@ -126,7 +152,7 @@ impl TestBed {
             store: Arc::new(store),
             clock: Arc::new(SystemClock),
             runner: Arc::new(runner.clone()),
-            privileged: Arc::clone(&privileged) as _,
+            privileged: real_privileged.unwrap_or_else(|| Arc::clone(&privileged) as _),
             vmm: custom_vmm.unwrap_or_else(|| Arc::clone(&vmm) as _),
             guest: Arc::clone(&guest) as _,
         };
