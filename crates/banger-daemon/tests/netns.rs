@@ -163,8 +163,20 @@ fn real_nft_table_tracks_the_store_and_spares_other_tables() {
         })
         .unwrap();
         let d = &bed.daemon;
+        // Starting without a bridge creates no interface; the first create makes the bridge
+        // (its tap is made fresh) and warms the pool behind it.
         d.services.vm.reconcile().await.unwrap();
+        assert!(
+            !sh("ip", &["link", "show", "br-fc"]).0,
+            "no bridge at start"
+        );
+        let first = create(d, "first", false).await;
         let warm = wait_pool(d, 2);
+        d.services
+            .vm
+            .lifecycle(&first.name, Lifecycle::Delete)
+            .await
+            .unwrap();
         assert_eq!(warm.len(), 2);
         assert_eq!(taps_on_bridge(), warm, "pool taps sit on the real bridge");
         check(d, "start");

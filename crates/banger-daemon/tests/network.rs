@@ -269,6 +269,12 @@ async fn tap_pool_warms_hands_out_and_refills() {
         ..small_config()
     })
     .unwrap();
+    // A daemon start without the bridge touches no host interface at all.
+    bed.daemon.services.vm.reconcile().await.unwrap();
+    assert!(bed.privileged.links.lock().unwrap().is_empty());
+    assert!(bed.daemon.services.network.idle_taps().is_empty());
+    // With the bridge there (made by an earlier create), a start warms the pool.
+    bed.daemon.services.network.ensure_bridge().unwrap();
     bed.daemon.services.vm.reconcile().await.unwrap();
     let warm = wait_pool(&bed, 4);
     assert_eq!(warm.len(), 4);
@@ -302,6 +308,7 @@ async fn reconcile_adopts_idle_taps_and_removes_the_rest() {
     })
     .unwrap();
     // Left by a previous daemon: five idle banger taps and one that is not banger's.
+    bed.daemon.services.network.ensure_bridge().unwrap();
     for t in ["bt-a", "bt-b", "bt-c", "bt-d", "bt-e", "other0"] {
         bed.privileged.create_tap(t, "br-fc").unwrap();
     }

@@ -208,10 +208,15 @@ impl PrivilegedOps for InProcessPrivileged {
     fn sync_nat(&self, spec: &NatSpec) -> Result<(), PrivError> {
         spec.validate()?;
         if spec.entries.is_empty() {
-            // Nothing to NAT: a host without nft has no table of ours to remove either.
-            if let Err(RunError::Spawn { .. }) =
-                self.runner.output(&Cmd::new("nft").arg("--version"))
-            {
+            // Nothing to NAT: only a table of ours that exists needs removing (a host without
+            // nft, or without our table, is left exactly as it is).
+            let listed = self.runner.output(&Cmd::new("nft").args([
+                "list",
+                "table",
+                "ip",
+                crate::nat::TABLE,
+            ]));
+            if !matches!(listed, Ok(o) if o.code == 0) {
                 return Ok(());
             }
         } else {
@@ -511,6 +516,27 @@ mod tests {
         bad.entries[0].tap = "x y".into();
         assert!(ops.sync_nat(&bad).is_err());
         assert_eq!(runner.calls().len(), before);
+    }
+
+    #[test]
+    fn test_sync_nat_with_no_guests_leaves_a_host_without_our_table_alone() {
+        let runner = RecordingRunner::with_responder(|c| {
+            Ok(if c.to_string().starts_with("nft list") {
+                CmdOutput {
+                    code: 1,
+                    ..CmdOutput::ok()
+                }
+            } else {
+                CmdOutput::ok()
+            })
+        });
+        let ops = InProcessPrivileged::new(Arc::new(runner.clone()));
+        ops.sync_nat(&NatSpec {
+            bridge: "br-fc".into(),
+            entries: vec![],
+        })
+        .unwrap();
+        assert_eq!(runner.lines(), ["nft list table ip banger"]);
     }
 
     #[test]

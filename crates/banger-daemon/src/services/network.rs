@@ -254,6 +254,23 @@ impl HostNetwork {
         if self.infra.config.tap_pool_size == 0 || self.refilling.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.spawn_refill();
+    }
+
+    /// Startup warm-up: only when the bridge already exists. A daemon started for image work
+    /// never creates host interfaces; the first create makes the bridge and warms the pool.
+    pub fn warm_if_bridged(self: &Arc<Self>) {
+        let bridged = self
+            .infra
+            .privileged
+            .link_exists(&self.infra.config.bridge_name)
+            .unwrap_or(false);
+        if bridged {
+            self.refill_in_background();
+        }
+    }
+
+    fn spawn_refill(self: &Arc<Self>) {
         let this = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("tap-pool".into())

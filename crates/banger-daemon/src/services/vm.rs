@@ -1141,7 +1141,7 @@ impl VmService {
             Ok(())
         })
         .await?;
-        self.network.refill_in_background();
+        self.network.warm_if_bridged();
         Ok(())
     }
 
