@@ -370,7 +370,8 @@ fn reaches_upstream(g: &Guest, vm: &str) -> bool {
         .success()
 }
 
-fn dig(g: &Guest, name: &str) -> String {
+/// `dig @127.0.0.1 -p 42069 NAME A` in the daemon's netns, with `extra` flags.
+fn dig(g: &Guest, name: &str, extra: &[&str]) -> String {
     let out = Command::new("ip")
         .args([
             "netns",
@@ -382,30 +383,9 @@ fn dig(g: &Guest, name: &str) -> String {
             "42069",
             name,
             "A",
-            "+tries=1",
-            "+time=3",
         ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn dig_short(g: &Guest, name: &str) -> String {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &g.netns,
-            "dig",
-            "@127.0.0.1",
-            "-p",
-            "42069",
-            name,
-            "A",
-            "+short",
-            "+tries=1",
-            "+time=3",
-        ])
+        .args(["+tries=1", "+time=3"])
+        .args(extra)
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -437,10 +417,10 @@ fn e2e_nat_dns_and_ports() {
     assert_ne!(ip1, ip2);
 
     // DNS: names of running VMs, NXDOMAIN under vm., REFUSED elsewhere.
-    assert_eq!(dig_short(&g, "n1.vm"), ip1);
-    assert_eq!(dig_short(&g, "n2.vm"), ip2);
-    assert!(dig(&g, "nosuch.vm").contains("status: NXDOMAIN"));
-    assert!(dig(&g, "example.com").contains("status: REFUSED"));
+    assert_eq!(dig(&g, "n1.vm", &["+short"]), ip1);
+    assert_eq!(dig(&g, "n2.vm", &["+short"]), ip2);
+    assert!(dig(&g, "nosuch.vm", &[]).contains("status: NXDOMAIN"));
+    assert!(dig(&g, "example.com", &[]).contains("status: REFUSED"));
 
     // NAT: only the guest with it reaches upstream; `vm set` flips both while running.
     assert!(reaches_upstream(&g, "n1"), "n1 has nat");
@@ -462,7 +442,7 @@ fn e2e_nat_dns_and_ports() {
     assert_eq!(ssh["endpoint"], "n1.vm:22");
 
     g.ok(&["vm", "delete", "n1"]);
-    assert!(dig(&g, "n1.vm").contains("status: NXDOMAIN"));
+    assert!(dig(&g, "n1.vm", &[]).contains("status: NXDOMAIN"));
     g.ok(&["vm", "delete", "n2"]);
     drop(up);
     g.assert_nothing_left();

@@ -47,6 +47,24 @@ pub fn small_config() -> Config {
     }
 }
 
+/// Creates (and starts) VM `name` on `daemon` with the config's sizing, NAT as given.
+pub async fn create_vm(
+    daemon: &Daemon,
+    name: &str,
+    nat: bool,
+) -> Result<banger_api::types::VmInfo, banger_api::RpcError> {
+    let p = banger_api::types::VmCreateParams {
+        name: Some(name.into()),
+        nat,
+        ..Default::default()
+    };
+    daemon
+        .services
+        .vm
+        .create(p, &Arc::new(crate::progress::Progress::default()))
+        .await
+}
+
 /// The image every test bed has.
 pub const TEST_IMAGE: &str = "test-image";
 

@@ -11,15 +11,13 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_api::types::{VmCreateParams, VmSetParams, VmState};
+use banger_api::types::{VmSetParams, VmState};
 use banger_config::Config;
 use banger_daemon::daemon::Daemon;
-use banger_daemon::progress::Progress;
 use banger_daemon::services::Lifecycle;
-use banger_daemon::testbed::{TestBed, small_config};
+use banger_daemon::testbed::{TestBed, create_vm, small_config};
 
 const IN_NETNS: &str = "BANGER_TEST_NETNS";
 
@@ -112,19 +110,7 @@ fn taps_on_bridge() -> Vec<String> {
 }
 
 async fn create(daemon: &Daemon, name: &str, nat: bool) -> banger_api::types::VmInfo {
-    daemon
-        .services
-        .vm
-        .create(
-            VmCreateParams {
-                name: Some(name.into()),
-                nat,
-                ..Default::default()
-            },
-            &Arc::new(Progress::default()),
-        )
-        .await
-        .unwrap()
+    create_vm(daemon, name, nat).await.unwrap()
 }
 
 fn wait_pool(daemon: &Daemon, n: usize) -> Vec<String> {

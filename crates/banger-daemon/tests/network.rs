@@ -18,25 +18,13 @@ use banger_config::Config;
 use banger_daemon::dns;
 use banger_daemon::progress::Progress;
 use banger_daemon::services::Lifecycle;
-use banger_daemon::testbed::{TestBed, small_config};
+use banger_daemon::testbed::{TestBed, create_vm, small_config};
 use banger_host::PrivilegedOps as _;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 async fn create(bed: &TestBed, name: &str, nat: bool) -> banger_api::types::VmInfo {
-    bed.daemon
-        .services
-        .vm
-        .create(
-            VmCreateParams {
-                name: Some(name.into()),
-                nat,
-                ..Default::default()
-            },
-            &Arc::new(Progress::default()),
-        )
-        .await
-        .unwrap()
+    create_vm(&bed.daemon, name, nat).await.unwrap()
 }
 
 /// The NATed IPs the store says there should be: running VMs with NAT on.

@@ -742,19 +742,7 @@ impl VmService {
     /// Rebuilds banger's NAT table from the store: running VMs with NAT on that have a tap.
     pub async fn sync_nat(&self) -> Result<(), RpcError> {
         let _nat = self.network.nat_lock.lock().await;
-        let rows = with_store(&self.infra.store, Store::list_vms).await?;
-        let entries: Vec<NatEntry> = rows
-            .into_iter()
-            .filter(|r| r.vm.nat && r.vm.state == VmState::Running)
-            .filter_map(|r| {
-                let tap = self.cached_handles(&r.vm.id)?.tap;
-                Some(NatEntry {
-                    ip: r.vm.guest_ip.parse().ok()?,
-                    tap,
-                    vm: r.vm.name,
-                })
-            })
-            .collect();
+        let entries = self.nat_entries().await?;
         let spec = NatSpec {
             bridge: self.infra.config.bridge_name.clone(),
             entries,
@@ -763,7 +751,7 @@ impl VmService {
         blocking(move || network.apply_nat(&spec)).await
     }
 
-    /// The guests NAT is applied to (per the last sync's inputs: the store and handles).
+    /// The guests that should have NAT: running VMs with `nat` on, with their handles' taps.
     pub async fn nat_entries(&self) -> Result<Vec<NatEntry>, RpcError> {
         let rows = with_store(&self.infra.store, Store::list_vms).await?;
         Ok(rows
