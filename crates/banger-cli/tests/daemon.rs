@@ -304,3 +304,48 @@ fn test_completion_scripts_generate() {
         assert!(out.contains("banger"), "{shell}");
     }
 }
+
+#[test]
+fn test_dns_and_net_status_report_the_server_and_create_no_interface() {
+    let env = Env::new();
+    let net: Value = serde_json::from_str(&env.ok(&["net", "status", "--json"])).unwrap();
+    assert_eq!(net["bridge"], "br-fc");
+    assert_eq!(net["tap_pool_size"], 0);
+    assert!(net["idle_taps"].as_array().unwrap().is_empty());
+    assert!(net["nat"].as_array().unwrap().is_empty());
+    let listen = net["dns"]["listen"].as_str().unwrap().to_owned();
+    assert!(listen.starts_with("127.0.0.1:"), "{net}");
+    // The server answers over UDP as `dns status` says.
+    let port = listen.rsplit(':').next().unwrap();
+    let dig = std::process::Command::new("dig")
+        .args([
+            "@127.0.0.1",
+            "-p",
+            port,
+            "banger-dns-check.vm",
+            "+short",
+            "+tries=1",
+        ])
+        .output();
+    if let Ok(out) = dig {
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "127.0.0.1");
+    }
+    let dns: Value = serde_json::from_str(&env.ok(&["dns", "status", "--json"])).unwrap();
+    assert_eq!(dns["listen"], listen.as_str());
+    assert!(dns["records"].as_array().unwrap().is_empty());
+    assert!(dns["host_resolves_vm"].is_boolean());
+    // A daemon started in the host's namespace made no bridge.
+    let link = std::process::Command::new("ip")
+        .args(["link", "show", "br-fc"])
+        .output()
+        .unwrap();
+    assert!(!link.status.success(), "no bridge on the host");
+    let text = env.banger(&["dns", "status"]);
+    assert!(text.status.success());
+    let err = stderr(&text);
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(out.contains("server"), "{out}");
+    if dns["host_resolves_vm"] == false {
+        assert!(err.contains("hint: route the `vm` domain"), "{err}");
+    }
+}

@@ -540,6 +540,38 @@ mod tests {
     }
 
     #[test]
+    fn test_sync_resolver_routes_vm_only_when_resolved_runs() {
+        let absent = RecordingRunner::with_responder(|_| {
+            Ok(CmdOutput {
+                code: 1,
+                ..CmdOutput::ok()
+            })
+        });
+        let ops = InProcessPrivileged::new(Arc::new(absent.clone()));
+        let dns: std::net::SocketAddr = "127.0.0.1:42069".parse().unwrap();
+        assert_eq!(
+            ops.sync_resolver("br-fc", dns).unwrap(),
+            ResolverRouting::NoResolved
+        );
+        assert_eq!(absent.lines(), ["resolvectl status br-fc"]);
+        let present = RecordingRunner::default();
+        let ops = InProcessPrivileged::new(Arc::new(present.clone()));
+        assert_eq!(
+            ops.sync_resolver("br-fc", dns).unwrap(),
+            ResolverRouting::Routed
+        );
+        assert_eq!(
+            present.lines(),
+            [
+                "resolvectl status br-fc",
+                "resolvectl dns br-fc 127.0.0.1:42069",
+                "resolvectl domain br-fc ~vm"
+            ]
+        );
+        assert!(ops.sync_resolver("br fc", dns).is_err());
+    }
+
+    #[test]
     fn test_invalid_input_runs_nothing() {
         let runner = RecordingRunner::default();
         let ops = InProcessPrivileged::new(Arc::new(runner.clone()));
