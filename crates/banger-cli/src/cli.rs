@@ -34,6 +34,13 @@ pub(crate) enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Check this host: KVM, VMM backend, tools, store, daemon, network, DNS, default image.
+    /// Exits 1 when a check fails.
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Host networking: bridge, tap pool, NAT.
     #[command(subcommand)]
     Net(NetCommand),

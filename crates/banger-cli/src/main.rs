@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod connect;
+mod doctor;
 mod output;
 mod stages;
 

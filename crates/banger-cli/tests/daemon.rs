@@ -349,3 +349,53 @@ fn test_dns_and_net_status_report_the_server_and_create_no_interface() {
         assert!(err.contains("hint: route the `vm` domain"), "{err}");
     }
 }
+
+#[test]
+fn test_doctor_reports_this_host() {
+    let env = Env::new();
+    let out = env.banger(&["doctor", "--json"]);
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |name: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} row in {rows}"))
+    };
+    let failed = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["level"] == "FAIL");
+    assert_eq!(out.status.success(), !failed, "exit code follows FAIL rows");
+    assert_eq!(row("daemon")["level"], "PASS");
+    assert_eq!(row("store")["level"], "PASS");
+    let hw_virt = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .split_whitespace()
+        .any(|f| f == "vmx" || f == "svm");
+    if std::path::Path::new("/dev/kvm").exists() && !hw_virt {
+        // This machine: nested paravirtual KVM.
+        assert_eq!(row("kvm")["level"], "WARN");
+        assert!(
+            row("kvm")["detail"]
+                .as_str()
+                .unwrap()
+                .contains("cannot run stock guest kernels")
+        );
+        assert!(
+            row("vmm backend")["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("qemu (tcg)"),
+            "{rows}"
+        );
+    }
+    let text = env.banger(&["doctor"]);
+    let table = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        table.contains("CHECK") && table.contains("vmm backend"),
+        "{table}"
+    );
+}

@@ -121,6 +121,18 @@ pub struct VmDefaults {
     pub disk_size: Option<String>,
 }
 
+/// The host heuristic for vCPUs when neither a flag nor config sets them: a quarter of the
+/// host's CPUs, at most 4; `None` below 4 host CPUs (the builtin 1 applies).
+pub fn auto_vcpu(host_cpus: u32) -> Option<u32> {
+    (host_cpus >= 4).then(|| (host_cpus / 4).min(4))
+}
+
+/// The host heuristic for memory: an eighth of the host's RAM, at most 8 GiB; `None` when
+/// that is under 512 MiB (the builtin 512 applies).
+pub fn auto_memory_mib(host_mib: u64) -> Option<u64> {
+    (host_mib / 8 >= 512).then(|| (host_mib / 8).min(8192))
+}
+
 /// The whole config file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

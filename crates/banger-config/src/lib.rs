@@ -5,5 +5,5 @@ pub mod config;
 pub mod env;
 pub mod layout;
 
-pub use config::{Config, ConfigError, LogLevel, VmDefaults, VmmKind};
+pub use config::{Config, ConfigError, LogLevel, VmDefaults, VmmKind, auto_memory_mib, auto_vcpu};
 pub use layout::{Layout, LayoutError};

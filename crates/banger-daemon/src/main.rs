@@ -143,20 +143,12 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
     Ok(())
 }
 
-fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
 /// Picks the VMM backend: Firecracker when chosen (or auto and usable), else QEMU.
 fn select_vmm(config: &Config) -> Arc<dyn Vmm> {
     let firecracker = config
         .firecracker_bin
         .clone()
-        .or_else(|| find_in_path("firecracker"));
+        .or_else(|| banger_host::process::find_in_path("firecracker"));
     let (choice, why) = vmm::choose(&config.vmm.to_string(), firecracker, kvm_usable());
     info!("vmm backend: {why}");
     match choice {
@@ -165,9 +157,9 @@ fn select_vmm(config: &Config) -> Arc<dyn Vmm> {
             let qemu = config
                 .qemu_bin
                 .clone()
-                .or_else(|| find_in_path("qemu-system-x86_64"))
+                .or_else(|| banger_host::process::find_in_path("qemu-system-x86_64"))
                 .unwrap_or_else(|| "qemu-system-x86_64".into());
-            let vhost = find_in_path("vhost-device-vsock").or_else(|| {
+            let vhost = banger_host::process::find_in_path("vhost-device-vsock").or_else(|| {
                 let p = std::env::var_os("HOME")
                     .map(|h| std::path::PathBuf::from(h).join(".cargo/bin/vhost-device-vsock"))?;
                 p.is_file().then_some(p)

@@ -36,6 +36,15 @@ pub fn kill(pid: u32, start: u64) {
     }
 }
 
+/// The first file named `name` in a `PATH` directory.
+pub fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,6 +70,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             net::set(&layout, &name, nat, vcpu, memory).await
         }
         Command::Vm(VmCommand::Ports { names, json }) => net::ports(&layout, &names, json).await,
+        Command::Doctor { json } => doctor(&layout, json).await,
         Command::Net(NetCommand::Status { json }) => net::net_status(&layout, json).await,
         Command::Dns(DnsCommand::Status { json }) => net::dns_status(&layout, json).await,
         Command::Kernel(KernelCommand::Import { from_distro, name }) => {
@@ -85,4 +86,52 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn doctor(layout: &Layout, as_json: bool) -> anyhow::Result<ExitCode> {
+    use crate::doctor::{DaemonFacts, Level, RealFacts, checks};
+    let config = banger_config::Config::load(&layout.config_path)?;
+    let mut facts = DaemonFacts::default();
+    match connect(layout).await {
+        Ok(mut conn) => {
+            facts.net = conn
+                .client
+                .call::<banger_api::methods::NetStatusGet>(&banger_api::types::Empty {})
+                .await
+                .ok();
+            facts.images = conn
+                .client
+                .call::<banger_api::methods::ImageList>(&banger_api::types::Empty {})
+                .await
+                .ok();
+            facts.resolves_vm = tokio::task::spawn_blocking(net::host_resolves_vm).await?;
+        }
+        Err(e) => facts.error = Some(format!("{e:#}")),
+    }
+    let host = RealFacts {
+        db: layout.db_path(),
+    };
+    let rows = checks(&host, &config, &facts);
+    if as_json {
+        output::json(&rows)?;
+    } else {
+        let mut table = Vec::new();
+        for c in &rows {
+            let level = match c.level {
+                Level::Pass => "PASS",
+                Level::Warn => "WARN",
+                Level::Fail => "FAIL",
+            };
+            table.push(vec![level.to_owned(), c.name.to_owned(), c.detail.clone()]);
+            if let Some(h) = &c.hint {
+                table.push(vec![String::new(), String::new(), format!("hint: {h}")]);
+            }
+        }
+        output::data(&output::table(&["", "CHECK", "DETAIL"], table));
+    }
+    Ok(if rows.iter().any(|c| c.level == Level::Fail) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

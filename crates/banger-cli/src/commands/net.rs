@@ -146,7 +146,7 @@ fn dns_line(st: &NetStatus) -> String {
 
 /// Whether the host's resolver sends `.vm` to banger: looks up the probe name, which only
 /// banger's server answers (with 127.0.0.1).
-fn host_resolves_vm() -> bool {
+pub(crate) fn host_resolves_vm() -> bool {
     format!("{PROBE}:0")
         .to_socket_addrs()
         .is_ok_and(|mut a| a.any(|a: SocketAddr| a.ip() == std::net::Ipv4Addr::LOCALHOST))

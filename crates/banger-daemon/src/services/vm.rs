@@ -187,16 +187,20 @@ pub fn resolve_sizing(
     cpus: u32,
     mem_mib: u64,
 ) -> Result<Sizing, RpcError> {
-    let vcpu = match (p.vcpu, d.vcpu) {
-        (Some(v), _) => (v, ValueSource::Flag),
-        (None, Some(v)) => (v, ValueSource::Config),
-        (None, None) if cpus >= 4 => ((cpus / 4).min(4), ValueSource::Auto),
+    let vcpu = match (p.vcpu, d.vcpu, banger_config::auto_vcpu(cpus)) {
+        (Some(v), _, _) => (v, ValueSource::Flag),
+        (None, Some(v), _) => (v, ValueSource::Config),
+        (None, None, Some(v)) => (v, ValueSource::Auto),
         _ => (1, ValueSource::Builtin),
     };
-    let memory_mib = match (p.memory_mib, d.memory_mib) {
-        (Some(v), _) => (v, ValueSource::Flag),
-        (None, Some(v)) => (v, ValueSource::Config),
-        (None, None) if mem_mib / 8 >= 512 => ((mem_mib / 8).min(8192), ValueSource::Auto),
+    let memory_mib = match (
+        p.memory_mib,
+        d.memory_mib,
+        banger_config::auto_memory_mib(mem_mib),
+    ) {
+        (Some(v), _, _) => (v, ValueSource::Flag),
+        (None, Some(v), _) => (v, ValueSource::Config),
+        (None, None, Some(v)) => (v, ValueSource::Auto),
         _ => (512, ValueSource::Builtin),
     };
     let disk_bytes = match (&p.disk_size, &d.disk_size) {

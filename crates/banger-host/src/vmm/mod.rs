@@ -230,7 +230,8 @@ pub fn choose(kind: &str, firecracker: Option<PathBuf>, kvm: bool) -> (Choice, S
     }
 }
 
-fn accel_name(a: Accel) -> &'static str {
+/// `kvm` or `tcg`.
+pub fn accel_name(a: Accel) -> &'static str {
     match a {
         Accel::Kvm => "kvm",
         Accel::Tcg => "tcg",
