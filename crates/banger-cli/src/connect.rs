@@ -129,6 +129,17 @@ async fn start_daemon(layout: &Layout) -> anyhow::Result<Connection> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait()? {
+            // Two CLIs starting the daemon at once: the loser's bangerd exits because the
+            // winner already serves. Use the winner.
+            while Instant::now() < deadline {
+                if let Some(conn) = try_connect(&layout.socket_path).await.ok().flatten() {
+                    return Ok(conn);
+                }
+                if !layout.socket_path.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             let why = fs_err::read_to_string(&stderr_path).unwrap_or_default();
             return Err(anyhow!(
                 "bangerd exited during startup ({status}): {}",

@@ -399,3 +399,34 @@ fn test_doctor_reports_this_host() {
         "{table}"
     );
 }
+
+#[test]
+fn test_concurrent_cold_starts_share_one_daemon() {
+    let env = Env::new();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            env.banger_cmd(&["ping"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut pids = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        pids.push(
+            text.split("(pid ")
+                .nth(1)
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    pids.dedup();
+    assert_eq!(pids.len(), 1, "one daemon serves every caller: {pids:?}");
+}
