@@ -152,15 +152,26 @@ impl PrivilegedOps for InProcessPrivileged {
                 why: "must be between 8 and 30",
             });
         }
-        if !self.link_exists(bridge)? {
-            self.ip(&["link", "add", bridge, "type", "bridge"])?;
+        // Concurrent callers may race between the check and the add: an add that fails
+        // because the other one won is fine, so each failure is re-checked before it counts.
+        if !self.link_exists(bridge)?
+            && let Err(e) = self.ip(&["link", "add", bridge, "type", "bridge"])
+            && !self.link_exists(bridge)?
+        {
+            return Err(e);
         }
         let addr = format!("{ip}/{prefix}");
-        let shown = self
-            .runner
-            .run(&Cmd::new("ip").args(["-o", "-4", "addr", "show", "dev", bridge]))?;
-        if !shown.stdout_str().split_whitespace().any(|w| w == addr) {
-            self.ip(&["addr", "add", &addr, "dev", bridge])?;
+        let has_addr = || -> Result<bool, PrivError> {
+            let shown = self
+                .runner
+                .run(&Cmd::new("ip").args(["-o", "-4", "addr", "show", "dev", bridge]))?;
+            Ok(shown.stdout_str().split_whitespace().any(|w| w == addr))
+        };
+        if !has_addr()?
+            && let Err(e) = self.ip(&["addr", "add", &addr, "dev", bridge])
+            && !has_addr()?
+        {
+            return Err(e);
         }
         self.ip(&["link", "set", bridge, "up"])
     }
@@ -569,6 +580,41 @@ mod tests {
             ]
         );
         assert!(ops.sync_resolver("br fc", dns).is_err());
+    }
+
+    #[test]
+    fn test_ensure_bridge_tolerates_losing_a_race() {
+        // `ip link show` says absent first, then present (another caller made it); the add
+        // fails with "File exists": that is success.
+        let shows = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runner = RecordingRunner::with_responder(move |c| {
+            let line = c.to_string();
+            Ok(if line.starts_with("ip link show") {
+                let n = shows.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                CmdOutput {
+                    code: i32::from(n == 0),
+                    ..CmdOutput::ok()
+                }
+            } else if line.starts_with("ip link add") {
+                CmdOutput {
+                    code: 2,
+                    stderr: b"RTNETLINK answers: File exists".to_vec(),
+                    ..CmdOutput::ok()
+                }
+            } else if line.starts_with("ip -o -4 addr show") {
+                CmdOutput {
+                    stdout: b"5: br-fc    inet 172.16.0.1/24 brd 172.16.0.255 scope global br-fc"
+                        .to_vec(),
+                    ..CmdOutput::ok()
+                }
+            } else {
+                CmdOutput::ok()
+            })
+        });
+        let ops = InProcessPrivileged::new(Arc::new(runner.clone()));
+        ops.ensure_bridge("br-fc", Ipv4Addr::new(172, 16, 0, 1), 24)
+            .unwrap();
+        assert_eq!(runner.lines().last().unwrap(), "ip link set br-fc up");
     }
 
     #[test]
