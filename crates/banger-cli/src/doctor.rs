@@ -437,17 +437,10 @@ impl Facts for RealFacts {
     }
 
     fn cpus_and_memory_mib(&self) -> (u32, u64) {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let mem = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<u64>().ok())
-            })
-            .map_or(0, |kb| kb / 1024);
-        (cpus, mem)
+        (
+            banger_host::process::host_cpus(),
+            banger_host::process::host_memory_mib(),
+        )
     }
 }
 

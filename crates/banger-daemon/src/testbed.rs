@@ -65,6 +65,21 @@ pub async fn create_vm(
         .await
 }
 
+/// The guest IPs the store says should be NATed: running VMs with `nat` on, sorted.
+pub fn nat_wanted(daemon: &Daemon) -> Vec<std::net::Ipv4Addr> {
+    let mut ips: Vec<std::net::Ipv4Addr> = daemon
+        .infra
+        .store
+        .list_vms()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.vm.nat && r.vm.state == banger_api::types::VmState::Running)
+        .filter_map(|r| r.vm.guest_ip.parse().ok())
+        .collect();
+    ips.sort();
+    ips
+}
+
 /// The image every test bed has.
 pub const TEST_IMAGE: &str = "test-image";
 

@@ -13,11 +13,11 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use banger_api::types::{VmSetParams, VmState};
+use banger_api::types::VmSetParams;
 use banger_config::Config;
 use banger_daemon::daemon::Daemon;
 use banger_daemon::services::Lifecycle;
-use banger_daemon::testbed::{TestBed, create_vm, small_config};
+use banger_daemon::testbed::{TestBed, create_vm, nat_wanted, small_config};
 
 const IN_NETNS: &str = "BANGER_TEST_NETNS";
 
@@ -74,23 +74,9 @@ fn table_ips() -> Vec<Ipv4Addr> {
     banger_host::nat::masqueraded_ips(&json)
 }
 
-fn store_ips(daemon: &Daemon) -> Vec<Ipv4Addr> {
-    let mut ips: Vec<Ipv4Addr> = daemon
-        .infra
-        .store
-        .list_vms()
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.vm.nat && r.vm.state == VmState::Running)
-        .map(|r| r.vm.guest_ip.parse().unwrap())
-        .collect();
-    ips.sort();
-    ips
-}
-
 /// The table matches the store, and the test's own table is untouched.
 fn check(daemon: &Daemon, step: &str) {
-    assert_eq!(table_ips(), store_ips(daemon), "after {step}");
+    assert_eq!(table_ips(), nat_wanted(daemon), "after {step}");
     let (ok, text) = sh("nft", &["list", "table", "inet", "keepme"]);
     assert!(
         ok && text.contains("chain keep"),

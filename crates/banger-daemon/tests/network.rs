@@ -13,34 +13,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_api::ErrorCode;
-use banger_api::types::{VmCreateParams, VmSetParams, VmState};
+use banger_api::types::{VmCreateParams, VmSetParams};
 use banger_config::Config;
 use banger_daemon::dns;
 use banger_daemon::progress::Progress;
 use banger_daemon::services::Lifecycle;
-use banger_daemon::testbed::{TestBed, create_vm, small_config};
+use banger_daemon::testbed::{TestBed, create_vm, nat_wanted, small_config};
 use banger_host::PrivilegedOps as _;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 async fn create(bed: &TestBed, name: &str, nat: bool) -> banger_api::types::VmInfo {
     create_vm(&bed.daemon, name, nat).await.unwrap()
-}
-
-/// The NATed IPs the store says there should be: running VMs with NAT on.
-fn store_nat_ips(bed: &TestBed) -> Vec<Ipv4Addr> {
-    let mut ips: Vec<Ipv4Addr> = bed
-        .daemon
-        .infra
-        .store
-        .list_vms()
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.vm.nat && r.vm.state == VmState::Running)
-        .map(|r| r.vm.guest_ip.parse().unwrap())
-        .collect();
-    ips.sort();
-    ips
 }
 
 fn set(name: &str, nat: Option<bool>) -> VmSetParams {
@@ -66,24 +50,24 @@ async fn nat_table_follows_the_store_through_every_step() {
     assert!(bed.privileged.taps().contains(&spec.entries[0].tap));
 
     vms.set(set("b", Some(true))).await.unwrap();
-    assert_eq!(bed.privileged.nat_ips(), store_nat_ips(&bed));
+    assert_eq!(bed.privileged.nat_ips(), nat_wanted(&bed.daemon));
     assert_eq!(bed.privileged.nat_ips().len(), 2);
     vms.set(set("a", Some(false))).await.unwrap();
     assert_eq!(bed.privileged.nat_ips(), [ip(&b)]);
     vms.lifecycle("b", Lifecycle::Stop).await.unwrap();
     assert!(bed.privileged.nat_ips().is_empty());
-    assert_eq!(bed.privileged.nat_ips(), store_nat_ips(&bed));
+    assert_eq!(bed.privileged.nat_ips(), nat_wanted(&bed.daemon));
     // NAT set on a stopped VM is remembered and applied at start.
     vms.set(set("a", Some(true))).await.unwrap();
     assert_eq!(bed.privileged.nat_ips(), [ip(&a)]);
     vms.lifecycle("b", Lifecycle::Start).await.unwrap();
-    assert_eq!(bed.privileged.nat_ips(), store_nat_ips(&bed));
+    assert_eq!(bed.privileged.nat_ips(), nat_wanted(&bed.daemon));
     vms.lifecycle("a", Lifecycle::Kill).await.unwrap();
     assert_eq!(bed.privileged.nat_ips(), [ip(&b)]);
     // A daemon restart rebuilds the table from the store (wipe what the "host" has first).
     *bed.privileged.nat.lock().unwrap() = None;
     vms.reconcile().await.unwrap();
-    assert_eq!(bed.privileged.nat_ips(), store_nat_ips(&bed));
+    assert_eq!(bed.privileged.nat_ips(), nat_wanted(&bed.daemon));
     assert_eq!(bed.privileged.nat_ips(), [ip(&b)]);
     vms.lifecycle("b", Lifecycle::Delete).await.unwrap();
     vms.lifecycle("a", Lifecycle::Delete).await.unwrap();

@@ -45,6 +45,24 @@ pub fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
     })
 }
 
+/// The CPUs this process may use.
+pub fn host_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// The host's RAM in MiB (`MemTotal`), 0 when unknown.
+pub fn host_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

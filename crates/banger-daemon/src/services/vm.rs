@@ -153,22 +153,6 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
 }
 
-fn host_cpus() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-}
-
-fn host_memory_mib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
-}
-
 /// Resolved sizing with where each value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sizing {
@@ -406,8 +390,8 @@ impl VmService {
         let sizing = resolve_sizing(
             &p,
             &self.infra.config.vm_defaults,
-            host_cpus(),
-            host_memory_mib(),
+            banger_host::process::host_cpus(),
+            banger_host::process::host_memory_mib(),
         )?;
         let image_name = p
             .image
@@ -953,7 +937,7 @@ impl VmService {
                 return Err(bad(format!("--memory {m} MiB is too small"))
                     .with_hint("a guest needs at least 128 MiB"));
             }
-            let host = host_memory_mib();
+            let host = banger_host::process::host_memory_mib();
             if host > 0 && m > host {
                 return Err(bad(format!(
                     "--memory {m} MiB exceeds the host's {host} MiB"
