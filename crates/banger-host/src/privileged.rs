@@ -412,23 +412,23 @@ mod tests {
         }
     }
 
+    /// A runner under which commands whose line starts with one of `failing` exit 1; the
+    /// rest succeed.
+    fn failing(failing: &'static [&'static str]) -> RecordingRunner {
+        RecordingRunner::with_responder(move |c| {
+            let line = c.to_string();
+            let code = i32::from(failing.iter().any(|p| line.starts_with(p)));
+            Ok(CmdOutput {
+                code,
+                ..CmdOutput::ok()
+            })
+        })
+    }
+
     #[test]
     fn test_create_tap_attaches_to_bridge() {
-        let runner = RecordingRunner::with_responder(|c| {
-            // `ip link show` of the tap: absent.
-            Ok(
-                if c.args.first().is_some_and(|a| a == "link")
-                    && c.args.get(1).is_some_and(|a| a == "show")
-                {
-                    CmdOutput {
-                        code: 1,
-                        ..CmdOutput::ok()
-                    }
-                } else {
-                    CmdOutput::ok()
-                },
-            )
-        });
+        // `ip link show` of the tap: absent.
+        let runner = failing(&["ip link show"]);
         let ops = InProcessPrivileged::new(Arc::new(runner.clone()));
         ops.create_tap("bt-1", "br-fc").unwrap();
         assert_eq!(
@@ -444,19 +444,7 @@ mod tests {
 
     #[test]
     fn test_create_tap_failure_to_attach_removes_tap() {
-        let runner = RecordingRunner::with_responder(|c| {
-            let line = c.to_string();
-            Ok(
-                if line.starts_with("ip link show") || line.contains("master") {
-                    CmdOutput {
-                        code: 1,
-                        ..CmdOutput::ok()
-                    }
-                } else {
-                    CmdOutput::ok()
-                },
-            )
-        });
+        let runner = failing(&["ip link show", "ip link set bt-1 master"]);
         let ops = InProcessPrivileged::new(Arc::new(runner.clone()));
         assert!(ops.create_tap("bt-1", "br-fc").is_err());
         assert_eq!(runner.lines().last().unwrap(), "ip link del bt-1");
@@ -531,16 +519,7 @@ mod tests {
 
     #[test]
     fn test_sync_nat_with_no_guests_leaves_a_host_without_our_table_alone() {
-        let runner = RecordingRunner::with_responder(|c| {
-            Ok(if c.to_string().starts_with("nft list") {
-                CmdOutput {
-                    code: 1,
-                    ..CmdOutput::ok()
-                }
-            } else {
-                CmdOutput::ok()
-            })
-        });
+        let runner = failing(&["nft list"]);
         let ops = InProcessPrivileged::new(Arc::new(runner.clone()));
         ops.sync_nat(&NatSpec {
             bridge: "br-fc".into(),
@@ -552,12 +531,7 @@ mod tests {
 
     #[test]
     fn test_sync_resolver_routes_vm_only_when_resolved_runs() {
-        let absent = RecordingRunner::with_responder(|_| {
-            Ok(CmdOutput {
-                code: 1,
-                ..CmdOutput::ok()
-            })
-        });
+        let absent = failing(&[""]);
         let ops = InProcessPrivileged::new(Arc::new(absent.clone()));
         let dns: std::net::SocketAddr = "127.0.0.1:42069".parse().unwrap();
         assert_eq!(

@@ -239,6 +239,23 @@ impl VmService {
         Arc::clone(locks.entry(id.to_owned()).or_default())
     }
 
+    /// Takes VM `name`'s lock and re-reads it under the lock (another op may have changed
+    /// it meanwhile).
+    async fn lock_vm(
+        &self,
+        name: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, VmRow), RpcError> {
+        let id = self.get_row(name).await?.vm.id;
+        let guard = self.vm_lock(&id).lock_owned().await;
+        Ok((guard, self.get_row(&id).await?))
+    }
+
+    /// Whether VM `id` has a live VMM.
+    fn vmm_alive(&self, id: &str) -> bool {
+        self.cached_handles(id)
+            .is_some_and(|h| self.infra.vmm.is_alive(&h.vmm))
+    }
+
     fn vm_dir(&self, id: &str) -> PathBuf {
         self.infra.layout.vms_dir().join(id)
     }
@@ -800,14 +817,9 @@ impl VmService {
 
     /// Runs a lifecycle op on one VM under its lock.
     pub async fn lifecycle(&self, name: &str, op: Lifecycle) -> Result<VmInfo, RpcError> {
-        let row = self.get_row(name).await?;
-        let lock = self.vm_lock(&row.vm.id);
-        let _guard = lock.lock().await;
-        // Re-read under the lock: another op may have changed it.
-        let mut vm = self.get_row(&row.vm.id).await?.vm;
-        let alive = self
-            .cached_handles(&vm.id)
-            .is_some_and(|h| self.infra.vmm.is_alive(&h.vmm));
+        let (_guard, row) = self.lock_vm(name).await?;
+        let mut vm = row.vm.clone();
+        let alive = self.vmm_alive(&vm.id);
         match op {
             Lifecycle::Start => {
                 if alive {
@@ -860,13 +872,7 @@ impl VmService {
 
     /// Runs `op` on several VMs concurrently (names deduplicated, order kept).
     pub async fn lifecycle_many(&self, names: &[String], op: Lifecycle) -> Vec<VmOpOutcome> {
-        let mut unique: Vec<&String> = Vec::new();
-        for n in names {
-            if !unique.contains(&n) {
-                unique.push(n);
-            }
-        }
-        let futures = unique.iter().map(|n| async move {
+        let futures = unique_names(names).into_iter().map(|n| async move {
             match self.lifecycle(n, op).await {
                 Ok(vm) => VmOpOutcome {
                     name: (*n).clone(),
@@ -904,9 +910,7 @@ impl VmService {
     /// How to ssh into a running VM.
     pub async fn ssh_info(&self, name: &str) -> Result<SshInfo, RpcError> {
         let mut vm = self.get_row(name).await?.vm;
-        let alive = self
-            .cached_handles(&vm.id)
-            .is_some_and(|h| self.infra.vmm.is_alive(&h.vmm));
+        let alive = self.vmm_alive(&vm.id);
         if vm.state != VmState::Running || !alive {
             return Err(RpcError::new(
                 ErrorCode::NotRunning,
@@ -944,13 +948,9 @@ impl VmService {
                 )));
             }
         }
-        let row = self.get_row(&p.name).await?;
-        let lock = self.vm_lock(&row.vm.id);
-        let _guard = lock.lock().await;
-        let mut vm = self.get_row(&row.vm.id).await?.vm;
-        let alive = self
-            .cached_handles(&vm.id)
-            .is_some_and(|h| self.infra.vmm.is_alive(&h.vmm));
+        let (_guard, row) = self.lock_vm(&p.name).await?;
+        let mut vm = row.vm;
+        let alive = self.vmm_alive(&vm.id);
         if (p.vcpu.is_some() || p.memory_mib.is_some()) && alive {
             return Err(RpcError::new(
                 ErrorCode::BadRequest,
@@ -1033,13 +1033,7 @@ impl VmService {
 
     /// Listening ports of running VMs, read concurrently (names deduplicated, order kept).
     pub async fn ports_many(&self, names: &[String]) -> Vec<VmPorts> {
-        let mut unique: Vec<&String> = Vec::new();
-        for n in names {
-            if !unique.contains(&n) {
-                unique.push(n);
-            }
-        }
-        let futures = unique.iter().map(|n| async move {
+        let futures = unique_names(names).into_iter().map(|n| async move {
             match self.ports(n).await {
                 Ok(ports) => VmPorts {
                     name: (*n).clone(),
@@ -1204,6 +1198,17 @@ pub fn port_infos(vm: &str, listeners: &[banger_host::Listener]) -> Vec<PortInfo
     }
     out.sort_by(|a, b| (a.proto.as_str(), a.port).cmp(&(b.proto.as_str(), b.port)));
     out
+}
+
+/// `names` without repeats, first occurrence order kept.
+fn unique_names(names: &[String]) -> Vec<&String> {
+    let mut unique: Vec<&String> = Vec::new();
+    for n in names {
+        if !unique.contains(&n) {
+            unique.push(n);
+        }
+    }
+    unique
 }
 
 /// A lifecycle operation.
