@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-5}
 [ "$(id -u)" -eq 0 ] || { echo "bench-boot: run as root (netns, taps)" >&2; exit 1; }
 cargo build --release --bins --locked >&2
+build_agent
 bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release
 src=${BANGER_HOME:-/var/tmp/banger-e2e-home}
 BANGER_HOME=$src "$bin/banger" image ensure >&2

@@ -10,6 +10,7 @@ ensure_apt build-essential pkg-config git cpio e2fsprogs iproute2 openssh-client
   qemu-system-x86 busybox-static debootstrap
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates a network namespace and taps)" >&2; exit 1; }
 cargo build --release --bins --locked >&2
+build_agent
 bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release
 export BANGER_HOME=${BANGER_DEMO_HOME:-$HOME/.cache/banger-demo}
 echo "demo: banger home $BANGER_HOME" >&2

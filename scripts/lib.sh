@@ -26,3 +26,11 @@ ensure_cargo_tool() {
   echo "==> cargo install $crate" >&2
   cargo install --locked "$crate" >&2
 }
+
+# build_agent: builds the guest agent statically (a guest's libc may differ from the host's)
+# into target/x86_64-unknown-linux-gnu/release/banger-agent, where bangerd looks for it.
+build_agent() {
+  echo "==> building the static guest agent" >&2
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build -p banger-agent --release --locked \
+    --target x86_64-unknown-linux-gnu >&2
+}

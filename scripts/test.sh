@@ -17,6 +17,7 @@ echo "==> cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo build (binaries used by the end-to-end tests)" >&2
 cargo build --workspace --bins --locked
+build_agent
 
 # The default kernel and image, built once (host network namespace: it needs the Debian
 # mirror) and reused by every end-to-end test.

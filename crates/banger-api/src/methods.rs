@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use crate::types::{
     CreateStatus, Empty, ImageEnsureParams, ImageInfo, KernelImportParams, KernelInfo, NetStatus,
     OpBegun, OpRef, OpStatusParams, OperationsListResult, PingResult, SshInfo, VmCreateParams,
-    VmInfo, VmListResult, VmLogs, VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams,
+    VmInfo, VmListResult, VmLogs, VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams, VmStats,
+    WorkspaceExport, WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
 };
 
 /// A typed RPC method.
@@ -75,6 +76,12 @@ methods! {
     VmSet = "vm.set" (VmSetParams) -> VmInfo;
     /// Listening TCP/UDP ports in running VMs.
     VmPortsGet = "vm.ports" (VmRefs) -> Vec<VmPorts>;
+    /// Ships a host git work tree into a running VM.
+    VmWorkspacePrepare = "vm.workspace.prepare" (WorkspacePrepareParams) -> WorkspacePrepared;
+    /// A patch of what changed in a VM's workspace since it was prepared.
+    VmWorkspaceExport = "vm.workspace.export" (WorkspaceExportParams) -> WorkspaceExport;
+    /// VMM and guest numbers of VMs (all when `names` is empty).
+    VmStatsGet = "vm.stats" (VmRefs) -> Vec<VmStats>;
     /// Bridge, tap pool, NAT and DNS state.
     NetStatusGet = "net.status" (Empty) -> NetStatus;
     /// Imports a kernel.

@@ -502,3 +502,122 @@ impl SshInfo {
         ]
     }
 }
+
+/// Params of `vm.workspace.prepare`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspacePrepareParams {
+    /// VM name or id.
+    pub name: String,
+    /// An absolute path inside a git work tree on the host.
+    pub path: String,
+    /// Create and check out this branch in the guest.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Start `branch` from this ref (the guest gets that commit's tree).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Also ship untracked files that git does not ignore.
+    #[serde(default)]
+    pub include_untracked: bool,
+    /// Only report what would ship.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Where in the guest (default `/root/repo`).
+    #[serde(default)]
+    pub guest_path: Option<String>,
+}
+
+/// Result of `vm.workspace.prepare`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspacePrepared {
+    /// VM name.
+    pub vm: String,
+    /// The repository's top level on the host.
+    pub source: String,
+    /// Where it is in the guest.
+    pub guest_path: String,
+    /// The guest's HEAD commit.
+    pub head: String,
+    /// The guest's branch (`None`: detached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// `tracked`, `tracked+untracked`, `checkout of <sha>`...
+    pub mode: String,
+    /// Files shipped from the host work tree.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Nothing was done.
+    pub dry_run: bool,
+    /// With `dry_run`: the files that would ship.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listed: Vec<String>,
+    /// Milliseconds the transfer took.
+    pub elapsed_ms: u64,
+}
+
+/// Params of `vm.workspace.export`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceExportParams {
+    /// VM name or id.
+    pub name: String,
+    /// Diff against this commit instead of the one prepared.
+    #[serde(default)]
+    pub base_commit: Option<String>,
+}
+
+/// Result of `vm.workspace.export`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceExport {
+    /// The commit the patch applies to.
+    pub base: String,
+    /// The patch (`git diff --binary`), base64 so any bytes survive JSON.
+    pub patch_base64: String,
+}
+
+/// Guest-side numbers (from the agent, or ssh when there is none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuestStats {
+    /// Load averages over 1, 5, 15 minutes.
+    pub load: [f64; 3],
+    /// Memory total, MiB.
+    pub mem_total_mib: u64,
+    /// Memory available, MiB.
+    pub mem_available_mib: u64,
+    /// Root filesystem size, MiB.
+    pub disk_total_mib: u64,
+    /// Root filesystem used, MiB.
+    pub disk_used_mib: u64,
+    /// Seconds since the guest booted.
+    pub uptime_s: u64,
+    /// Where they came from: `agent` or `ssh`.
+    pub via: String,
+}
+
+/// One VM's numbers in `vm.stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmStats {
+    /// VM name.
+    pub name: String,
+    /// Lifecycle state.
+    pub state: VmState,
+    /// The VMM's pid when running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The VMM's CPU use since the last sample, percent of one CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// The VMM's resident memory, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_mib: Option<u64>,
+    /// Guest-side numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestStats>,
+    /// Last time the VM was used, RFC 3339.
+    pub last_touched_at: String,
+    /// Why some numbers are missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -80,16 +80,9 @@ pub(crate) enum VmCommand {
         no_start: bool,
     },
     /// Create, start, then open a shell in a fresh VM or run CMD in it (exit code propagates).
-    Run {
-        #[command(flatten)]
-        args: CreateArgs,
-        /// Delete the VM afterwards.
-        #[arg(long)]
-        rm: bool,
-        /// Command to run instead of an interactive shell.
-        #[arg(last = true)]
-        command: Vec<String>,
-    },
+    /// With PATH (inside a git repo), its files are copied to /root/repo first and the shell
+    /// or CMD starts there.
+    Run(RunArgs),
     /// Start stopped VMs.
     Start(NamesArgs),
     /// Stop VMs gracefully (guest poweroff, then kill after a short deadline).
@@ -109,13 +102,33 @@ pub(crate) enum VmCommand {
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// Run CMD in a VM; its exit code is banger's.
+    /// Run CMD in a VM (in its workspace when it has one); its exit code is banger's.
     Exec {
         /// VM name or id.
         name: String,
+        /// Directory in the guest to run in (default: the workspace, else /root).
+        #[arg(long)]
+        guest_path: Option<String>,
         /// Command to run.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Copy a git work tree into a VM, or take the changes made there back.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// VMM CPU and memory of VMs, and load, memory and disk use inside them.
+    Stats {
+        /// VM names or ids (default: all).
+        names: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every VM that is not running (stopped, created, error), after confirmation.
+    Prune {
+        /// Do not ask.
+        #[arg(short, long)]
+        force: bool,
     },
     /// Change a VM: NAT on or off (also while it runs); vCPUs and memory while it is stopped.
     Set {
@@ -212,6 +225,75 @@ pub(crate) enum DnsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkspaceCommand {
+    /// Ship PATH's git work tree (tracked files; untracked with the flag; never ignored ones)
+    /// into a running VM as a checkout whose HEAD is the host's.
+    Prepare {
+        /// VM name or id.
+        name: String,
+        /// A directory inside a git repository.
+        path: std::path::PathBuf,
+        #[command(flatten)]
+        ws: WorkspaceArgs,
+        /// Where in the guest.
+        #[arg(long, default_value = "/root/repo")]
+        guest_path: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a binary-safe patch of everything changed in the VM since prepare (commits and
+    /// uncommitted changes); apply it on the host with `git apply`.
+    Export {
+        /// VM name or id.
+        name: String,
+        /// Diff against this commit instead of the prepared HEAD.
+        #[arg(long)]
+        base_commit: Option<String>,
+        /// Write the patch to FILE instead of stdout.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+/// What of a repository ships (`vm workspace prepare`, `vm run PATH`).
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct WorkspaceArgs {
+    /// Create and check out this branch in the guest.
+    #[arg(long)]
+    pub(crate) branch: Option<String>,
+    /// Start --branch from this ref (the guest gets that commit's files).
+    #[arg(long, requires = "branch")]
+    pub(crate) from: Option<String>,
+    /// Also ship untracked files that git does not ignore.
+    #[arg(long)]
+    pub(crate) include_untracked: bool,
+    /// List the files that would ship and the mode; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+/// `vm run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// A directory inside a git repository to copy into the VM.
+    pub(crate) path: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub(crate) create: CreateArgs,
+    #[command(flatten)]
+    pub(crate) ws: WorkspaceArgs,
+    /// Delete the VM afterwards.
+    #[arg(long)]
+    pub(crate) rm: bool,
+    /// Create (and prepare the workspace), print the name and exit.
+    #[arg(short = 'd', long, conflicts_with = "rm")]
+    pub(crate) detach: bool,
+    /// Command to run instead of an interactive shell.
+    #[arg(last = true)]
+    pub(crate) command: Vec<String>,
 }
 
 /// Sizing and image flags shared by `vm create` and `vm run`.

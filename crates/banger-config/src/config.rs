@@ -167,6 +167,90 @@ pub struct Config {
     pub stop_timeout_secs: u64,
     /// Sizing defaults.
     pub vm_defaults: VmDefaults,
+    /// How often the daemon samples running VMs (VMM CPU/RSS) and looks for stale ones,
+    /// e.g. `"30s"`, `"5m"`.
+    pub stats_poll_interval: String,
+    /// Stop running VMs nobody touched (ssh, exec, workspace, lifecycle) for this long, e.g.
+    /// `"2h"`; `"0"` disables.
+    pub auto_stop_stale_after: String,
+    /// Host files copied into every guest at each start.
+    pub file_sync: Vec<FileSync>,
+}
+
+/// One `[[file_sync]]` entry: a host file or directory copied into the guest under /root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSync {
+    /// Host path: absolute, or `~/...` (the daemon owner's home).
+    pub host: String,
+    /// Guest path under /root: `/root/...` or `~/...`.
+    pub guest: String,
+    /// Octal file mode for what is copied, e.g. `"0600"` (default: the host file's).
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+impl FileSync {
+    /// The host path with `~/` expanded against `home`.
+    pub fn host_path(&self, home: &Path) -> PathBuf {
+        match self.host.strip_prefix("~/") {
+            Some(rest) => home.join(rest),
+            None => PathBuf::from(&self.host),
+        }
+    }
+
+    /// The guest path, absolute (`~/` is `/root/`).
+    pub fn guest_path(&self) -> String {
+        match self.guest.strip_prefix("~/") {
+            Some(rest) => format!("/root/{rest}"),
+            None => self.guest.clone(),
+        }
+    }
+
+    /// The mode as a number.
+    pub fn mode_bits(&self) -> Option<u32> {
+        self.mode
+            .as_deref()
+            .and_then(|m| u32::from_str_radix(m, 8).ok())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let host_ok = self.host.starts_with('/') || self.host.starts_with("~/");
+        if !host_ok {
+            return Err(format!(
+                "host {:?} must be absolute or start with ~/",
+                self.host
+            ));
+        }
+        let guest = self.guest_path();
+        if !guest.starts_with("/root/") || guest.len() <= "/root/".len() {
+            return Err(format!(
+                "guest {:?} must be under /root (or ~/)",
+                self.guest
+            ));
+        }
+        for p in [self.host.as_str(), guest.as_str()] {
+            if p.split('/').any(|c| c == "..") {
+                return Err(format!("{p:?} must not contain '..'"));
+            }
+        }
+        if let Some(m) = &self.mode
+            && !(m.len() >= 3 && m.len() <= 4 && m.chars().all(|c| ('0'..='7').contains(&c)))
+        {
+            return Err(format!("mode {m:?} is not an octal mode such as \"0600\""));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration such as `"30s"`, `"5m"`, `"1h 30m"`, `"250ms"`; `"0"` is zero.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim();
+    if t == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let d: jiff::SignedDuration = t.parse().ok()?;
+    std::time::Duration::try_from(d).ok()
 }
 
 impl Default for Config {
@@ -187,11 +271,24 @@ impl Default for Config {
             boot_timeout_secs: 180,
             stop_timeout_secs: 10,
             vm_defaults: VmDefaults::default(),
+            stats_poll_interval: "30s".to_owned(),
+            auto_stop_stale_after: "0".to_owned(),
+            file_sync: Vec::new(),
         }
     }
 }
 
 impl Config {
+    /// `stats_poll_interval` as a duration (validated at load).
+    pub fn stats_poll(&self) -> std::time::Duration {
+        parse_duration(&self.stats_poll_interval).unwrap_or(std::time::Duration::from_secs(30))
+    }
+
+    /// `auto_stop_stale_after` as a duration; `None` when disabled.
+    pub fn auto_stop_after(&self) -> Option<std::time::Duration> {
+        parse_duration(&self.auto_stop_stale_after).filter(|d| !d.is_zero())
+    }
+
     /// Loads `path`; a missing file means all defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         match fs_err::read_to_string(path) {
@@ -264,6 +361,31 @@ impl Config {
                 format!("{} is more than 64", self.tap_pool_size),
             ));
         }
+        for (key, value) in [
+            ("stats_poll_interval", &self.stats_poll_interval),
+            ("auto_stop_stale_after", &self.auto_stop_stale_after),
+        ] {
+            if parse_duration(value).is_none() {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{value:?} is not a duration such as \"30s\", \"5m\" or \"2h\" (\"0\" disables)"
+                    ),
+                ));
+            }
+        }
+        if parse_duration(&self.stats_poll_interval)
+            .is_some_and(|d| d < std::time::Duration::from_millis(100))
+        {
+            return Err(invalid(
+                "stats_poll_interval",
+                "must be at least 100ms".to_owned(),
+            ));
+        }
+        for (i, f) in self.file_sync.iter().enumerate() {
+            f.check()
+                .map_err(|d| invalid("file_sync", format!("entry {}: {d}", i + 1)))?;
+        }
         if self.vm_defaults.vcpu == Some(0) {
             return Err(invalid("vm_defaults.vcpu", "must be at least 1".to_owned()));
         }
@@ -299,6 +421,44 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("/etc/banger/config.toml"), text)
+    }
+
+    #[test]
+    fn test_config_durations_and_file_sync() {
+        let c = parse(
+            "stats_poll_interval = \"5s\"\nauto_stop_stale_after = \"1h 30m\"\n\
+             [[file_sync]]\nhost = \"~/.gitconfig\"\nguest = \"~/.gitconfig\"\nmode = \"0644\"\n\
+             [[file_sync]]\nhost = \"/etc/hosts\"\nguest = \"/root/etc/hosts\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.stats_poll(), std::time::Duration::from_secs(5));
+        assert_eq!(
+            c.auto_stop_after(),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert_eq!(c.file_sync[0].guest_path(), "/root/.gitconfig");
+        assert_eq!(
+            c.file_sync[0].host_path(Path::new("/home/u")),
+            Path::new("/home/u/.gitconfig")
+        );
+        assert_eq!(c.file_sync[0].mode_bits(), Some(0o644));
+        assert_eq!(Config::default().auto_stop_after(), None);
+        for bad in [
+            "auto_stop_stale_after = \"soon\"\n",
+            "stats_poll_interval = \"1ms\"\n",
+            "[[file_sync]]\nhost = \"rel/path\"\nguest = \"~/x\"\n",
+            "[[file_sync]]\nhost = \"/a\"\nguest = \"/etc/x\"\n",
+            "[[file_sync]]\nhost = \"/a\"\nguest = \"~/../etc/x\"\n",
+            "[[file_sync]]\nhost = \"/a/../b\"\nguest = \"~/x\"\n",
+            "[[file_sync]]\nhost = \"/a\"\nguest = \"~/x\"\nmode = \"0999\"\n",
+            "[[file_sync]]\nhost = \"/a\"\nguest = \"/root/\"\n",
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("file_sync") || err.contains("stale") || err.contains("poll"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

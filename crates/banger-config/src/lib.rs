@@ -5,5 +5,8 @@ pub mod config;
 pub mod env;
 pub mod layout;
 
-pub use config::{Config, ConfigError, LogLevel, VmDefaults, VmmKind, auto_memory_mib, auto_vcpu};
+pub use config::{
+    Config, ConfigError, FileSync, LogLevel, VmDefaults, VmmKind, auto_memory_mib, auto_vcpu,
+    parse_duration,
+};
 pub use layout::{Layout, LayoutError};

@@ -78,6 +78,7 @@ fn bench_rpc(c: &mut Criterion) {
         ))),
         vmm: Arc::new(banger_host::vmm::FakeVmm::default()),
         guest: Arc::new(banger_host::FakeGuest::default()),
+        agent: None,
     };
     let daemon = Arc::new(Daemon::new(infra, banger_config::layout::current_uid()));
     let listener = rt.block_on(bind_socket(&layout.socket_path)).unwrap();

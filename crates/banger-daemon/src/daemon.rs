@@ -32,6 +32,9 @@ pub struct Infra {
     pub vmm: Arc<dyn Vmm>,
     /// Host-to-guest control (readiness, poweroff).
     pub guest: Arc<dyn GuestControl>,
+    /// The static guest agent binary put into every VM (none: guests run without it and
+    /// the daemon uses ssh).
+    pub agent: Option<std::path::PathBuf>,
 }
 
 /// The four services.
@@ -56,6 +59,7 @@ pub fn wire_services(infra: &Infra) -> Services {
         infra.clone(),
         Arc::clone(&network),
         Arc::clone(&image),
+        Arc::clone(&workspace),
     ));
     Services {
         network,

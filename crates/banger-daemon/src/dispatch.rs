@@ -60,6 +60,9 @@ pub const SERVED: &[&str] = &[
     methods::VmSet::NAME,
     methods::VmPortsGet::NAME,
     methods::NetStatusGet::NAME,
+    methods::VmWorkspacePrepare::NAME,
+    methods::VmWorkspaceExport::NAME,
+    methods::VmStatsGet::NAME,
     methods::KernelImport::NAME,
     methods::KernelList::NAME,
     methods::ImageEnsure::NAME,
@@ -144,6 +147,15 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
         }
         methods::VmPortsGet::NAME => {
             call::<methods::VmPortsGet, _, _>(params, |p| async move { Ok(s.vm.ports_many(&p.names).await) }).await
+        }
+        methods::VmWorkspacePrepare::NAME => {
+            call::<methods::VmWorkspacePrepare, _, _>(params, |p| async move { s.vm.workspace_prepare(p).await }).await
+        }
+        methods::VmWorkspaceExport::NAME => {
+            call::<methods::VmWorkspaceExport, _, _>(params, |p| async move { s.vm.workspace_export(p).await }).await
+        }
+        methods::VmStatsGet::NAME => {
+            call::<methods::VmStatsGet, _, _>(params, |p| async move { s.vm.stats_many(&p.names).await }).await
         }
         methods::NetStatusGet::NAME => {
             call::<methods::NetStatusGet, _, _>(params, |Empty {}| async { s.vm.net_status().await }).await

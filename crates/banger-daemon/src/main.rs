@@ -105,6 +105,7 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
         guest: Arc::new(banger_host::SshGuest::new(Arc::clone(&runner))),
         runner,
         vmm,
+        agent: find_agent(),
     };
     let owner_uid = banger_config::layout::current_uid();
     let daemon = Arc::new(Daemon::new(infra, owner_uid));
@@ -130,6 +131,7 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
         .network
         .start_dns(daemon.shutdown.clone())
         .await;
+    tokio::spawn(Arc::clone(&daemon.services.vm).poll_loop(daemon.shutdown.clone()));
     info!(
         pid = std::process::id(),
         version = banger_api::VERSION,
@@ -141,6 +143,38 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
     let _ = fs_err::remove_file(&layout.socket_path);
     info!("bangerd stopped");
     Ok(())
+}
+
+/// The static guest agent: `$BANGER_AGENT`, else next to this binary, else the static dev
+/// build (`scripts/build-agent.sh`), else the installed one. Dynamic builds are skipped: a
+/// guest's libc may differ from the host's.
+fn find_agent() -> Option<std::path::PathBuf> {
+    let exe_dir = std::env::current_exe().ok()?.parent()?.to_owned();
+    let mut candidates: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("BANGER_AGENT") {
+        candidates.push(p.into());
+    }
+    candidates.push(exe_dir.join("banger-agent"));
+    if let Some(target) = exe_dir.parent() {
+        candidates.push(target.join("x86_64-unknown-linux-gnu/release/banger-agent"));
+    }
+    candidates.push("/usr/local/lib/banger/banger-agent".into());
+    for c in &candidates {
+        if c.is_file() {
+            if banger_host::process::is_static_elf(c) {
+                info!("guest agent: {}", c.display());
+                return Some(c.clone());
+            }
+            info!(
+                "guest agent: skipping {} (not statically linked)",
+                c.display()
+            );
+        }
+    }
+    tracing::warn!(
+        "guest agent not found; guests run without it (build it with scripts/build-agent.sh)"
+    );
+    None
 }
 
 /// Picks the VMM backend: Firecracker when chosen (or auto and usable), else QEMU.

@@ -188,6 +188,7 @@ impl TestBed {
             privileged: real_privileged.unwrap_or_else(|| Arc::clone(&privileged) as _),
             vmm: custom_vmm.unwrap_or_else(|| Arc::clone(&vmm) as _),
             guest: Arc::clone(&guest) as _,
+            agent: None,
         };
         Ok(TestBed {
             home,

@@ -302,12 +302,12 @@ async fn ports_come_from_the_guest_with_endpoints() {
     create(&bed, "web", false).await;
     *bed.guest.listeners.lock().unwrap() = vec![
         banger_host::Listener {
-            proto: "tcp",
+            proto: banger_host::Proto::Tcp,
             addr: "0.0.0.0".parse().unwrap(),
             port: 8080,
         },
         banger_host::Listener {
-            proto: "tcp",
+            proto: banger_host::Proto::Tcp,
             addr: "127.0.0.1".parse().unwrap(),
             port: 5432,
         },

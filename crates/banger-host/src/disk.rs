@@ -91,6 +91,17 @@ pub fn write_files(
     image: &Path,
     files: &[ImageFile],
 ) -> Result<(), DiskError> {
+    write_entries(runner, image, files, &[])
+}
+
+/// Like [`write_files`], then makes each `(path, target)` in `links` a symlink (replacing
+/// what was there; parents must exist or be made by `files`).
+pub fn write_entries(
+    runner: &dyn CommandRunner,
+    image: &Path,
+    files: &[ImageFile],
+    links: &[(&str, &str)],
+) -> Result<(), DiskError> {
     let bad = |detail: String| DiskError::Debugfs {
         image: image.to_owned(),
         detail,
@@ -129,6 +140,17 @@ pub fn write_files(
             "rm {p}\nwrite {host} {p}\nsif {p} mode 0{:o}\nsif {p} uid 0\nsif {p} gid 0\n",
             0o100_000 | (f.mode & 0o7777)
         );
+    }
+    for (path, target) in links {
+        for p in [path, target] {
+            if !p.starts_with('/')
+                || p.split('/').any(|c| c == "..")
+                || p.contains(char::is_whitespace)
+            {
+                return Err(bad(format!("refusing link path {p:?}")));
+            }
+        }
+        let _ = writeln!(script, "rm {path}\nsymlink {path} {target}");
     }
     let out = runner.run(
         &Cmd::new("debugfs")
@@ -181,7 +203,7 @@ mod tests {
         std::fs::write(&staged, "new-name\n").unwrap();
         let key = dir.path().join("key");
         std::fs::write(&key, "secret\n").unwrap();
-        write_files(
+        write_entries(
             &RealRunner,
             &img,
             &[
@@ -196,8 +218,21 @@ mod tests {
                     mode: 0o600,
                 },
             ],
+            &[("/etc/ssh/deep/link", "/etc/ssh/deep/key")],
         )
         .unwrap();
+        let link = RealRunner
+            .run(
+                &Cmd::new("debugfs")
+                    .args(["-R", "stat /etc/ssh/deep/link"])
+                    .arg(img.display().to_string()),
+            )
+            .unwrap()
+            .stdout_str();
+        assert!(
+            link.contains("Type: symlink") && link.contains("/etc/ssh/deep/key"),
+            "{link}"
+        );
         let cat = RealRunner
             .run(
                 &Cmd::new("debugfs")

@@ -9,9 +9,13 @@ pub mod privileged;
 pub mod process;
 pub mod runner;
 pub mod vmm;
+pub mod workspace;
 
 pub use clock::{Clock, FakeClock, SystemClock};
-pub use guest::{FakeGuest, GuestControl, GuestError, GuestIoError, Listener, SshGuest};
+pub use guest::{
+    FakeGuest, Feed, GuestAddr, GuestControl, GuestError, GuestIoError, Listener, Proto, SshGuest,
+    Stats,
+};
 pub use privileged::{
     FakePrivileged, InProcessPrivileged, PrivError, PrivilegedOps, ResolverRouting, TapLink,
 };

@@ -90,3 +90,107 @@ mod tests {
         assert!(!is_same_process(pid, t));
     }
 }
+
+/// CPU time a process used so far (user + system), and the sampling clock's ticks/second.
+pub fn cpu_time(pid: u32, start: u64) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after.split_whitespace();
+    // utime and stime are fields 14 and 15 (indices 11 and 12 after the name).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    if start_time(pid) != Some(start) {
+        return None;
+    }
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    Some(std::time::Duration::from_millis(
+        (utime + stime) * 1000 / hz,
+    ))
+}
+
+/// Resident memory of a process in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn test_own_cpu_time_and_rss_are_read() {
+        let me = std::process::id();
+        let start = start_time(me).unwrap();
+        // Burn a little CPU so the counter is non-zero.
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x > 0);
+        assert!(cpu_time(me, start).unwrap() > std::time::Duration::ZERO);
+        assert!(
+            cpu_time(me, start + 1).is_none(),
+            "another process's start time"
+        );
+        assert!(rss_kib(me).unwrap() > 100);
+    }
+}
+
+/// Whether `path` is an ELF executable without a program interpreter (statically linked,
+/// so it runs whatever libc a guest has).
+pub fn is_static_elf(path: &std::path::Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    // 64-bit little-endian ELF only.
+    if bytes.get(..6) != Some(b"\x7fELF\x02\x01") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    const PT_INTERP: u32 = 3;
+    (0..usize::from(phnum)).all(|i| {
+        let at = phoff as usize + i * usize::from(phentsize);
+        bytes
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .is_some_and(|t| t != PT_INTERP)
+    })
+}
+
+#[cfg(test)]
+mod elf_tests {
+    use super::*;
+
+    #[test]
+    fn test_static_elf_detection() {
+        // Test binaries link dynamically; busybox-static (when installed) does not.
+        assert!(!is_static_elf(&std::env::current_exe().unwrap()));
+        assert!(!is_static_elf(std::path::Path::new("/etc/hostname")));
+        assert!(!is_static_elf(std::path::Path::new("/nonexistent")));
+        if std::path::Path::new("/bin/busybox").exists() {
+            assert!(is_static_elf(std::path::Path::new("/bin/busybox")));
+        }
+    }
+}

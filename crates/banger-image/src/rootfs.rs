@@ -15,6 +15,8 @@ pub const PACKAGES: &[&str] = &[
     "iproute2",
     "kmod",
     "ca-certificates",
+    // Workspaces are git checkouts.
+    "git",
 ];
 
 /// Units that cost seconds at boot and do nothing useful in a sandbox.
@@ -70,7 +72,7 @@ pub const MASKED_UNITS: &[&str] = &[
 
 /// Bumped whenever the image recipe changes; older default images are rebuilt when no VM
 /// uses them.
-pub const RECIPE: u64 = 3;
+pub const RECIPE: u64 = 4;
 
 /// Brings up the guest network from `/etc/banger/network.env` (written per VM).
 const NETWORK_SCRIPT: &str = r#"#!/bin/sh

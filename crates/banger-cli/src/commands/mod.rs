@@ -3,6 +3,7 @@
 mod daemon;
 mod net;
 mod vm;
+mod workspace;
 
 use std::process::ExitCode;
 
@@ -11,6 +12,7 @@ use clap::CommandFactory as _;
 
 use crate::cli::{
     Cli, Command, DaemonCommand, DnsCommand, ImageCommand, KernelCommand, NetCommand, VmCommand,
+    WorkspaceCommand,
 };
 use crate::connect::connect;
 use crate::output;
@@ -40,9 +42,23 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vm(VmCommand::Create { args, no_start }) => {
             vm::create(&layout, &args, no_start).await
         }
-        Command::Vm(VmCommand::Run { args, rm, command }) => {
-            vm::run(&layout, &args, rm, &command).await
+        Command::Vm(VmCommand::Run(args)) => workspace::run(&layout, &args).await,
+        Command::Vm(VmCommand::Workspace(WorkspaceCommand::Prepare {
+            name,
+            path,
+            ws,
+            guest_path,
+            json,
+        })) => workspace::prepare(&layout, &name, &path, &ws, &guest_path, json).await,
+        Command::Vm(VmCommand::Workspace(WorkspaceCommand::Export {
+            name,
+            base_commit,
+            output,
+        })) => workspace::export(&layout, &name, base_commit, output.as_deref()).await,
+        Command::Vm(VmCommand::Stats { names, json }) => {
+            workspace::stats(&layout, &names, json).await
         }
+        Command::Vm(VmCommand::Prune { force }) => workspace::prune(&layout, force).await,
         Command::Vm(VmCommand::Start(n)) => vm::many(&layout, &n.names, vm::Op::Start).await,
         Command::Vm(VmCommand::Stop(n)) => vm::many(&layout, &n.names, vm::Op::Stop).await,
         Command::Vm(VmCommand::Restart(n)) => vm::many(&layout, &n.names, vm::Op::Restart).await,
@@ -51,9 +67,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vm(VmCommand::Ssh { name, command }) => {
             vm::ssh(&layout, &name, &command, true).await
         }
-        Command::Vm(VmCommand::Exec { name, command }) => {
-            vm::ssh(&layout, &name, &command, false).await
-        }
+        Command::Vm(VmCommand::Exec {
+            name,
+            guest_path,
+            command,
+        }) => vm::exec(&layout, &name, guest_path, &command).await,
         Command::Vm(VmCommand::Logs { name }) => vm::logs(&layout, &name).await,
         Command::Vm(VmCommand::Set {
             name,

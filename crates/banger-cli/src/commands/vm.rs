@@ -155,7 +155,11 @@ fn create_params(args: &CreateArgs, no_start: bool) -> VmCreateParams {
     }
 }
 
-async fn create_vm(layout: &Layout, args: &CreateArgs, no_start: bool) -> anyhow::Result<VmInfo> {
+pub(crate) async fn create_vm(
+    layout: &Layout,
+    args: &CreateArgs,
+    no_start: bool,
+) -> anyhow::Result<VmInfo> {
     let mut conn = connect(layout).await?;
     let started = Instant::now();
     let begun = conn
@@ -286,7 +290,11 @@ fn ssh_args(info: &SshInfo, command: &[String], interactive: bool) -> Vec<String
     args
 }
 
-fn run_ssh(info: &SshInfo, command: &[String], interactive: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run_ssh(
+    info: &SshInfo,
+    command: &[String],
+    interactive: bool,
+) -> anyhow::Result<ExitCode> {
     let status = Process::new("ssh")
         .args(ssh_args(info, command, interactive))
         .status()?;
@@ -295,19 +303,24 @@ fn run_ssh(info: &SshInfo, command: &[String], interactive: bool) -> anyhow::Res
     ))
 }
 
+/// How to ssh into a running VM.
+pub(crate) async fn ssh_info(layout: &Layout, name: &str) -> anyhow::Result<SshInfo> {
+    let mut conn = connect(layout).await?;
+    Ok(conn
+        .client
+        .call::<VmSsh>(&VmRef {
+            name: name.to_owned(),
+        })
+        .await?)
+}
+
 pub(crate) async fn ssh(
     layout: &Layout,
     name: &str,
     command: &[String],
     interactive: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut conn = connect(layout).await?;
-    let info = conn
-        .client
-        .call::<VmSsh>(&VmRef {
-            name: name.to_owned(),
-        })
-        .await?;
+    let info = ssh_info(layout, name).await?;
     let code = run_ssh(&info, command, interactive)?;
     if interactive && command.is_empty() {
         output::status(&format!(
@@ -317,44 +330,33 @@ pub(crate) async fn ssh(
     Ok(code)
 }
 
-pub(crate) async fn run(
+/// `vm exec`: CMD in the workspace (or `guest_path`), exit code verbatim.
+pub(crate) async fn exec(
     layout: &Layout,
-    args: &CreateArgs,
-    rm: bool,
+    name: &str,
+    guest_path: Option<String>,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let vm = create_vm(layout, args, false).await?;
-    let result = async {
-        let mut conn = connect(layout).await?;
-        let info = conn
-            .client
-            .call::<VmSsh>(&VmRef {
-                name: vm.name.clone(),
-            })
-            .await?;
-        run_ssh(&info, command, true)
+    let mut info = ssh_info(layout, name).await?;
+    if guest_path.is_some() {
+        info.workdir = guest_path;
     }
-    .await;
-    if rm {
-        let mut conn = connect(layout).await?;
-        let deleted = conn
-            .client
-            .call::<VmDelete>(&VmRefs {
-                names: vec![vm.name.clone()],
-            })
-            .await?;
-        if let Some(e) = deleted.outcomes.into_iter().find_map(|o| o.error) {
-            output::print_error(
-                &anyhow::Error::new(e).context(format!("cannot delete vm {}", vm.name)),
-            );
-        }
-    } else if command.is_empty() {
-        output::status(&format!(
-            "vm {} is still running (stop it with `banger vm stop {}`)",
-            vm.name, vm.name
-        ));
+    run_ssh(&info, command, false)
+}
+
+/// Deletes VM `name`, reporting (not returning) a failure.
+pub(crate) async fn delete_reporting(layout: &Layout, name: &str) -> anyhow::Result<()> {
+    let mut conn = connect(layout).await?;
+    let deleted = conn
+        .client
+        .call::<VmDelete>(&VmRefs {
+            names: vec![name.to_owned()],
+        })
+        .await?;
+    if let Some(e) = deleted.outcomes.into_iter().find_map(|o| o.error) {
+        output::print_error(&anyhow::Error::new(e).context(format!("cannot delete vm {name}")));
     }
-    result
+    Ok(())
 }
 
 pub(crate) async fn logs(layout: &Layout, name: &str) -> anyhow::Result<ExitCode> {

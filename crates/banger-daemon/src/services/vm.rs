@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use banger_api::types::{
-    OpBegun, PortInfo, SizingSources, SshInfo, ValueSource, VmCreateParams, VmInfo, VmLogs,
-    VmOpOutcome, VmPorts, VmSetParams, VmState,
+    GuestStats, OpBegun, PortInfo, SizingSources, SshInfo, ValueSource, VmCreateParams, VmInfo,
+    VmLogs, VmOpOutcome, VmPorts, VmSetParams, VmState, VmStats, WorkspaceExport,
+    WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
 };
 use banger_api::{ErrorCode, RpcError};
 use banger_host::Cmd;
 use banger_host::disk::{self, ImageFile};
-use banger_host::guest::{GuestError, WaitWatch};
+use banger_host::guest::{GuestAddr, GuestError, WaitWatch};
 use banger_host::vmm::{Drive, NetSpec, VmSpec, VmmHandle, VsockSpec};
 use banger_store::{ImageRecord, KernelRecord, Store, VmRecord, VmRow};
 use serde::{Deserialize, Serialize};
@@ -26,12 +27,30 @@ use tracing::{info, warn};
 
 use super::image::{blocking, with_store};
 use super::network::{allocate_ip, mac_for};
-use super::{HostNetwork, ImageService};
+use super::workspace::{DEFAULT_GUEST_PATH, GuestTarget, validate_guest_path};
+use super::{HostNetwork, ImageService, WorkspaceService};
 use crate::daemon::Infra;
 use crate::error::chain;
 use crate::ops::OpRegistry;
 use crate::progress::{AsyncOps, Progress, cancelled};
 use banger_host::nat::{NatEntry, NatSpec};
+
+/// Where the guest agent goes in every VM's system disk, and its unit.
+const AGENT_GUEST_PATH: &str = "/usr/local/bin/banger-agent";
+const AGENT_UNIT_PATH: &str = "/etc/systemd/system/banger-agent.service";
+const AGENT_WANTS_LINK: &str = "/etc/systemd/system/multi-user.target.wants/banger-agent.service";
+const AGENT_UNIT: &str = "[Unit]
+Description=banger guest agent (vsock port 1024)
+After=local-fs.target
+
+[Service]
+ExecStart=/usr/local/bin/banger-agent
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+";
 
 /// Transient facts about a running VM (never in SQLite).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,10 +67,13 @@ pub struct VmService {
     infra: Infra,
     network: Arc<HostNetwork>,
     image: Arc<ImageService>,
+    workspace: Arc<WorkspaceService>,
     vm_locks: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
     create_reservation: Mutex<()>,
     handles: StdMutex<HashMap<String, Handles>>,
     creates: AsyncOps,
+    /// Last VMM CPU sample per VM (when, CPU time): a leaf lock.
+    cpu_samples: StdMutex<HashMap<String, (Instant, Duration)>>,
 }
 
 /// The wire form of a stored VM.
@@ -219,15 +241,22 @@ pub fn resolve_sizing(
 
 impl VmService {
     /// A new service.
-    pub fn new(infra: Infra, network: Arc<HostNetwork>, image: Arc<ImageService>) -> Self {
+    pub fn new(
+        infra: Infra,
+        network: Arc<HostNetwork>,
+        image: Arc<ImageService>,
+        workspace: Arc<WorkspaceService>,
+    ) -> Self {
         VmService {
             infra,
             network,
             image,
+            workspace,
             vm_locks: StdMutex::default(),
             create_reservation: Mutex::new(()),
             handles: StdMutex::default(),
             creates: AsyncOps::default(),
+            cpu_samples: StdMutex::default(),
         }
     }
 
@@ -519,6 +548,7 @@ impl VmService {
         let (vm, image) = (vm.clone(), image.clone());
         let key = self.key_path();
         let known_hosts = self.known_hosts();
+        let agent = self.infra.agent.clone();
         self.ensure_ssh_key()?;
         blocking(move || {
             let r = runner.as_ref();
@@ -538,7 +568,7 @@ impl VmService {
                 fs_err::write(&p, text).map_err(|e| op_failed("guest config", e))?;
                 Ok(p)
             };
-            let files = vec![
+            let mut files = vec![
                 ImageFile { guest_path: "/etc/hostname".into(), host_path: put("hostname", format!("{}\n", vm.name))?, mode: 0o644 },
                 ImageFile {
                     guest_path: "/etc/hosts".into(),
@@ -557,7 +587,13 @@ impl VmService {
                 ImageFile { guest_path: "/etc/ssh/ssh_host_ed25519_key".into(), host_path: host_key.clone(), mode: 0o600 },
                 ImageFile { guest_path: "/etc/ssh/ssh_host_ed25519_key.pub".into(), host_path: host_key.with_extension("pub"), mode: 0o644 },
             ];
-            disk::write_files(r, &root, &files).map_err(|e| op_failed("guest config", chain(&e)))?;
+            let mut links = Vec::new();
+            if let Some(agent) = &agent {
+                files.push(ImageFile { guest_path: AGENT_GUEST_PATH.into(), host_path: agent.clone(), mode: 0o755 });
+                files.push(ImageFile { guest_path: AGENT_UNIT_PATH.into(), host_path: put("banger-agent.service", AGENT_UNIT.to_owned())?, mode: 0o644 });
+                links.push((AGENT_WANTS_LINK, AGENT_UNIT_PATH));
+            }
+            disk::write_entries(r, &root, &files, &links).map_err(|e| op_failed("guest config", chain(&e)))?;
             // Work disk: the image's /root plus banger's authorized key.
             progress.stage("work disk")?;
             let work_root = stage.join("work");
@@ -688,9 +724,10 @@ impl VmService {
         };
         let guest = Arc::clone(&self.infra.guest);
         let console = dir.join("console.log");
+        let addr = self.guest_addr(vm);
         blocking(move || {
             guest
-                .wait_ready(ip, timeout, &watch)
+                .wait_ready(&addr, timeout, &watch)
                 .map_err(|e| boot_error(&e, &console))
         })
         .await?;
@@ -704,6 +741,12 @@ impl VmService {
         if vm.nat {
             progress.stage("nat")?;
             self.sync_nat().await?;
+        }
+        if !self.infra.config.file_sync.is_empty() {
+            progress.stage("file sync")?;
+            self.workspace
+                .file_sync(&self.guest_addr(vm), &vm.name)
+                .await;
         }
         info!(
             vm = vm.name,
@@ -778,15 +821,12 @@ impl VmService {
         if let Some(h) = self.cached_handles(&vm.id)
             && self.infra.vmm.is_alive(&h.vmm)
         {
-            let args = self.ssh_target(vm).ssh_options();
-            let ip: Option<Ipv4Addr> = vm.guest_ip.parse().ok();
+            let addr = self.guest_addr(vm);
             let vmm = Arc::clone(&self.infra.vmm);
             let guest = Arc::clone(&self.infra.guest);
             let grace = Duration::from_secs(self.infra.config.stop_timeout_secs);
             blocking(move || {
-                if let Some(ip) = ip {
-                    guest.request_poweroff(ip, &args);
-                }
+                guest.request_poweroff(&addr);
                 vmm.request_shutdown(&h.vmm);
                 let deadline = Instant::now() + grace;
                 while vmm.is_alive(&h.vmm) && Instant::now() < deadline {
@@ -890,6 +930,19 @@ impl VmService {
     }
 
     /// ssh coordinates of a VM (whatever its state).
+    /// How the host reaches VM `vm`'s guest: ssh, and the agent when the VMM gives vsock.
+    fn guest_addr(&self, vm: &VmRecord) -> GuestAddr {
+        GuestAddr {
+            ip: vm.guest_ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            ssh_options: self.ssh_target(vm).ssh_options(),
+            vsock: self
+                .infra
+                .vmm
+                .supports_vsock()
+                .then(|| self.run_dir(&vm.id).join("vsock.sock")),
+        }
+    }
+
     fn ssh_target(&self, vm: &VmRecord) -> SshInfo {
         SshInfo {
             name: vm.name.clone(),
@@ -921,6 +974,114 @@ impl VmService {
         vm.last_touched_at = self.infra.clock.now_rfc3339();
         self.save(&vm).await?;
         Ok(self.ssh_target(&vm))
+    }
+
+    /// Under the VM lock: checks the VM runs, marks it used, and snapshots how to reach it
+    /// (the lock is released before any guest I/O).
+    async fn guest_target(&self, name: &str) -> Result<(GuestTarget, VmRecord), RpcError> {
+        let (_held, row) = self.lock_vm(name).await?;
+        let mut vm = row.vm;
+        if vm.state != VmState::Running || !self.vmm_alive(&vm.id) {
+            return Err(RpcError::new(
+                ErrorCode::NotRunning,
+                format!("vm {:?} is not running", vm.name),
+            )
+            .with_hint(format!("start it with `banger vm start {}`", vm.name)));
+        }
+        vm.last_touched_at = self.infra.clock.now_rfc3339();
+        self.save(&vm).await?;
+        let target = GuestTarget {
+            id: vm.id.clone(),
+            ssh: self.ssh_target(&vm),
+            addr: self.guest_addr(&vm),
+        };
+        Ok((target, vm))
+    }
+
+    /// Ships a host git work tree into a running VM and records it on the VM.
+    pub async fn workspace_prepare(
+        &self,
+        p: WorkspacePrepareParams,
+    ) -> Result<WorkspacePrepared, RpcError> {
+        let guest_path = p
+            .guest_path
+            .clone()
+            .unwrap_or_else(|| DEFAULT_GUEST_PATH.to_owned());
+        validate_guest_path(&guest_path)?;
+        // A dry run may name no VM (`vm run --dry-run` plans before creating one).
+        let vm_name = if p.dry_run && p.name.is_empty() {
+            String::new()
+        } else {
+            self.get_row(&p.name).await?.vm.name
+        };
+        let snap = self.workspace.plan(&p).await?;
+        if p.dry_run {
+            return Ok(WorkspacePrepared {
+                vm: vm_name,
+                source: snap.root.display().to_string(),
+                guest_path,
+                head: snap.head.clone(),
+                branch: snap.branch.clone(),
+                mode: snap.mode(),
+                files: snap.files.len() as u64,
+                bytes: snap.bytes,
+                dry_run: true,
+                listed: snap.files,
+                elapsed_ms: 0,
+            });
+        }
+        let (target, _) = self.guest_target(&vm_name).await?;
+        let prepared = self.workspace.prepare(&target, snap, &guest_path).await?;
+        // Record it, unless the VM went away meanwhile.
+        let (_held, row) = self.lock_vm(&target.id).await.map_err(|_| {
+            op_failed(
+                "workspace prepare",
+                "the vm was deleted while its workspace was copied",
+            )
+        })?;
+        let mut vm = row.vm;
+        vm.workspace = Some(serde_json::json!({
+            "guest_path": prepared.guest_path,
+            "source": prepared.source,
+            "head": prepared.head,
+            "branch": prepared.branch,
+            "mode": prepared.mode,
+            "prepared_at": self.infra.clock.now_rfc3339(),
+        }));
+        self.save(&vm).await?;
+        info!(vm = %vm.name, files = prepared.files, bytes = prepared.bytes, ms = prepared.elapsed_ms, "workspace prepared");
+        Ok(prepared)
+    }
+
+    /// A patch of what changed in a VM's workspace since it was prepared (or `base_commit`).
+    pub async fn workspace_export(
+        &self,
+        p: WorkspaceExportParams,
+    ) -> Result<WorkspaceExport, RpcError> {
+        let (target, vm) = self.guest_target(&p.name).await?;
+        let ws = vm.workspace.as_ref();
+        let field = |k: &str| {
+            ws.and_then(|w| w.get(k))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let Some(guest_path) = field("guest_path") else {
+            return Err(RpcError::new(
+                ErrorCode::BadRequest,
+                format!("vm {:?} has no workspace", vm.name),
+            )
+            .with_hint(format!(
+                "prepare one first: `banger vm workspace prepare {} PATH`",
+                vm.name
+            )));
+        };
+        let base = p.base_commit.or_else(|| field("head")).ok_or_else(|| {
+            op_failed(
+                "workspace export",
+                "the workspace record has no head commit",
+            )
+        })?;
+        self.workspace.export(&target, &guest_path, &base).await
     }
 
     /// Changes a VM's settings: NAT at any time (applied at once to a running VM), vCPUs and
@@ -1051,22 +1212,150 @@ impl VmService {
     }
 
     async fn ports(&self, name: &str) -> Result<Vec<PortInfo>, RpcError> {
-        let info = self.ssh_info(name).await?;
-        let ip: Ipv4Addr = info
-            .host
-            .parse()
-            .map_err(|_| op_failed("ports", "corrupt guest ip"))?;
+        let (target, vm) = self.guest_target(name).await?;
         let guest = Arc::clone(&self.infra.guest);
-        let opts = info.ssh_options();
         let listeners = blocking(move || {
-            guest.listening(ip, &opts).map_err(|e| {
+            guest.listening(&target.addr).map_err(|e| {
                 op_failed("ports", e).with_hint(
-                    "the guest's sshd must answer; `banger vm logs NAME` shows why it may not",
+                    "the guest's agent or sshd must answer; `banger vm logs NAME` shows why they may not",
                 )
             })
         })
         .await?;
-        Ok(port_infos(&info.name, &listeners))
+        Ok(port_infos(&vm.name, &listeners))
+    }
+
+    /// Samples VM `id`'s VMM CPU time; returns the use since the previous sample (percent of
+    /// one CPU) when that sample is at least `min_gap` old.
+    fn sample_cpu(&self, id: &str, h: &Handles, min_gap: Duration) -> Option<f64> {
+        let used = banger_host::process::cpu_time(h.vmm.pid, h.vmm.start_time)?;
+        let now = Instant::now();
+        let mut samples = self
+            .cpu_samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let prev = samples.get(id).copied();
+        let pct = prev.and_then(|(t, c)| {
+            let dt = now.duration_since(t);
+            (dt >= min_gap).then(|| used.saturating_sub(c).as_secs_f64() * 100.0 / dt.as_secs_f64())
+        });
+        if prev.is_none() || pct.is_some() {
+            samples.insert(id.to_owned(), (now, used));
+        }
+        pct
+    }
+
+    /// Numbers for VMs `names` (all when empty): VMM pid, CPU and RSS on the host; load,
+    /// memory, disk and uptime from the guest (agent, else ssh). Marks nothing as used.
+    pub async fn stats_many(&self, names: &[String]) -> Result<Vec<VmStats>, RpcError> {
+        let rows: Vec<VmRow> = if names.is_empty() {
+            with_store(&self.infra.store, Store::list_vms).await?
+        } else {
+            let mut rows = Vec::new();
+            for n in unique_names(names) {
+                rows.push(self.get_row(n).await?);
+            }
+            rows
+        };
+        let futures = rows.into_iter().map(|row| async move {
+            let vm = row.vm;
+            let mut out = VmStats {
+                name: vm.name.clone(),
+                state: vm.state,
+                pid: None,
+                cpu_percent: None,
+                rss_mib: None,
+                guest: None,
+                last_touched_at: vm.last_touched_at.clone(),
+                error: None,
+            };
+            let Some(h) = self
+                .cached_handles(&vm.id)
+                .filter(|h| self.infra.vmm.is_alive(&h.vmm))
+            else {
+                return out;
+            };
+            out.pid = Some(h.vmm.pid);
+            out.rss_mib = banger_host::process::rss_kib(h.vmm.pid).map(|k| k / 1024);
+            let gap = Duration::from_millis(200);
+            out.cpu_percent = match self.sample_cpu(&vm.id, &h, gap) {
+                Some(p) => Some(p),
+                None => {
+                    tokio::time::sleep(gap).await;
+                    self.sample_cpu(&vm.id, &h, gap)
+                }
+            };
+            let guest = Arc::clone(&self.infra.guest);
+            let addr = self.guest_addr(&vm);
+            match blocking(move || Ok(guest.stats(&addr))).await {
+                Ok(Ok((g, via))) => {
+                    out.guest = Some(GuestStats {
+                        load: g.load,
+                        mem_total_mib: g.mem_total_kib / 1024,
+                        mem_available_mib: g.mem_available_kib / 1024,
+                        disk_total_mib: g.disk_total_kib / 1024,
+                        disk_used_mib: g.disk_used_kib / 1024,
+                        uptime_s: g.uptime_s,
+                        via: via.to_owned(),
+                    });
+                }
+                Ok(Err(e)) => out.error = Some(format!("guest stats: {e}")),
+                Err(e) => out.error = Some(format!("guest stats: {}", e.message)),
+            }
+            out
+        });
+        Ok(futures::future::join_all(futures).await)
+    }
+
+    /// One pass of the background poller: samples running VMs' VMM CPU and, when
+    /// `auto_stop_stale_after` is set, stops running VMs nobody touched since `now` minus
+    /// that. Returns the names it stopped.
+    pub async fn poll_once(&self, now: jiff::Timestamp) -> Vec<String> {
+        let Ok(rows) = with_store(&self.infra.store, Store::list_vms).await else {
+            return Vec::new();
+        };
+        let stale_after = self.infra.config.auto_stop_after();
+        let mut stopped = Vec::new();
+        for row in rows.into_iter().filter(|r| r.vm.state == VmState::Running) {
+            if let Some(h) = self.cached_handles(&row.vm.id) {
+                let _ = self.sample_cpu(&row.vm.id, &h, Duration::ZERO);
+            }
+            let Some(after) = stale_after else { continue };
+            let Ok(after) = jiff::SignedDuration::try_from(after) else {
+                continue;
+            };
+            let Ok(cutoff) = now.checked_sub(after) else {
+                continue;
+            };
+            if is_stale(&row.vm, cutoff) {
+                // Re-check under the VM's lock: it may have been used meanwhile.
+                let Ok((_held, row)) = self.lock_vm(&row.vm.id).await else {
+                    continue;
+                };
+                let mut vm = row.vm;
+                if vm.state != VmState::Running || !is_stale(&vm, cutoff) {
+                    continue;
+                }
+                info!(vm = %vm.name, last_touched = %vm.last_touched_at, "stopping stale vm (auto_stop_stale_after)");
+                match self.stop_locked(&mut vm).await {
+                    Ok(()) => stopped.push(vm.name.clone()),
+                    Err(e) => warn!(vm = %vm.name, "cannot stop stale vm: {}", e.message),
+                }
+            }
+        }
+        stopped
+    }
+
+    /// Runs [`VmService::poll_once`] every `stats_poll_interval` until `shutdown`.
+    pub async fn poll_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let every = self.infra.config.stats_poll();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let _ = self.poll_once(jiff::Timestamp::now()).await;
+        }
     }
 
     /// VMM and console logs.
@@ -1173,11 +1462,11 @@ pub fn port_infos(vm: &str, listeners: &[banger_host::Listener]) -> Vec<PortInfo
     for l in listeners {
         let reachable = !l.addr.is_loopback();
         let endpoint = reachable.then(|| format!("{vm}.vm:{}", l.port));
-        let url = (reachable && l.proto == "tcp")
+        let url = (reachable && l.proto == banger_host::Proto::Tcp)
             .then(|| web_scheme(l.port).map(|s| format!("{s}://{vm}.vm:{}/", l.port)))
             .flatten();
         let info = PortInfo {
-            proto: l.proto.to_owned(),
+            proto: l.proto.as_str().to_owned(),
             bind: l.addr.to_string(),
             port: l.port,
             endpoint,
@@ -1198,6 +1487,13 @@ pub fn port_infos(vm: &str, listeners: &[banger_host::Listener]) -> Vec<PortInfo
     }
     out.sort_by(|a, b| (a.proto.as_str(), a.port).cmp(&(b.proto.as_str(), b.port)));
     out
+}
+
+/// Whether `vm` was last touched before `cutoff` (an unreadable time counts as fresh).
+fn is_stale(vm: &VmRecord, cutoff: jiff::Timestamp) -> bool {
+    vm.last_touched_at
+        .parse::<jiff::Timestamp>()
+        .is_ok_and(|t| t < cutoff)
 }
 
 /// `names` without repeats, first occurrence order kept.
@@ -1278,8 +1574,12 @@ mod tests {
     #[test]
     fn test_port_infos_endpoints_and_links() {
         use banger_host::Listener;
-        let l = |proto, addr: &str, port| Listener {
-            proto,
+        let l = |proto: &str, addr: &str, port| Listener {
+            proto: if proto == "tcp" {
+                banger_host::Proto::Tcp
+            } else {
+                banger_host::Proto::Udp
+            },
             addr: addr.parse().unwrap(),
             port,
         };
