@@ -206,15 +206,12 @@ pub const MARKER: &str = "--banger-section--";
 /// The fixed guest shell script whose output [`parse_fallback`] reads: the four listener
 /// tables, loadavg, meminfo, uptime and `stat -f /` (block size, blocks, free blocks).
 pub fn fallback_script() -> String {
-    let mut s: String = PROC_NET_FILES
-        .iter()
-        .map(|f| format!("echo {MARKER}; cat /proc/net/{f} 2>/dev/null; "))
+    let net = PROC_NET_FILES.iter().map(|f| format!("net/{f}"));
+    let proc_files = net.chain(["loadavg", "meminfo", "uptime"].map(str::to_owned));
+    let s: String = proc_files
+        .map(|f| format!("echo {MARKER}; cat /proc/{f} 2>/dev/null; "))
         .collect();
-    for f in ["loadavg", "meminfo", "uptime"] {
-        s.push_str(&format!("echo {MARKER}; cat /proc/{f}; "));
-    }
-    s.push_str(&format!("echo {MARKER}; stat -f -c '%S %b %f' /"));
-    s
+    s + "echo " + MARKER + "; stat -f -c '%S %b %f' /"
 }
 
 /// Reads [`fallback_script`]'s output: (listeners, stats).
@@ -305,7 +302,7 @@ mod tests {
             ]
         );
         let s = stats.unwrap();
-        assert_eq!(s.load, [0.5, 0.25, 0.1]);
+        assert_eq!(s.load.map(|l| (l * 100.0).round() as i64), [50, 25, 10]);
         assert_eq!((s.mem_total_kib, s.mem_available_kib), (1000, 600));
         assert_eq!(s.uptime_s, 123);
         assert_eq!((s.disk_total_kib, s.disk_used_kib), (4000, 3000));

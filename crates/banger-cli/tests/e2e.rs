@@ -155,10 +155,10 @@ impl Guest {
 impl Drop for Guest {
     fn drop(&mut self) {
         let _ = self
-            .cmd(&["vm", "kill", "p1", "t1", "b1", "n1", "n2"])
+            .cmd(&["vm", "kill", "p1", "t1", "b1", "n1", "n2", "w1", "w2"])
             .output();
         let _ = self
-            .cmd(&["vm", "delete", "p1", "t1", "b1", "n1", "n2"])
+            .cmd(&["vm", "delete", "p1", "t1", "b1", "n1", "n2", "w1", "w2"])
             .output();
         let _ = self
             .cmd(&["daemon", "stop"])
@@ -445,5 +445,174 @@ fn e2e_nat_dns_and_ports() {
     assert!(dig(&g, "n1.vm", &[]).contains("status: NXDOMAIN"));
     g.ok(&["vm", "delete", "n2"]);
     drop(up);
+    g.assert_nothing_left();
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn e2e_workspace_run_export_agent_ports_stats_and_auto_stop() {
+    let Some(g) = Guest::new() else { return };
+    // Short stale timeout so the idle VM at the end gets stopped by the daemon.
+    g.env
+        .write_config_raw("auto_stop_stale_after = \"30s\"\nstats_poll_interval = \"1s\"\n");
+    let src = tempfile::tempdir().unwrap();
+    let repo = src.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("tracked"), "v1\n").unwrap();
+    std::fs::write(repo.join(".gitignore"), "ignored\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "one"]);
+    std::fs::write(repo.join("untracked"), "u\n").unwrap();
+    std::fs::write(repo.join("ignored"), "i\n").unwrap();
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let repo_arg = repo.display().to_string();
+
+    // Command mode: tracked files only, HEAD as on the host, cwd /root/repo, exit code kept.
+    let check = format!(
+        "test -f tracked && ! test -e untracked && ! test -e ignored && \
+         test \"$(git rev-parse HEAD)\" = {head} && test \"$(pwd)\" = /root/repo && exit 42"
+    );
+    let out = g.run(&[
+        "vm", "run", &repo_arg, "--name", "w1", "--rm", "--", "sh", "-c", &check,
+    ]);
+    assert_eq!(out.status.code(), Some(42), "{}", stderr(&out));
+
+    // Detached with untracked files; ignored files never ship.
+    let started = std::time::Instant::now();
+    let name = g.ok(&[
+        "vm",
+        "run",
+        &repo_arg,
+        "--name",
+        "w2",
+        "--include-untracked",
+        "-d",
+    ]);
+    assert_eq!(name.trim(), "w2");
+    eprintln!(
+        "vm run -d with workspace: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    g.ok(&[
+        "vm",
+        "exec",
+        "w2",
+        "--",
+        "sh",
+        "-c",
+        "test -f untracked && ! test -e ignored",
+    ]);
+    let list: Value = serde_json::from_str(&g.ok(&["vm", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["workspace"]["head"], head.as_str(), "{list}");
+
+    // Round trip: a commit and an uncommitted binary change in the guest, exported and
+    // applied to a clean checkout on the host.
+    g.ok(&[
+        "vm",
+        "exec",
+        "w2",
+        "--",
+        "sh",
+        "-c",
+        "echo v2 > tracked && git -c user.name=g -c user.email=g@x commit -qam guest && \
+         printf '\\000\\001\\377' > blob.bin",
+    ]);
+    let patch = src.path().join("ws.patch");
+    g.ok(&[
+        "vm",
+        "workspace",
+        "export",
+        "w2",
+        "--output",
+        &patch.display().to_string(),
+    ]);
+    let clean = src.path().join("clean");
+    git(
+        src.path(),
+        &["clone", "-q", &repo_arg, &clean.display().to_string()],
+    );
+    git(&clean, &["apply", &patch.display().to_string()]);
+    assert_eq!(
+        std::fs::read_to_string(clean.join("tracked")).unwrap(),
+        "v2\n"
+    );
+    assert_eq!(
+        std::fs::read(clean.join("blob.bin")).unwrap(),
+        b"\0\x01\xff"
+    );
+    assert_eq!(
+        std::fs::read_to_string(clean.join("untracked")).unwrap(),
+        "u\n"
+    );
+
+    // A listener started in the guest (kept by systemd after the session) shows up in
+    // `vm ports` (through the agent) once it is bound.
+    g.ok(&[
+        "vm",
+        "exec",
+        "w2",
+        "--",
+        "sh",
+        "-c",
+        "systemd-run --unit l8765 systemd-socket-activate -l 8765 /bin/cat >/dev/null 2>&1 && \
+         timeout 30 sh -c 'until ss -Hltn | grep -q :8765; do sleep 0.2; done'",
+    ]);
+    let ports: Value = serde_json::from_str(&g.ok(&["vm", "ports", "w2", "--json"])).unwrap();
+    let has = |p: u64| {
+        ports[0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["port"] == p && x["proto"] == "tcp")
+    };
+    assert!(has(8765) && has(22), "{ports}");
+
+    // Stats: VMM numbers from the host, guest numbers from the agent over vsock.
+    let stats: Value = serde_json::from_str(&g.ok(&["vm", "stats", "w2", "--json"])).unwrap();
+    let s = &stats[0];
+    assert!(
+        s["pid"].as_u64().is_some() && s["rss_mib"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert_eq!(s["guest"]["via"], "agent", "{stats}");
+    assert!(
+        s["guest"]["mem_total_mib"].as_u64().unwrap() > 100,
+        "{stats}"
+    );
+    assert!(
+        s["guest"]["disk_total_mib"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+
+    // Nobody touches w2 now: the daemon stops it after auto_stop_stale_after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(3);
+    loop {
+        let show: Value = serde_json::from_str(&g.ok(&["vm", "show", "w2", "--json"])).unwrap();
+        if show["state"] == "stopped" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "w2 was not auto-stopped: {show}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(!g.qemu_running());
+    g.ok(&["vm", "delete", "w2"]);
     g.assert_nothing_left();
 }

@@ -434,7 +434,7 @@ mod tests {
         assert_eq!(c.stats_poll(), std::time::Duration::from_secs(5));
         assert_eq!(
             c.auto_stop_after(),
-            Some(std::time::Duration::from_secs(5400))
+            Some(std::time::Duration::from_mins(90))
         );
         assert_eq!(c.file_sync[0].guest_path(), "/root/.gitconfig");
         assert_eq!(

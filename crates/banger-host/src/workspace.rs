@@ -164,7 +164,8 @@ pub fn valid_branch(name: &str) -> bool {
         && name.len() <= 200
         && !name.starts_with(['-', '/', '.'])
         && !name.ends_with(['/', '.'])
-        && !name.ends_with(".lock")
+        // Git's own rule is case-sensitive: `x.LOCK` is a valid branch.
+        && !name.rsplit('.').next().is_some_and(|ext| ext == "lock" && name.contains('.'))
         && !name.contains("..")
         && !name.contains("//")
         && !name.contains("@{")

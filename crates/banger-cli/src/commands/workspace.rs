@@ -297,10 +297,7 @@ pub(crate) async fn prune(layout: &Layout, force: bool) -> anyhow::Result<ExitCo
             ]
         })
         .collect();
-    eprint!(
-        "{}",
-        output::table(&["NAME", "STATE", "IMAGE", "CREATED"], rows)
-    );
+    output::status(output::table(&["NAME", "STATE", "IMAGE", "CREATED"], rows).trim_end());
     if !force {
         if !std::io::stdin().is_terminal() {
             return Err(Hinted::new(
@@ -309,7 +306,8 @@ pub(crate) async fn prune(layout: &Layout, force: bool) -> anyhow::Result<ExitCo
             )
             .into());
         }
-        eprint!(
+        let _ = write!(
+            std::io::stderr().lock(),
             "delete these {} vm(s) and their disks? [y/N] ",
             doomed.len()
         );
