@@ -285,6 +285,10 @@ pub struct VmCreateParams {
     /// Let the guest reach the outside world through the host (NAT).
     #[serde(default)]
     pub nat: bool,
+    /// When the guest never becomes ready, keep the VM (state `error`, VMM stopped) so its
+    /// logs can show why, instead of undoing the create.
+    #[serde(default)]
+    pub keep_failed_boot: bool,
 }
 
 /// Params of `vm.set`: the fields to change (absent fields stay as they are).

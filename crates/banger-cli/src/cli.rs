@@ -41,6 +41,16 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print, add or remove the `Include` that makes `ssh NAME.vm` work with banger's key
+    /// and pinned host keys (in ~/.ssh/config).
+    SshConfig {
+        /// Add the Include to ~/.ssh/config.
+        #[arg(long, conflicts_with = "uninstall")]
+        install: bool,
+        /// Remove it.
+        #[arg(long)]
+        uninstall: bool,
+    },
     /// Host networking: bridge, tap pool, NAT.
     #[command(subcommand)]
     Net(NetCommand),

@@ -113,6 +113,12 @@ impl Layout {
         self.state_dir.join("kernels")
     }
 
+    /// The ssh config banger keeps for `ssh NAME.vm` (one block per VM), which
+    /// `banger ssh-config --install` includes from `~/.ssh/config`.
+    pub fn ssh_config_path(&self) -> PathBuf {
+        self.config_dir.join("ssh_config")
+    }
+
     /// banger's ssh key and known_hosts.
     pub fn ssh_dir(&self) -> PathBuf {
         self.state_dir.join("ssh")

@@ -276,3 +276,74 @@ async fn stats_report_vmm_and_guest_numbers() {
     let err = vms.stats_many(&["nosuch".into()]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorCode::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_managed_ssh_config_follows_create_and_delete() {
+    let bed = TestBed::new(small_config()).unwrap();
+    let vms = &bed.daemon.services.vm;
+    let a = create_vm(&bed.daemon, "a", false).await.unwrap();
+    create_vm(&bed.daemon, "b", false).await.unwrap();
+    let path = bed.daemon.infra.layout.ssh_config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains(&format!(
+            "Host a.vm\n    HostName {}\n    HostKeyAlias banger-{}",
+            a.guest_ip, a.id
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("Host b.vm") && text.contains("Host *.vm"),
+        "{text}"
+    );
+    vms.lifecycle("a", Lifecycle::Delete).await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("Host a.vm") && text.contains("Host b.vm"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_that_never_becomes_ready_is_kept_for_its_logs_when_asked() {
+    let bed = TestBed::new(small_config()).unwrap();
+    let vms = &bed.daemon.services.vm;
+    *bed.guest.readiness.lock().unwrap() = banger_host::guest::FakeReadiness::Never;
+    let p = banger_api::types::VmCreateParams {
+        name: Some("slow".into()),
+        keep_failed_boot: true,
+        ..Default::default()
+    };
+    let err = vms
+        .create(
+            p.clone(),
+            &Arc::new(banger_daemon::progress::Progress::default()),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("was kept"), "{err:?}");
+    assert!(
+        err.data.hint.as_deref().unwrap().contains("vm logs slow"),
+        "{err:?}"
+    );
+    let kept = vms.show("slow").await.unwrap();
+    assert_eq!(kept.state, VmState::Error);
+    assert!(kept.last_error.is_some());
+    vms.logs("slow").await.unwrap();
+    // Its VMM and tap are gone; only the row and its files stay until delete.
+    vms.lifecycle("slow", Lifecycle::Delete).await.unwrap();
+    assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());
+    // Without the flag, the same failure undoes everything.
+    let err = vms
+        .create(
+            banger_api::types::VmCreateParams {
+                keep_failed_boot: false,
+                ..p
+            },
+            &Arc::new(banger_daemon::progress::Progress::default()),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.message.contains("was kept"), "{err:?}");
+    assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());
+}

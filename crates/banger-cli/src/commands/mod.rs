@@ -2,6 +2,7 @@
 
 mod daemon;
 mod net;
+mod sshconfig;
 mod vm;
 mod workspace;
 
@@ -89,6 +90,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Vm(VmCommand::Ports { names, json }) => net::ports(&layout, &names, json).await,
         Command::Doctor { json } => doctor(&layout, json).await,
+        Command::SshConfig { install, uninstall } => sshconfig::run(&layout, install, uninstall),
         Command::Net(NetCommand::Status { json }) => net::net_status(&layout, json).await,
         Command::Dns(DnsCommand::Status { json }) => net::dns_status(&layout, json).await,
         Command::Kernel(KernelCommand::Import { from_distro, name }) => {

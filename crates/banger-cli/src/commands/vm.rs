@@ -143,7 +143,7 @@ use banger_api::types::{
 use crate::cli::CreateArgs;
 use crate::stages::StageUi;
 
-fn create_params(args: &CreateArgs, no_start: bool) -> VmCreateParams {
+fn create_params(args: &CreateArgs, no_start: bool, keep_failed_boot: bool) -> VmCreateParams {
     VmCreateParams {
         name: args.name.clone(),
         image: args.image.clone(),
@@ -152,6 +152,7 @@ fn create_params(args: &CreateArgs, no_start: bool) -> VmCreateParams {
         disk_size: args.disk_size.clone(),
         no_start,
         nat: args.nat,
+        keep_failed_boot,
     }
 }
 
@@ -159,12 +160,13 @@ pub(crate) async fn create_vm(
     layout: &Layout,
     args: &CreateArgs,
     no_start: bool,
+    keep_failed_boot: bool,
 ) -> anyhow::Result<VmInfo> {
     let mut conn = connect(layout).await?;
     let started = Instant::now();
     let begun = conn
         .client
-        .call::<VmCreateBegin>(&create_params(args, no_start))
+        .call::<VmCreateBegin>(&create_params(args, no_start, keep_failed_boot))
         .await?;
     let op_id = begun.op_id;
     let mut ui = StageUi::new();
@@ -225,7 +227,7 @@ pub(crate) async fn create(
     args: &CreateArgs,
     no_start: bool,
 ) -> anyhow::Result<ExitCode> {
-    let vm = create_vm(layout, args, no_start).await?;
+    let vm = create_vm(layout, args, no_start, false).await?;
     output::data(&vm.name);
     Ok(ExitCode::SUCCESS)
 }

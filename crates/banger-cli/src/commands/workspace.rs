@@ -173,7 +173,8 @@ pub(crate) async fn run(layout: &Layout, a: &RunArgs) -> anyhow::Result<ExitCode
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let vm = create_vm(layout, &a.create, false).await?;
+    // A VM whose guest never becomes ready is kept (state error) so `vm logs` can show why.
+    let vm = create_vm(layout, &a.create, false, true).await?;
     let result = async {
         if let Some(p) = &path {
             let w = call_prepare(layout, &prepare_params(&vm.name, p, &a.ws, guest_path)).await?;

@@ -74,6 +74,8 @@ pub struct VmService {
     creates: AsyncOps,
     /// Last VMM CPU sample per VM (when, CPU time): a leaf lock.
     cpu_samples: StdMutex<HashMap<String, (Instant, Duration)>>,
+    /// Serializes rewrites of the managed ssh config (a leaf lock).
+    ssh_config_lock: Mutex<()>,
 }
 
 /// The wire form of a stored VM.
@@ -257,6 +259,7 @@ impl VmService {
             handles: StdMutex::default(),
             creates: AsyncOps::default(),
             cpu_samples: StdMutex::default(),
+            ssh_config_lock: Mutex::new(()),
         }
     }
 
@@ -523,6 +526,31 @@ impl VmService {
             if progress.is_cancelled() {
                 err = cancelled();
             }
+            let boot_failed = !progress.is_cancelled()
+                && progress.stage_names().last().map(String::as_str) == Some("boot");
+            if p.keep_failed_boot && boot_failed {
+                warn!(
+                    vm = vm.name,
+                    "boot failed, keeping the vm for its logs: {}", err.message
+                );
+                self.teardown(&vm).await;
+                vm.state = VmState::Error;
+                vm.last_error = Some(err.message.clone());
+                vm.updated_at = self.infra.clock.now_rfc3339();
+                self.save(&vm).await?;
+                self.sync_ssh_config().await;
+                return Err(RpcError::new(
+                    err.kind(),
+                    format!(
+                        "{}; vm {} was kept so its logs can show why",
+                        err.message, vm.name
+                    ),
+                )
+                .with_hint(format!(
+                    "`banger vm logs {0}` shows the console; `banger vm delete {0}` removes it",
+                    vm.name
+                )));
+            }
             warn!(vm = vm.name, "create failed, undoing: {}", err.message);
             self.teardown(&vm).await;
             let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
@@ -531,6 +559,7 @@ impl VmService {
             self.forget_host_key(&vm.id);
             return Err(err);
         }
+        self.sync_ssh_config().await;
         self.show(&vm.id).await
     }
 
@@ -904,6 +933,7 @@ impl VmService {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .remove(&vm.id);
+                self.sync_ssh_config().await;
                 return Ok(info);
             }
         }
@@ -1358,6 +1388,36 @@ impl VmService {
         }
     }
 
+    /// Rewrites the managed ssh config from the store: a `Host NAME.vm` block per VM with
+    /// its address, banger's key and the VM's pinned host key. Best effort (logged).
+    pub async fn sync_ssh_config(&self) {
+        let _held = self.ssh_config_lock.lock().await;
+        let Ok(rows) = with_store(&self.infra.store, Store::list_vms).await else {
+            return;
+        };
+        let vms: Vec<(String, String, String)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.vm.name.clone(),
+                    r.vm.guest_ip.clone(),
+                    host_alias(&r.vm.id),
+                )
+            })
+            .collect();
+        let text = ssh_config_text(&self.key_path(), &self.known_hosts(), &vms);
+        let path = self.infra.layout.ssh_config_path();
+        let tmp = path.with_extension("tmp");
+        let written = path
+            .parent()
+            .map_or(Ok(()), fs_err::create_dir_all)
+            .and_then(|()| fs_err::write(&tmp, text))
+            .and_then(|()| fs_err::rename(&tmp, &path));
+        if let Err(e) = written {
+            warn!("cannot write {}: {e}", path.display());
+        }
+    }
+
     /// VMM and console logs.
     pub async fn logs(&self, name: &str) -> Result<VmLogs, RpcError> {
         let vm = self.get_row(name).await?.vm;
@@ -1401,6 +1461,7 @@ impl VmService {
         })
         .await?;
         self.network.warm_if_bridged();
+        self.sync_ssh_config().await;
         Ok(())
     }
 
@@ -1486,6 +1547,29 @@ pub fn port_infos(vm: &str, listeners: &[banger_host::Listener]) -> Vec<PortInfo
         out.push(info);
     }
     out.sort_by(|a, b| (a.proto.as_str(), a.port).cmp(&(b.proto.as_str(), b.port)));
+    out
+}
+
+/// The managed ssh config for `vms` (name, address, host-key alias).
+pub fn ssh_config_text(key: &Path, known_hosts: &Path, vms: &[(String, String, String)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "# Written by bangerd; rewritten on every vm create and delete. Do not edit.\n\
+         # `banger ssh-config --install` includes it from ~/.ssh/config so `ssh NAME.vm` works.\n",
+    );
+    for (name, ip, alias) in vms {
+        let _ = write!(
+            out,
+            "\nHost {name}.vm\n    HostName {ip}\n    HostKeyAlias {alias}\n"
+        );
+    }
+    let _ = write!(
+        out,
+        "\nHost *.vm\n    User root\n    IdentityFile {}\n    IdentitiesOnly yes\n    \
+         UserKnownHostsFile {}\n    StrictHostKeyChecking yes\n    LogLevel ERROR\n",
+        key.display(),
+        known_hosts.display()
+    );
     out
 }
 
