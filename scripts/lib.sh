@@ -34,3 +34,33 @@ build_agent() {
   RUSTFLAGS="-C target-feature=+crt-static" cargo build -p banger-agent --release --locked \
     --target x86_64-unknown-linux-gnu >&2
 }
+
+# bench_env: for the real-guest benchmarks. Builds the release binaries and the agent,
+# makes sure BANGER_HOME's (default: the e2e home) kernel and image exist, then sets
+# $bin, a throwaway BANGER_HOME ($home, exported) holding a copy of the store, and a
+# throwaway network namespace $ns; everything is removed on exit (after bench_cleanup_hook,
+# when defined).
+bench_env() {
+  [ "$(id -u)" -eq 0 ] || { echo "$0: run as root (netns, taps)" >&2; exit 1; }
+  cargo build --release --bins --locked >&2
+  build_agent
+  bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release
+  local src=${BANGER_HOME:-/var/tmp/banger-e2e-home}
+  BANGER_HOME=$src "$bin/banger" image ensure >&2
+  BANGER_HOME=$src "$bin/banger" daemon stop >&2
+  home=$(mktemp -d /tmp/banger-bench.XXXXXX)
+  mkdir -p "$home/state"
+  cp "$src/state/state.db" "$home/state/"
+  export BANGER_HOME=$home
+  ns=banger-bench-$$
+  ip netns add "$ns"
+  trap bench_cleanup EXIT
+  ip netns exec "$ns" ip link set lo up
+}
+
+bench_cleanup() {
+  if declare -F bench_cleanup_hook >/dev/null; then bench_cleanup_hook || true; fi
+  ip netns exec "$ns" "$bin/banger" daemon stop >/dev/null 2>&1 || true
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$home"
+}

@@ -18,6 +18,9 @@ pub struct PingResult {
     pub uptime_ms: u64,
     /// The daemon's protocol version.
     pub protocol: u32,
+    /// The static guest agent the daemon puts into VMs (none: guests run without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// Lifecycle state of a VM (durable, stored in SQLite).

@@ -67,6 +67,8 @@ pub(crate) trait Facts {
     fn version(&self, program: &Path) -> Option<String>;
     fn store(&self) -> StoreFact;
     fn cpus_and_memory_mib(&self) -> (u32, u64);
+    /// Whether `~/.ssh/config` includes banger's managed ssh config.
+    fn ssh_config_included(&self) -> bool;
 }
 
 /// What the daemon reported (each `None` when it could not be asked).
@@ -77,6 +79,8 @@ pub(crate) struct DaemonFacts {
     pub(crate) images: Option<Vec<ImageInfo>>,
     /// Whether `<name>.vm` resolves through the host's resolver.
     pub(crate) resolves_vm: bool,
+    /// The guest agent the daemon uses (`None`: none found, or the daemon was not asked).
+    pub(crate) agent: Option<String>,
 }
 
 const APT: &str = "apt-get install -y";
@@ -301,6 +305,21 @@ pub(crate) fn checks(f: &dyn Facts, cfg: &Config, d: &DaemonFacts) -> Vec<Check>
         format!("{vcpu} vcpu ({vsrc}), {memory} MiB ({msrc}), {disk} disk ({dsrc})"),
         None,
     ));
+    out.push(if f.ssh_config_included() {
+        row(
+            "ssh config",
+            Level::Pass,
+            "~/.ssh/config includes banger's: `ssh NAME.vm` works",
+            None,
+        )
+    } else {
+        row(
+            "ssh config",
+            Level::Warn,
+            "~/.ssh/config does not include banger's (use `banger vm ssh NAME`)",
+            Some("`banger ssh-config --install` makes plain `ssh NAME.vm` work".into()),
+        )
+    });
     daemon_checks(cfg, d, &mut out);
     out
 }
@@ -316,6 +335,20 @@ fn daemon_checks(cfg: &Config, d: &DaemonFacts, out: &mut Vec<Check>) {
         return;
     }
     out.push(row("daemon", Level::Pass, "bangerd answers", None));
+    out.push(match &d.agent {
+        Some(p) => row(
+            "guest agent",
+            Level::Pass,
+            format!("static banger-agent at {p}"),
+            None,
+        ),
+        None => row(
+            "guest agent",
+            Level::Warn,
+            "no static banger-agent: guests run without it; ports, stats and stop use ssh",
+            Some("build it with `. scripts/lib.sh && build_agent`, or set BANGER_AGENT".into()),
+        ),
+    });
     if let Some(net) = &d.net {
         out.push(row(
             "network",
@@ -370,6 +403,8 @@ fn daemon_checks(cfg: &Config, d: &DaemonFacts, out: &mut Vec<Check>) {
 #[derive(Debug)]
 pub(crate) struct RealFacts {
     pub(crate) db: PathBuf,
+    /// banger's managed ssh config.
+    pub(crate) ssh_config: PathBuf,
 }
 
 impl Facts for RealFacts {
@@ -436,6 +471,15 @@ impl Facts for RealFacts {
         }
     }
 
+    fn ssh_config_included(&self) -> bool {
+        let Some(home) = std::env::var_os("HOME") else {
+            return false;
+        };
+        let line = format!("Include {}", self.ssh_config.display());
+        std::fs::read_to_string(PathBuf::from(home).join(".ssh/config"))
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == line))
+    }
+
     fn cpus_and_memory_mib(&self) -> (u32, u64) {
         (
             banger_host::process::host_cpus(),
@@ -456,6 +500,7 @@ mod tests {
         missing: Vec<&'static str>,
         firecracker: Option<&'static str>,
         store: StoreFact,
+        ssh_included: bool,
     }
 
     impl Default for Fake {
@@ -470,6 +515,7 @@ mod tests {
                 missing: vec![],
                 firecracker: Some("Firecracker v1.16.1"),
                 store: StoreFact::Compatible,
+                ssh_included: true,
             }
         }
     }
@@ -500,6 +546,9 @@ mod tests {
         }
         fn cpus_and_memory_mib(&self) -> (u32, u64) {
             (8, 16384)
+        }
+        fn ssh_config_included(&self) -> bool {
+            self.ssh_included
         }
     }
 
@@ -532,6 +581,7 @@ mod tests {
                 size_bytes: 1,
             }]),
             resolves_vm: true,
+            agent: Some("/usr/local/lib/banger/banger-agent".into()),
         }
     }
 
@@ -710,6 +760,20 @@ mod tests {
             level(&checks(&Fake::default(), &cfg, &no_image), "default image").0,
             Level::Warn
         );
+        let no_agent = DaemonFacts {
+            agent: None,
+            ..daemon()
+        };
+        let (l, _, h) = level(&checks(&Fake::default(), &cfg, &no_agent), "guest agent");
+        assert_eq!(l, Level::Warn);
+        assert!(h.unwrap().contains("build_agent"));
+        let no_include = Fake {
+            ssh_included: false,
+            ..Fake::default()
+        };
+        let (l, _, h) = level(&checks(&no_include, &cfg, &daemon()), "ssh config");
+        assert_eq!(l, Level::Warn);
+        assert!(h.unwrap().contains("ssh-config --install"));
     }
 
     #[test]

@@ -466,10 +466,17 @@ fn git(dir: &std::path::Path, args: &[&str]) -> String {
 #[test]
 fn e2e_workspace_run_export_agent_ports_stats_and_auto_stop() {
     let Some(g) = Guest::new() else { return };
-    // Short stale timeout so the idle VM at the end gets stopped by the daemon.
-    g.env
-        .write_config_raw("auto_stop_stale_after = \"30s\"\nstats_poll_interval = \"1s\"\n");
+    // Short stale timeout so the idle VM at the end gets stopped by the daemon; a host
+    // file synced into every guest at start.
     let src = tempfile::tempdir().unwrap();
+    let synced = src.path().join("synced.txt");
+    std::fs::write(&synced, "from the host\n").unwrap();
+    g.env.write_config_raw(&format!(
+        "auto_stop_stale_after = \"30s\"\nstats_poll_interval = \"1s\"\n\
+         [[file_sync]]\nhost = \"{}\"\nguest = \"~/.config/synced.txt\"\nmode = \"0600\"\n\
+         [[file_sync]]\nhost = \"/nonexistent/skipped\"\nguest = \"~/skipped\"\n",
+        synced.display()
+    ));
     let repo = src.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
@@ -517,6 +524,24 @@ fn e2e_workspace_run_export_agent_ports_stats_and_auto_stop() {
         "-c",
         "test -f untracked && ! test -e ignored",
     ]);
+    assert_eq!(
+        g.ok(&[
+            "vm",
+            "exec",
+            "w2",
+            "--",
+            "stat",
+            "-c",
+            "%a %U",
+            "/root/.config/synced.txt"
+        ])
+        .trim(),
+        "600 root"
+    );
+    assert_eq!(
+        g.ok(&["vm", "exec", "w2", "--", "cat", "/root/.config/synced.txt"]),
+        "from the host\n"
+    );
     let list: Value = serde_json::from_str(&g.ok(&["vm", "list", "--json"])).unwrap();
     assert_eq!(list[0]["workspace"]["head"], head.as_str(), "{list}");
 

@@ -93,6 +93,7 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
                     pid: std::process::id(),
                     uptime_ms: daemon.started.elapsed().as_millis() as u64,
                     protocol: banger_api::PROTOCOL_VERSION,
+                    agent: daemon.infra.agent.as_ref().map(|p| p.display().to_string()),
                 })
             })
             .await

@@ -114,6 +114,7 @@ async fn doctor(layout: &Layout, as_json: bool) -> anyhow::Result<ExitCode> {
     let mut facts = DaemonFacts::default();
     match connect(layout).await {
         Ok(mut conn) => {
+            facts.agent.clone_from(&conn.ping.agent);
             facts.net = conn
                 .client
                 .call::<banger_api::methods::NetStatusGet>(&banger_api::types::Empty {})
@@ -130,6 +131,7 @@ async fn doctor(layout: &Layout, as_json: bool) -> anyhow::Result<ExitCode> {
     }
     let host = RealFacts {
         db: layout.db_path(),
+        ssh_config: layout.ssh_config_path(),
     };
     let rows = checks(&host, &config, &facts);
     if as_json {

@@ -990,20 +990,10 @@ impl VmService {
         }
     }
 
-    /// How to ssh into a running VM.
+    /// How to ssh into a running VM (marks it used, under its lock: a touch never
+    /// overwrites a concurrent stop).
     pub async fn ssh_info(&self, name: &str) -> Result<SshInfo, RpcError> {
-        let mut vm = self.get_row(name).await?.vm;
-        let alive = self.vmm_alive(&vm.id);
-        if vm.state != VmState::Running || !alive {
-            return Err(RpcError::new(
-                ErrorCode::NotRunning,
-                format!("vm {:?} is not running", vm.name),
-            )
-            .with_hint(format!("start it with `banger vm start {}`", vm.name)));
-        }
-        vm.last_touched_at = self.infra.clock.now_rfc3339();
-        self.save(&vm).await?;
-        Ok(self.ssh_target(&vm))
+        Ok(self.guest_target(name).await?.0.ssh)
     }
 
     /// Under the VM lock: checks the VM runs, marks it used, and snapshots how to reach it
