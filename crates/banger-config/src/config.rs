@@ -175,6 +175,9 @@ pub struct Config {
     pub auto_stop_stale_after: String,
     /// Host files copied into every guest at each start.
     pub file_sync: Vec<FileSync>,
+    /// The root helper's socket (system installs): privileged operations go there instead
+    /// of running in the daemon, which then needs no root.
+    pub root_helper_socket: Option<PathBuf>,
 }
 
 /// One `[[file_sync]]` entry: a host file or directory copied into the guest under /root.
@@ -274,6 +277,7 @@ impl Default for Config {
             stats_poll_interval: "30s".to_owned(),
             auto_stop_stale_after: "0".to_owned(),
             file_sync: Vec::new(),
+            root_helper_socket: None,
         }
     }
 }

@@ -19,12 +19,29 @@ struct Args {
     /// Check the database schema and exit: 0 compatible, 1 migrations needed, 2 incompatible.
     #[arg(long)]
     check_migrations: bool,
+    /// Run as banger's root helper instead: serve the privileged operations (bridge, taps,
+    /// NAT, resolver) on --socket for root and --owner-uid only, each argument checked
+    /// against config.toml's bridge and network.
+    #[arg(long, requires = "owner_uid")]
+    root_helper: bool,
+    /// The uid whose daemon may use the helper.
+    #[arg(long, requires = "root_helper")]
+    owner_uid: Option<u32>,
+    /// The helper's socket.
+    #[arg(
+        long,
+        requires = "root_helper",
+        default_value = "/run/banger/root-helper.sock"
+    )]
+    socket: std::path::PathBuf,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = if args.check_migrations {
         check_migrations()
+    } else if let (true, Some(owner)) = (args.root_helper, args.owner_uid) {
+        root_helper(owner, &args.socket)
     } else {
         run()
     };
@@ -38,6 +55,44 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `bangerd --root-helper`: serves privileged operations for `owner` until killed.
+fn root_helper(owner: u32, socket: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if banger_config::layout::current_uid() != 0 {
+        anyhow::bail!("the root helper must run as root");
+    }
+    let layout = Layout::from_env()?;
+    let config = Config::load(&layout.config_path)?;
+    let policy = banger_host::helper::Policy {
+        bridge: config.bridge_name.clone(),
+        network: config.cidr.network(),
+        prefix: config.cidr.prefix_len(),
+    };
+    if let Some(dir) = socket.parent() {
+        fs_err::create_dir_all(dir)?;
+        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let _ = fs_err::remove_file(socket);
+    let listener = std::os::unix::net::UnixListener::bind(socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    // Anyone may connect; the peer uid (SO_PEERCRED) decides who is served.
+    fs_err::set_permissions(socket, std::fs::Permissions::from_mode(0o666))?;
+    let runner: Arc<dyn CommandRunner> = Arc::new(RealRunner);
+    let ops: Arc<dyn banger_host::PrivilegedOps> =
+        Arc::new(InProcessPrivileged::new(runner).with_tap_owner(owner));
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "bangerd root helper: serving uid {owner} on {} (bridge {}, network {})",
+            socket.display(),
+            config.bridge_name,
+            config.cidr
+        );
+    }
+    banger_host::helper::serve(&listener, owner, &Arc::new(policy), &ops);
+    Ok(ExitCode::SUCCESS)
 }
 
 #[allow(clippy::print_stdout)]
@@ -96,12 +151,22 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
     let runner: Arc<dyn CommandRunner> = Arc::new(RealRunner);
     let vmm = select_vmm(&config);
     info!(vmm = vmm.name(), "vmm backend selected");
+    let privileged: Arc<dyn banger_host::PrivilegedOps> = match &config.root_helper_socket {
+        Some(sock) => {
+            info!(
+                "privileged operations go to the root helper at {}",
+                sock.display()
+            );
+            Arc::new(banger_host::helper::HelperClient::new(sock))
+        }
+        None => Arc::new(InProcessPrivileged::new(Arc::clone(&runner))),
+    };
     let infra = Infra {
         layout: layout.clone(),
         config: Arc::new(config),
         store: Arc::new(store),
         clock: Arc::new(SystemClock),
-        privileged: Arc::new(InProcessPrivileged::new(Arc::clone(&runner))),
+        privileged,
         guest: Arc::new(banger_host::SshGuest::new(Arc::clone(&runner))),
         runner,
         vmm,

@@ -120,6 +120,15 @@ impl TestBed {
         Self::build_with(config, None, Disks::Real, Some(real))
     }
 
+    /// Like [`TestBed::new`] with `privileged` doing the bridge, taps and NAT (e.g. a client
+    /// of the root helper).
+    pub fn with_privileged(
+        config: Config,
+        privileged: Arc<dyn banger_host::PrivilegedOps>,
+    ) -> Result<Self, TestBedError> {
+        Self::build_with(config, None, Disks::Real, Some(privileged))
+    }
+
     /// A second daemon over the same home and host (a daemon restart): fresh services, caches
     /// and locks, same store, fakes and files.
     #[must_use]

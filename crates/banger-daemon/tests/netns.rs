@@ -210,3 +210,58 @@ fn real_nft_table_tracks_the_store_and_spares_other_tables() {
         );
     });
 }
+
+/// The daemon with no privileges of its own: every bridge, tap and NAT change goes through
+/// the real root helper (`bangerd --root-helper`), which makes taps the owner can open.
+#[test]
+fn the_root_helper_does_the_privileged_work_for_the_daemon() {
+    if parent_runs_in_netns("the_root_helper_does_the_privileged_work_for_the_daemon") {
+        return;
+    }
+    sh("ip", &["link", "set", "lo", "up"]);
+    assert!(sh("nft", &["add", "table", "inet", "keepme"]).0);
+    let keep = "add chain inet keepme keep { type filter hook input priority 0 ; }";
+    assert!(sh("nft", &[keep]).0);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("run/root-helper.sock");
+    let owner = 4242;
+    let mut helper = Command::new(env!("CARGO_BIN_EXE_bangerd"))
+        .args([
+            "--root-helper",
+            "--owner-uid",
+            &owner.to_string(),
+            "--socket",
+        ])
+        .arg(&sock)
+        .env("BANGER_HOME", dir.path())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "the helper did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = std::sync::Arc::new(banger_host::helper::HelperClient::new(&sock));
+        let bed = TestBed::with_privileged(small_config(), client).unwrap();
+        let d = &bed.daemon;
+        let vm = create(d, "h1", true).await;
+        check(d, "create through the helper");
+        assert_eq!(table_ips(), [vm.guest_ip.parse::<Ipv4Addr>().unwrap()]);
+        let taps = taps_on_bridge();
+        assert_eq!(taps.len(), 1, "{taps:?}");
+        // The tap belongs to the owner, so an unprivileged VMM can open it.
+        let (_, detail) = sh("ip", &["-d", "link", "show", &taps[0]]);
+        assert!(detail.contains(&format!("user {owner}")), "{detail}");
+        d.services
+            .vm
+            .lifecycle("h1", Lifecycle::Delete)
+            .await
+            .unwrap();
+        check(d, "delete through the helper");
+        assert!(taps_on_bridge().is_empty());
+    });
+    let _ = helper.kill();
+    let _ = helper.wait();
+}

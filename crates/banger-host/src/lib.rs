@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod disk;
 pub mod guest;
+pub mod helper;
 pub mod nat;
 pub mod privileged;
 pub mod process;

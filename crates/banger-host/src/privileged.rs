@@ -47,6 +47,9 @@ pub enum PrivError {
     /// The host command failed.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The root helper refused or failed the request, or could not be reached.
+    #[error("{0}")]
+    Helper(String),
 }
 
 /// Checks a Linux interface name (1–15 of `[A-Za-z0-9_.-]`).
@@ -127,12 +130,24 @@ pub fn parse_tap_links(json: &str, prefix: &str) -> Vec<TapLink> {
 #[derive(Debug, Clone)]
 pub struct InProcessPrivileged {
     runner: Arc<dyn CommandRunner>,
+    tap_owner: Option<u32>,
 }
 
 impl InProcessPrivileged {
     /// Uses `runner` for the `ip` commands.
     pub fn new(runner: Arc<dyn CommandRunner>) -> Self {
-        InProcessPrivileged { runner }
+        InProcessPrivileged {
+            runner,
+            tap_owner: None,
+        }
+    }
+
+    /// Creates taps owned by `uid`, so that user's VMM can open them (the root helper
+    /// serving an unprivileged daemon).
+    #[must_use]
+    pub fn with_tap_owner(mut self, uid: u32) -> Self {
+        self.tap_owner = Some(uid);
+        self
     }
 
     fn ip(&self, args: &[&str]) -> Result<(), PrivError> {
@@ -182,7 +197,13 @@ impl PrivilegedOps for InProcessPrivileged {
         if self.link_exists(tap)? {
             self.ip(&["link", "del", tap])?;
         }
-        self.ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
+        match self.tap_owner {
+            Some(uid) => {
+                let uid = uid.to_string();
+                self.ip(&["tuntap", "add", "dev", tap, "mode", "tap", "user", &uid])?;
+            }
+            None => self.ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?,
+        }
         let attach = self
             .ip(&["link", "set", tap, "master", bridge])
             .and_then(|()| self.ip(&["link", "set", tap, "up"]));
