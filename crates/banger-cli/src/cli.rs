@@ -51,6 +51,9 @@ pub(crate) enum Command {
         #[arg(long)]
         uninstall: bool,
     },
+    /// The system install: the owner's daemon and the root helper as systemd services.
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Host networking: bridge, tap pool, NAT.
     #[command(subcommand)]
     Net(NetCommand),
@@ -234,6 +237,37 @@ pub(crate) enum DnsCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SystemCommand {
+    /// Install banger system-wide (as root): binaries under --prefix, /etc/banger, and two
+    /// systemd units — bangerd.service running as --owner (no root) and bangerd-root.service,
+    /// the root helper — then start them and wait for the daemon to answer.
+    Install {
+        /// The user who runs banger (the daemon runs as this user).
+        #[arg(long)]
+        owner: String,
+        /// Install into this staging root instead of / and start nothing (packaging).
+        #[arg(long)]
+        destdir: Option<std::path::PathBuf>,
+        /// Installation prefix.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: String,
+    },
+    /// Show whether both services run and the daemon answers.
+    Status,
+    /// Restart both services (running VMs keep running).
+    Restart,
+    /// Stop and remove the services and binaries (VMs, images and config stay).
+    Uninstall {
+        /// Also remove /etc/banger/config.toml.
+        #[arg(long)]
+        purge: bool,
+        /// Uninstall from this staging root instead of /.
+        #[arg(long)]
+        destdir: Option<std::path::PathBuf>,
     },
 }
 

@@ -38,15 +38,49 @@ pub struct Layout {
     pub config_path: PathBuf,
 }
 
+/// Written by `banger system install`.
+pub const SYSTEM_INSTALL: &str = "/etc/banger/install.toml";
+/// The system install's config.
+pub const SYSTEM_CONFIG: &str = "/etc/banger/config.toml";
+
+/// What the CLI needs from `install.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct SystemInstall {
+    /// The owner's uid.
+    pub uid: u32,
+    /// The owner's daemon socket.
+    pub socket: String,
+}
+
+/// The system install at `path` when `uid` owns it.
+pub fn system_install(path: &Path, uid: u32) -> Option<SystemInstall> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let i: SystemInstall = toml::from_str(&text).ok()?;
+    (i.uid == uid).then_some(i)
+}
+
 impl Layout {
-    /// The layout from the process environment.
+    /// The layout from the process environment. For the owner of a system install
+    /// (`/etc/banger/install.toml`), the socket and config default to the installed ones.
     pub fn from_env() -> Result<Self, LayoutError> {
         let uid = current_uid();
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .map(PathBuf::from)
+                .filter(|p| !p.as_os_str().is_empty())
+        };
+        let installed = if env(env::BANGER_HOME).is_none() {
+            system_install(Path::new(SYSTEM_INSTALL), uid)
+        } else {
+            None
+        };
         Self::from_vars(
             |k| {
-                std::env::var_os(k)
-                    .map(PathBuf::from)
-                    .filter(|p| !p.as_os_str().is_empty())
+                env(k).or_else(|| match (k, &installed) {
+                    (env::BANGER_SOCKET, Some(i)) => Some(PathBuf::from(&i.socket)),
+                    (env::BANGER_CONFIG, Some(_)) => Some(PathBuf::from(SYSTEM_CONFIG)),
+                    _ => None,
+                })
             },
             uid,
         )
@@ -149,6 +183,20 @@ pub fn current_uid() -> u32 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn test_system_install_applies_to_its_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("install.toml");
+        std::fs::write(&p, "owner = \"ada\"\nuid = 1000\nsocket = \"/run/bangerd/bangerd.sock\"\nprefix = \"/usr/local\"\n").unwrap();
+        assert_eq!(
+            system_install(&p, 1000).unwrap().socket,
+            "/run/bangerd/bangerd.sock"
+        );
+        assert!(system_install(&p, 1001).is_none());
+        assert!(system_install(&dir.path().join("absent.toml"), 1000).is_none());
+    }
+
     use std::collections::HashMap;
 
     use super::*;

@@ -58,7 +58,7 @@ fn tar_names(bytes: &[u8]) -> Vec<String> {
     a.entries()
         .unwrap()
         .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .filter(|p| p != ".git" && !p.starts_with(".git/"))
+        .filter_map(|p| p.strip_prefix(".git/banger-overlay/").map(str::to_owned))
         .collect()
 }
 
@@ -84,7 +84,8 @@ async fn prepare_ships_tracked_files_records_the_workspace_and_export_returns_th
     let execs = bed.guest.execs.lock().unwrap().clone();
     assert_eq!(execs.len(), 1);
     assert!(execs[0].0.contains("/root/repo"), "{}", execs[0].0);
-    assert_eq!(tar_names(&execs[0].1), [".gitignore", "tracked"]);
+    // Nothing differs from HEAD: every file comes from the pack, none as a copy.
+    assert!(tar_names(&execs[0].1).is_empty());
     let info = vms.show("w").await.unwrap();
     let ws = info.workspace.unwrap();
     assert_eq!(ws["head"], head.trim());
@@ -101,10 +102,7 @@ async fn prepare_ships_tracked_files_records_the_workspace_and_export_returns_th
     let done = vms.workspace_prepare(p).await.unwrap();
     assert_eq!(done.mode, "tracked+untracked");
     let execs = bed.guest.execs.lock().unwrap().clone();
-    assert_eq!(
-        tar_names(&execs[1].1),
-        [".gitignore", "tracked", "untracked"]
-    );
+    assert_eq!(tar_names(&execs[1].1), ["untracked"]);
 
     // Export: the guest's output comes back byte for byte; base defaults to the prepared HEAD.
     bed.guest.exec_output.lock().unwrap().stdout = b"diff --git a/x b/x\n\xff\n".to_vec();

@@ -3,6 +3,7 @@
 mod daemon;
 mod net;
 mod sshconfig;
+mod system;
 mod vm;
 mod workspace;
 
@@ -12,8 +13,8 @@ use banger_config::Layout;
 use clap::CommandFactory as _;
 
 use crate::cli::{
-    Cli, Command, DaemonCommand, DnsCommand, ImageCommand, KernelCommand, NetCommand, VmCommand,
-    WorkspaceCommand,
+    Cli, Command, DaemonCommand, DnsCommand, ImageCommand, KernelCommand, NetCommand,
+    SystemCommand, VmCommand, WorkspaceCommand,
 };
 use crate::connect::connect;
 use crate::output;
@@ -90,6 +91,16 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Vm(VmCommand::Ports { names, json }) => net::ports(&layout, &names, json).await,
         Command::Doctor { json } => doctor(&layout, json).await,
+        Command::System(SystemCommand::Install {
+            owner,
+            destdir,
+            prefix,
+        }) => system::install(&owner, destdir.as_deref(), &prefix).await,
+        Command::System(SystemCommand::Status) => system::status().await,
+        Command::System(SystemCommand::Restart) => system::restart().await,
+        Command::System(SystemCommand::Uninstall { purge, destdir }) => {
+            system::uninstall(destdir.as_deref(), purge)
+        }
         Command::SshConfig { install, uninstall } => sshconfig::run(&layout, install, uninstall),
         Command::Net(NetCommand::Status { json }) => net::net_status(&layout, json).await,
         Command::Dns(DnsCommand::Status { json }) => net::dns_status(&layout, json).await,

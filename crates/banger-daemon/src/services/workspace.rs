@@ -212,7 +212,7 @@ impl WorkspaceService {
         let runner = Arc::clone(&self.infra.runner);
         let guest = Arc::clone(&self.infra.guest);
         let staging_root = self.infra.layout.cache_dir.clone();
-        let script = ws::unpack_script(guest_path, snap.checkout);
+        let script = ws::unpack_script(guest_path);
         let snap = blocking(move || {
             fs_err::create_dir_all(&staging_root).map_err(|e| {
                 RpcError::new(
