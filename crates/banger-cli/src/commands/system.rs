@@ -52,6 +52,17 @@ pub(crate) fn find_user(passwd: &str, name: &str) -> Option<User> {
     })
 }
 
+/// The hardening both units share, and their install section.
+const HARDENING: &str = "PrivateTmp=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+
+[Install]
+WantedBy=multi-user.target
+";
+
 /// The owner's daemon unit.
 pub(crate) fn daemon_unit(i: &InstallInfo) -> String {
     format!(
@@ -78,15 +89,7 @@ NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=read-only
 ReadWritePaths={home}
-PrivateTmp=yes
-ProtectKernelModules=yes
-ProtectControlGroups=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-
-[Install]
-WantedBy=multi-user.target
-",
+{HARDENING}",
         owner = i.owner,
         gid = i.gid,
         socket = i.socket,
@@ -118,15 +121,7 @@ AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW
 NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=yes
-PrivateTmp=yes
-ProtectKernelModules=yes
-ProtectControlGroups=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-
-[Install]
-WantedBy=multi-user.target
-",
+{HARDENING}",
         uid = i.uid,
         prefix = i.prefix,
         helper = i.helper_socket,
