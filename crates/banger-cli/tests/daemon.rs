@@ -208,6 +208,22 @@ fn test_vm_list_and_show_read_the_store() {
     let show: Value = serde_json::from_str(&env.ok(&["vm", "show", "beta", "--json"])).unwrap();
     assert_eq!(show["guest_ip"], "172.16.0.3");
     assert_eq!(show["state"], "stopped");
+
+    // `vm prune` asks first; without a terminal to ask on it refuses, deleting nothing.
+    let out = env.banger(&["vm", "prune"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("-f"), "{}", stderr(&out));
+    let list: Value = serde_json::from_str(&env.ok(&["vm", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    // -f deletes every VM that is not running, printing their names.
+    let pruned = env.ok(&["vm", "prune", "-f"]);
+    assert_eq!(pruned.lines().collect::<Vec<_>>(), ["alpha", "beta"]);
+    let list: Value = serde_json::from_str(&env.ok(&["vm", "list", "--json"])).unwrap();
+    assert!(list.as_array().unwrap().is_empty(), "{list}");
+    assert!(
+        env.banger(&["vm", "prune", "-f"]).status.success(),
+        "nothing to prune is fine"
+    );
 }
 
 #[test]

@@ -323,7 +323,7 @@ pub(crate) async fn prune(layout: &Layout, force: bool) -> anyhow::Result<ExitCo
     let result = conn
         .client
         .call::<VmDelete>(&VmRefs {
-            names: doomed.iter().map(|v| v.id.clone()).collect(),
+            names: doomed.iter().map(|v| v.name.clone()).collect(),
         })
         .await?;
     let mut failed = false;
