@@ -70,6 +70,48 @@ pub fn make_ext4(
         cmd = cmd.arg("-d").arg(dir.display().to_string());
     }
     runner.run(&cmd.arg(path.display().to_string()))?;
+    if let Some(dir) = from_dir {
+        own_by_root(runner, path, dir)?;
+    }
+    Ok(())
+}
+
+/// `mkfs.ext4 -d` copies the tree's owners; a daemon running as its owner (not root) would
+/// hand the guest files owned by that uid (and sshd refuses an authorized_keys that is not
+/// root's). Every entry of `tree` not owned by root is made root's inside `image`; when all
+/// are root's already (a root daemon) nothing runs.
+fn own_by_root(runner: &dyn CommandRunner, image: &Path, tree: &Path) -> Result<(), DiskError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let bad = |detail: String| DiskError::Debugfs {
+        image: image.to_owned(),
+        detail,
+    };
+    let mut script = String::new();
+    for entry in walkdir::WalkDir::new(tree).follow_links(false) {
+        let entry = entry.map_err(|e| bad(e.to_string()))?;
+        let meta = entry.metadata().map_err(|e| bad(e.to_string()))?;
+        if meta.uid() == 0 && meta.gid() == 0 {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(tree)
+            .map_err(|e| bad(e.to_string()))?;
+        let p = format!("/{}", rel.display());
+        if p.contains(['"', '\n', '\\']) {
+            return Err(bad(format!("refusing path {p:?}")));
+        }
+        let _ = writeln!(script, "sif \"{p}\" uid 0\nsif \"{p}\" gid 0");
+    }
+    if script.is_empty() {
+        return Ok(());
+    }
+    runner.run(
+        &Cmd::new("debugfs")
+            .args(["-w", "-f", "-"])
+            .arg(image.display().to_string())
+            .stdin(script),
+    )?;
     Ok(())
 }
 
@@ -263,6 +305,40 @@ mod tests {
         let copy = dir.path().join("copy.ext4");
         cow_copy(&RealRunner, &img, &copy).unwrap();
         assert_eq!(std::fs::metadata(&copy).unwrap().len(), 64 << 20);
+    }
+
+    #[test]
+    fn test_a_tree_owned_by_another_user_lands_owned_by_root() {
+        if !have("mkfs.ext4") || rustix::process::geteuid().as_raw() != 0 {
+            eprintln!("skipping: needs e2fsprogs and root (to chown the tree)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("seed");
+        std::fs::create_dir_all(seed.join(".ssh")).unwrap();
+        std::fs::write(seed.join(".ssh/authorized_keys"), "ssh-ed25519 AAAA k\n").unwrap();
+        std::fs::write(seed.join("a file"), "x").unwrap();
+        for p in [
+            seed.clone(),
+            seed.join(".ssh"),
+            seed.join(".ssh/authorized_keys"),
+            seed.join("a file"),
+        ] {
+            std::os::unix::fs::lchown(&p, Some(4242), Some(4242)).unwrap();
+        }
+        let img = dir.path().join("w.ext4");
+        make_ext4(&RealRunner, &img, 32 << 20, "w", Some(&seed)).unwrap();
+        for p in ["/", "/.ssh", "/.ssh/authorized_keys", "/a file"] {
+            let stat = RealRunner
+                .run(
+                    &Cmd::new("debugfs")
+                        .args(["-R", &format!("stat \"{p}\"")])
+                        .arg(img.display().to_string()),
+                )
+                .unwrap()
+                .stdout_str();
+            assert!(stat.contains("User:     0   Group:     0"), "{p}: {stat}");
+        }
     }
 
     #[test]
