@@ -194,3 +194,8 @@ mod elf_tests {
         }
     }
 }
+
+/// Whether this process runs as root (effective uid 0).
+pub fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}

@@ -8,6 +8,7 @@
 
 pub mod initramfs;
 pub mod kernel;
+pub mod layers;
 pub mod rootfs;
 
 use std::path::{Path, PathBuf};
