@@ -219,10 +219,7 @@ fn find_agent() -> Option<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("BANGER_AGENT") {
         candidates.push(p.into());
     }
-    candidates.push(exe_dir.join("banger-agent"));
-    if let Some(target) = exe_dir.parent() {
-        candidates.push(target.join("x86_64-unknown-linux-gnu/release/banger-agent"));
-    }
+    candidates.extend(banger_host::process::agent_beside(&exe_dir));
     candidates.push("/usr/local/lib/banger/banger-agent".into());
     for c in &candidates {
         if c.is_file() {
@@ -237,7 +234,7 @@ fn find_agent() -> Option<std::path::PathBuf> {
         }
     }
     tracing::warn!(
-        "guest agent not found; guests run without it (build it with scripts/build-agent.sh)"
+        "guest agent not found; guests run without it (build it with `. scripts/lib.sh && build_agent`)"
     );
     None
 }

@@ -209,6 +209,15 @@ impl SshGuest {
             .arg(format!("root@{}", guest.ip))
     }
 
+    /// Listeners and stats over ssh, for guests without the agent.
+    fn fallback(&self, guest: &GuestAddr) -> Result<(Vec<Listener>, Option<Stats>), GuestIoError> {
+        let out = self
+            .runner
+            .run(&Self::ssh(guest, 5).arg(fallback_script()))
+            .map_err(|e| GuestIoError(e.to_string()))?;
+        Ok(parse_fallback(&out.stdout_str()))
+    }
+
     fn agent(guest: &GuestAddr, req: Request) -> Option<Response> {
         let uds = guest.vsock.as_deref()?;
         agent_call(uds, req, Duration::from_secs(5)).ok()
@@ -260,22 +269,14 @@ impl GuestControl for SshGuest {
         if let Some(Response::Ports { listeners }) = Self::agent(guest, Request::Ports) {
             return Ok(listeners);
         }
-        let out = self
-            .runner
-            .run(&Self::ssh(guest, 5).arg(fallback_script()))
-            .map_err(|e| GuestIoError(e.to_string()))?;
-        Ok(parse_fallback(&out.stdout_str()).0)
+        Ok(self.fallback(guest)?.0)
     }
 
     fn stats(&self, guest: &GuestAddr) -> Result<(Stats, &'static str), GuestIoError> {
         if let Some(Response::Stats(s)) = Self::agent(guest, Request::Stats) {
             return Ok((s, "agent"));
         }
-        let out = self
-            .runner
-            .run(&Self::ssh(guest, 5).arg(fallback_script()))
-            .map_err(|e| GuestIoError(e.to_string()))?;
-        parse_fallback(&out.stdout_str())
+        self.fallback(guest)?
             .1
             .map(|s| (s, "ssh"))
             .ok_or_else(|| GuestIoError("cannot read the guest's /proc".into()))

@@ -199,3 +199,13 @@ mod elf_tests {
 pub fn running_as_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// Where a guest agent built with the binaries in `exe_dir` can be: next to them, or the
+/// static dev build (`scripts/lib.sh build_agent` → `target/x86_64-unknown-linux-gnu/release`).
+pub fn agent_beside(exe_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut c = vec![exe_dir.join("banger-agent")];
+    if let Some(target) = exe_dir.parent() {
+        c.push(target.join("x86_64-unknown-linux-gnu/release/banger-agent"));
+    }
+    c
+}

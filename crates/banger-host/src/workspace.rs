@@ -170,7 +170,7 @@ pub fn valid_branch(name: &str) -> bool {
         && !name.starts_with(['-', '/', '.'])
         && !name.ends_with(['/', '.'])
         // Git's own rule is case-sensitive: `x.LOCK` is a valid branch.
-        && !name.rsplit('.').next().is_some_and(|ext| ext == "lock" && name.contains('.'))
+        && name.strip_suffix(".lock").is_none()
         && !name.contains("..")
         && !name.contains("//")
         && !name.contains("@{")

@@ -225,11 +225,8 @@ fn systemctl(args: &[&str]) -> anyhow::Result<()> {
 }
 
 fn static_agent(bin_dir: &Path) -> Option<PathBuf> {
-    let mut c = vec![bin_dir.join("banger-agent")];
-    if let Some(target) = bin_dir.parent() {
-        c.push(target.join("x86_64-unknown-linux-gnu/release/banger-agent"));
-    }
-    c.into_iter()
+    banger_host::process::agent_beside(bin_dir)
+        .into_iter()
         .find(|p| banger_host::process::is_static_elf(p))
 }
 

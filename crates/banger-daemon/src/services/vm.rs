@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use super::image::{blocking, with_store};
 use super::network::{allocate_ip, mac_for};
-use super::workspace::{DEFAULT_GUEST_PATH, GuestTarget, validate_guest_path};
+use super::workspace::{DEFAULT_GUEST_PATH, GuestTarget, prepared, validate_guest_path};
 use super::{HostNetwork, ImageService, WorkspaceService};
 use crate::daemon::Infra;
 use crate::error::chain;
@@ -1036,19 +1036,7 @@ impl VmService {
         };
         let snap = self.workspace.plan(&p).await?;
         if p.dry_run {
-            return Ok(WorkspacePrepared {
-                vm: vm_name,
-                source: snap.root.display().to_string(),
-                guest_path,
-                head: snap.head.clone(),
-                branch: snap.branch.clone(),
-                mode: snap.mode(),
-                files: snap.files.len() as u64,
-                bytes: snap.bytes,
-                dry_run: true,
-                listed: snap.files,
-                elapsed_ms: 0,
-            });
+            return Ok(prepared(&vm_name, &guest_path, snap, true));
         }
         let (target, _) = self.guest_target(&vm_name).await?;
         let prepared = self.workspace.prepare(&target, snap, &guest_path).await?;
@@ -1334,19 +1322,19 @@ impl VmService {
         let Ok(rows) = with_store(&self.infra.store, Store::list_vms).await else {
             return Vec::new();
         };
-        let stale_after = self.infra.config.auto_stop_after();
+        // Touched before this: stale (none when the reaper is off).
+        let cutoff = self
+            .infra
+            .config
+            .auto_stop_after()
+            .and_then(|d| jiff::SignedDuration::try_from(d).ok())
+            .and_then(|d| now.checked_sub(d).ok());
         let mut stopped = Vec::new();
         for row in rows.into_iter().filter(|r| r.vm.state == VmState::Running) {
             if let Some(h) = self.cached_handles(&row.vm.id) {
                 let _ = self.sample_cpu(&row.vm.id, &h, Duration::ZERO);
             }
-            let Some(after) = stale_after else { continue };
-            let Ok(after) = jiff::SignedDuration::try_from(after) else {
-                continue;
-            };
-            let Ok(cutoff) = now.checked_sub(after) else {
-                continue;
-            };
+            let Some(cutoff) = cutoff else { continue };
             if is_stale(&row.vm, cutoff) {
                 // Re-check under the VM's lock: it may have been used meanwhile.
                 let Ok((_held, row)) = self.lock_vm(&row.vm.id).await else {

@@ -70,6 +70,28 @@ fn guest_failed(step: &str, out: &banger_host::CmdOutput) -> RpcError {
     }
 }
 
+/// What a prepare (or with `dry_run`, its plan: the files listed) reports for `snap`.
+pub fn prepared(
+    vm: &str,
+    guest_path: &str,
+    snap: ws::RepoSnapshot,
+    dry_run: bool,
+) -> WorkspacePrepared {
+    WorkspacePrepared {
+        vm: vm.to_owned(),
+        source: snap.root.display().to_string(),
+        guest_path: guest_path.to_owned(),
+        mode: snap.mode(),
+        files: snap.files.len() as u64,
+        bytes: snap.bytes,
+        dry_run,
+        head: snap.head,
+        branch: snap.branch,
+        listed: if dry_run { snap.files } else { Vec::new() },
+        elapsed_ms: 0,
+    }
+}
+
 /// Unpacks a file_sync stream (paths relative to `/`, all under `root/`).
 const FILE_SYNC_SCRIPT: &str = "set -e; tar -x --no-same-owner -C /";
 
@@ -252,19 +274,9 @@ impl WorkspaceService {
             Ok(snap)
         })
         .await?;
-        Ok(WorkspacePrepared {
-            vm: target.ssh.name.clone(),
-            source: snap.root.display().to_string(),
-            guest_path: guest_path.to_owned(),
-            head: snap.head.clone(),
-            branch: snap.branch.clone(),
-            mode: snap.mode(),
-            files: snap.files.len() as u64,
-            bytes: snap.bytes,
-            dry_run: false,
-            listed: Vec::new(),
-            elapsed_ms: started.elapsed().as_millis() as u64,
-        })
+        let mut done = prepared(&target.ssh.name, guest_path, snap, false);
+        done.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(done)
     }
 
     /// Copies the `[[file_sync]]` entries into the guest (each start). A missing host path
