@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_apt build-essential pkg-config git python3 cpio e2fsprogs iproute2 openssh-client \
-  qemu-system-x86 busybox-static debootstrap procps nftables bind9-dnsutils
+  qemu-system-x86 busybox-static debootstrap procps nftables bind9-dnsutils docker-registry
 # Guest vsock under QEMU without /dev/vhost-vsock (a vhost-user backend, ~2 min to build once).
 ensure_cargo_tool vhost-device-vsock
 

@@ -6,7 +6,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    CreateStatus, Empty, ImageEnsureParams, ImageInfo, KernelImportParams, KernelInfo, NetStatus,
+    CachePruneParams, CachePruneResult, CreateStatus, Empty, ImageEnsureParams, ImageInfo,
+    ImagePullParams, ImageRegisterParams, KernelImportParams, KernelInfo, NameParams, NetStatus,
     OpBegun, OpRef, OpStatusParams, OperationsListResult, PingResult, SshInfo, VmCreateParams,
     VmInfo, VmListResult, VmLogs, VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams, VmStats,
     WorkspaceExport, WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
@@ -92,4 +93,24 @@ methods! {
     ImageEnsure = "image.ensure" (ImageEnsureParams) -> ImageInfo;
     /// Lists images.
     ImageList = "image.list" (Empty) -> Vec<ImageInfo>;
+    /// One image, with the VMs using it.
+    ImageShow = "image.show" (NameParams) -> ImageInfo;
+    /// Starts pulling an OCI image (two pulls of one ref share one operation).
+    ImagePullBegin = "image.pull.begin" (ImagePullParams) -> OpBegun;
+    /// Progress and outcome of a pull (long-poll).
+    ImagePullStatus = "image.pull.status" (OpStatusParams) -> CreateStatus;
+    /// Cancels a pull; nothing is left.
+    ImagePullCancel = "image.pull.cancel" (OpRef) -> CreateStatus;
+    /// Registers an unmanaged image from files.
+    ImageRegister = "image.register" (ImageRegisterParams) -> ImageInfo;
+    /// Copies an unmanaged image into banger's storage.
+    ImagePromote = "image.promote" (NameParams) -> ImageInfo;
+    /// Deletes an image (refused while a VM uses it).
+    ImageDelete = "image.delete" (NameParams) -> ImageInfo;
+    /// Removes cached layer blobs.
+    ImageCachePrune = "image.cache.prune" (CachePruneParams) -> CachePruneResult;
+    /// One kernel.
+    KernelShow = "kernel.show" (NameParams) -> KernelInfo;
+    /// Removes a kernel (refused while an image or VM uses it).
+    KernelRm = "kernel.rm" (NameParams) -> KernelInfo;
 }

@@ -218,6 +218,12 @@ pub struct CreateStatus {
     /// The created VM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmInfo>,
+    /// The pulled image (`image.pull.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageInfo>,
+    /// What the running stage is doing right now (bytes so far), for a live display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<crate::RpcError>,
@@ -447,6 +453,85 @@ pub struct KernelImportParams {
     /// Name; derived when absent.
     #[serde(default)]
     pub name: Option<String>,
+    /// A kernel file to import (absolute path): ELF vmlinux or bzImage.
+    #[serde(default)]
+    pub vmlinux: Option<String>,
+    /// Its initramfs (absolute path).
+    #[serde(default)]
+    pub initrd: Option<String>,
+    /// Its modules directory (absolute path).
+    #[serde(default)]
+    pub modules: Option<String>,
+}
+
+/// Params naming one image or kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameParams {
+    /// The name.
+    pub name: String,
+}
+
+/// Params of `image.pull.begin`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePullParams {
+    /// Image reference (`docker.io/library/debian:bookworm`, `127.0.0.1:5000/x:y`).
+    pub reference: String,
+    /// Local name; derived from the reference when absent (`debian-bookworm`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Kernel to boot it with; the distro default when absent.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// Allow plain HTTP to a registry that is not on loopback.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Params of `image.register`: an unmanaged image from files that stay where they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRegisterParams {
+    /// Name.
+    pub name: String,
+    /// The root filesystem (absolute path to an ext4 image).
+    pub rootfs: String,
+    /// A kernel file (absolute path); registered as kernel `<name>-kernel`.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// Its initramfs.
+    #[serde(default)]
+    pub initrd: Option<String>,
+    /// Its modules directory.
+    #[serde(default)]
+    pub modules: Option<String>,
+    /// Or a stored kernel by name.
+    #[serde(default)]
+    pub kernel_ref: Option<String>,
+}
+
+/// Params of `image.cache.prune`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePruneParams {
+    /// Report only.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Also blobs that stored images were pulled from (the next pull of them downloads again).
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// What `image.cache.prune` removed (or would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePruneResult {
+    /// Blob digests.
+    pub blobs: Vec<String>,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Nothing was removed.
+    pub dry_run: bool,
 }
 
 /// A stored kernel.
@@ -467,7 +552,7 @@ pub struct KernelInfo {
 }
 
 /// A stored image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageInfo {
     /// Name.
     pub name: String,
@@ -479,6 +564,21 @@ pub struct ImageInfo {
     pub kernel: Option<String>,
     /// Rootfs size in bytes.
     pub size_bytes: u64,
+    /// Whether banger owns the files (pulled, built, promoted) or only points at them.
+    #[serde(default)]
+    pub managed: bool,
+    /// Manifest digest of a pulled image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// When it was stored (RFC 3339).
+    #[serde(default)]
+    pub created_at: String,
+    /// VMs using it (filled by `image.show`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
+    /// Recorded details: entrypoint, env, workdir, layers, first-boot init.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }
 
 /// Params naming an image.

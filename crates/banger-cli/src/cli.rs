@@ -1,6 +1,7 @@
 //! Command-line grammar (clap derive). Doc comments are the help text.
 
 use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
 
 /// One-command development sandboxes on microVMs.
 ///
@@ -186,15 +187,24 @@ pub(crate) enum VmCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KernelCommand {
-    /// Import a kernel. `--from-distro` fetches the distro's cloud kernel with apt (download
-    /// only), extracts a bootable vmlinux and builds a small initramfs.
+    /// Import a kernel: `--from-distro` fetches the distro's cloud kernel with apt (download
+    /// only), extracts a bootable vmlinux and builds a small initramfs; `NAME --vmlinux PATH`
+    /// copies a kernel (ELF vmlinux or bzImage) and optional initrd and modules.
     Import {
-        /// Import the distro's cloud kernel.
-        #[arg(long)]
-        from_distro: bool,
-        /// Name to store it under.
-        #[arg(long)]
+        /// Name to store it under (default for --from-distro: debian-cloud).
         name: Option<String>,
+        /// Import the distro's cloud kernel.
+        #[arg(long, conflicts_with_all = ["vmlinux", "initrd", "modules"])]
+        from_distro: bool,
+        /// Kernel file.
+        #[arg(long)]
+        vmlinux: Option<PathBuf>,
+        /// Initramfs.
+        #[arg(long, requires = "vmlinux")]
+        initrd: Option<PathBuf>,
+        /// Modules directory (lib/modules/VERSION).
+        #[arg(long, requires = "vmlinux")]
+        modules: Option<PathBuf>,
     },
     /// List kernels.
     List {
@@ -202,10 +212,38 @@ pub(crate) enum KernelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show one kernel.
+    Show {
+        /// Kernel name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a kernel (refused while an image uses it).
+    Rm {
+        /// Kernel name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ImageCommand {
+    /// Pull an OCI / Docker image for linux/amd64 and make it a bootable image. Loopback
+    /// registries are reached over plain HTTP; credentials come from ~/.docker/config.json.
+    Pull {
+        /// Reference, e.g. docker.io/library/debian:bookworm or 127.0.0.1:5000/team/app:v1.
+        reference: String,
+        /// Name to store it under (default: from the reference, e.g. debian-bookworm).
+        #[arg(long)]
+        name: Option<String>,
+        /// Kernel to boot it with (default: the distro kernel).
+        #[arg(long)]
+        kernel_ref: Option<String>,
+        /// Allow plain HTTP to a registry that is not on loopback.
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Make sure an image is available (builds the default debian-bookworm image once).
     Ensure {
         /// Image name (default: config `default_image_name`).
@@ -216,6 +254,65 @@ pub(crate) enum ImageCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Show one image: source, digest, kernel, entrypoint/env/workdir, VMs using it.
+    Show {
+        /// Image name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register an ext4 root filesystem as an image; the files stay where they are.
+    Register {
+        /// Image name.
+        #[arg(long)]
+        name: String,
+        /// Root filesystem (ext4 image file).
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// Kernel file (stored as kernel NAME-kernel).
+        #[arg(
+            long,
+            conflicts_with = "kernel_ref",
+            required_unless_present = "kernel_ref"
+        )]
+        kernel: Option<PathBuf>,
+        /// Initramfs for --kernel.
+        #[arg(long, requires = "kernel")]
+        initrd: Option<PathBuf>,
+        /// Modules directory for --kernel.
+        #[arg(long, requires = "kernel")]
+        modules: Option<PathBuf>,
+        /// A stored kernel instead.
+        #[arg(long)]
+        kernel_ref: Option<String>,
+    },
+    /// Copy a registered image's files into banger's storage.
+    Promote {
+        /// Image name.
+        name: String,
+    },
+    /// Delete an image (refused while a VM uses it).
+    Delete {
+        /// Image name.
+        name: String,
+    },
+    /// The layer blob cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// Remove cached layer blobs no stored image was pulled from.
+    Prune {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove every cached blob (later pulls download again).
+        #[arg(long)]
+        all: bool,
     },
 }
 

@@ -579,6 +579,7 @@ mod tests {
                 rootfs: "/x/rootfs.ext4".into(),
                 kernel: Some("k".into()),
                 size_bytes: 1,
+                ..ImageInfo::default()
             }]),
             resolves_vm: true,
             agent: Some("/usr/local/lib/banger/banger-agent".into()),

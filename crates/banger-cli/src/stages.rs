@@ -16,12 +16,15 @@ pub(crate) struct StageUi {
     finished: usize,
     /// The running stage last shown.
     running: Option<String>,
+    /// Its detail last shown.
+    detail: Option<String>,
 }
 
 fn hint_for(stage: &str) -> &'static str {
     match stage {
         "image" => " (the first use builds the default kernel and image: a few minutes)",
         "boot" => " (waiting for ssh)",
+        "kernel" => " (the first use imports the distro kernel)",
         _ => "",
     }
 }
@@ -45,6 +48,7 @@ impl StageUi {
             bar,
             finished: 0,
             running: None,
+            detail: None,
         }
     }
 
@@ -60,7 +64,19 @@ impl StageUi {
         for stage in st.stages.iter().skip(self.finished) {
             match stage.state {
                 StageState::Running => {
+                    if let Some(bar) = &self.bar
+                        && self.running.as_deref() == Some(&stage.name)
+                        && st.detail != self.detail
+                    {
+                        self.detail.clone_from(&st.detail);
+                        bar.set_message(format!(
+                            "{} {}",
+                            stage.name,
+                            st.detail.as_deref().unwrap_or_default()
+                        ));
+                    }
                     if self.running.as_deref() != Some(&stage.name) {
+                        self.detail = None;
                         self.running = Some(stage.name.clone());
                         match &self.bar {
                             Some(bar) => {
@@ -102,4 +118,50 @@ impl StageUi {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Follows an asynchronous operation until it is done: stages on stderr, Ctrl-C cancels it
+/// (the daemon undoes what it made). Returns the final status.
+pub(crate) async fn follow<S, C>(
+    layout: &banger_config::Layout,
+    mut conn: crate::connect::Connection,
+    op_id: String,
+) -> anyhow::Result<banger_api::types::CreateStatus>
+where
+    S: banger_api::methods::Method<
+            Params = banger_api::types::OpStatusParams,
+            Result = banger_api::types::CreateStatus,
+        >,
+    C: banger_api::methods::Method<
+            Params = banger_api::types::OpRef,
+            Result = banger_api::types::CreateStatus,
+        >,
+{
+    let mut ui = StageUi::new();
+    let mut seen = 0;
+    let mut cancelled = false;
+    let status = loop {
+        let poll = banger_api::types::OpStatusParams {
+            op_id: op_id.clone(),
+            seen,
+            wait_ms: 1000,
+        };
+        let st = tokio::select! {
+            st = conn.client.call::<S>(&poll) => st?,
+            _ = tokio::signal::ctrl_c(), if !cancelled => {
+                // The interrupted call leaves this connection mid-response: use a new one.
+                cancelled = true;
+                ui.line("cancelling; undoing what was created...");
+                conn = crate::connect::connect(layout).await?;
+                conn.client.call::<C>(&banger_api::types::OpRef { op_id: op_id.clone() }).await?
+            }
+        };
+        ui.update(&st);
+        seen = st.events;
+        if st.done {
+            break st;
+        }
+    };
+    ui.finish();
+    Ok(status)
 }

@@ -3,9 +3,7 @@
 use std::future::Future;
 
 use banger_api::methods::{self, Method};
-use banger_api::types::{
-    Empty, ImageInfo, OperationsListResult, PingResult, VmListResult, VmOpResult,
-};
+use banger_api::types::{Empty, OperationsListResult, PingResult, VmListResult, VmOpResult};
 use banger_api::{ErrorCode, RpcError};
 use serde_json::Value;
 
@@ -67,6 +65,16 @@ pub const SERVED: &[&str] = &[
     methods::KernelList::NAME,
     methods::ImageEnsure::NAME,
     methods::ImageList::NAME,
+    methods::ImageShow::NAME,
+    methods::ImagePullBegin::NAME,
+    methods::ImagePullStatus::NAME,
+    methods::ImagePullCancel::NAME,
+    methods::ImageRegister::NAME,
+    methods::ImagePromote::NAME,
+    methods::ImageDelete::NAME,
+    methods::ImageCachePrune::NAME,
+    methods::KernelShow::NAME,
+    methods::KernelRm::NAME,
 ];
 
 async fn many<M>(daemon: &Daemon, params: Value, op: Lifecycle) -> Result<Value, RpcError>
@@ -169,10 +177,14 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
         }
         methods::KernelImport::NAME => {
             call::<methods::KernelImport, _, _>(params, |p| async move {
-                if !p.from_distro {
-                    return Err(RpcError::new(ErrorCode::BadRequest, "only --from-distro imports are supported so far"));
+                if p.from_distro {
+                    s.image.import_distro_kernel(p.name).await
+                } else if p.vmlinux.is_some() {
+                    s.image.import_kernel_files(p).await
+                } else {
+                    Err(RpcError::new(ErrorCode::BadRequest, "nothing to import")
+                        .with_hint("`banger kernel import --from-distro`, or NAME --vmlinux PATH [--initrd PATH] [--modules DIR]"))
                 }
-                s.image.import_distro_kernel(p.name).await
             })
             .await
         }
@@ -183,18 +195,45 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
             call::<methods::ImageEnsure, _, _>(params, |p| async move {
                 let name = p.name.unwrap_or_else(|| daemon.infra.config.default_image_name.clone());
                 let (image, kernel) = s.image.ensure_image(&name).await?;
-                Ok(ImageInfo {
-                    name: image.name,
-                    source: image.source,
-                    rootfs: image.rootfs_path,
-                    kernel: Some(kernel.name),
-                    size_bytes: image.size_bytes,
-                })
+                Ok(crate::services::ImageService::info(image, &[kernel]))
             })
             .await
         }
         methods::ImageList::NAME => {
             call::<methods::ImageList, _, _>(params, |Empty {}| s.image.list_images()).await
+        }
+        methods::ImageShow::NAME => {
+            call::<methods::ImageShow, _, _>(params, |p| async move { s.image.show(&p.name).await }).await
+        }
+        methods::ImagePullBegin::NAME => {
+            call::<methods::ImagePullBegin, _, _>(params, |p| async move { s.image.begin_pull(p, &daemon.ops).await }).await
+        }
+        methods::ImagePullStatus::NAME => {
+            call::<methods::ImagePullStatus, _, _>(params, |p| async move {
+                s.image.pull_status(&p.op_id, p.seen, std::time::Duration::from_millis(p.wait_ms)).await
+            })
+            .await
+        }
+        methods::ImagePullCancel::NAME => {
+            call::<methods::ImagePullCancel, _, _>(params, |p| async move { s.image.pull_cancel(&p.op_id) }).await
+        }
+        methods::ImageRegister::NAME => {
+            call::<methods::ImageRegister, _, _>(params, |p| async move { s.image.register(p).await }).await
+        }
+        methods::ImagePromote::NAME => {
+            call::<methods::ImagePromote, _, _>(params, |p| async move { s.image.promote(&p.name).await }).await
+        }
+        methods::ImageDelete::NAME => {
+            call::<methods::ImageDelete, _, _>(params, |p| async move { s.image.delete(&p.name).await }).await
+        }
+        methods::ImageCachePrune::NAME => {
+            call::<methods::ImageCachePrune, _, _>(params, |p| async move { s.image.cache_prune(p).await }).await
+        }
+        methods::KernelShow::NAME => {
+            call::<methods::KernelShow, _, _>(params, |p| async move { s.image.kernel_show(&p.name).await }).await
+        }
+        methods::KernelRm::NAME => {
+            call::<methods::KernelRm, _, _>(params, |p| async move { s.image.kernel_rm(&p.name).await }).await
         }
         other => Err(RpcError::new(ErrorCode::UnknownMethod, format!("unknown method {other:?}"))
             .with_hint("the CLI and daemon may be different versions; `banger daemon stop` restarts it on next use")),

@@ -188,6 +188,7 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
         shutdown.cancel();
     });
     let listener = bind_socket(&layout.socket_path).await?;
+    daemon.services.image.clean_leftovers();
     if let Err(e) = daemon.services.vm.reconcile().await {
         error!("reconcile failed: {}", e.message);
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banger_api::types::{CreateStatus, StageInfo, StageState, VmInfo};
+use banger_api::types::{CreateStatus, ImageInfo, StageInfo, StageState, VmInfo};
 use banger_api::{ErrorCode, RpcError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,7 @@ struct Stage {
 pub struct Progress {
     started: Instant,
     stages: Mutex<Vec<Stage>>,
+    detail: Mutex<Option<String>>,
     events: watch::Sender<usize>,
     cancel: CancellationToken,
 }
@@ -40,6 +41,7 @@ impl Default for Progress {
         Progress {
             started: Instant::now(),
             stages: Mutex::default(),
+            detail: Mutex::default(),
             events: watch::Sender::new(0),
             cancel: CancellationToken::new(),
         }
@@ -63,6 +65,7 @@ impl Progress {
     /// Ends the running stage (done) and starts `name`; fails when cancelled.
     pub fn stage(&self, name: &str) -> Result<(), RpcError> {
         self.check()?;
+        lock(&self.detail).take();
         {
             let mut stages = lock(&self.stages);
             Self::close_running(&mut stages, StageState::Done);
@@ -75,6 +78,12 @@ impl Progress {
         }
         self.bump();
         Ok(())
+    }
+
+    /// Sets what the running stage is doing (cleared by the next stage); callers throttle.
+    pub fn detail(&self, text: String) {
+        *lock(&self.detail) = Some(text);
+        self.bump();
     }
 
     /// Ends the running stage as done (`ok`) or failed.
@@ -104,6 +113,11 @@ impl Progress {
     /// Whether the operation was cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Resolves when the operation is cancelled.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
     }
 
     /// Requests cancellation.
@@ -144,6 +158,15 @@ pub fn cancelled() -> RpcError {
     )
 }
 
+/// What an asynchronous operation produced.
+#[derive(Debug, Clone)]
+pub enum OpOutput {
+    /// A VM (`vm.create.begin`).
+    Vm(Box<VmInfo>),
+    /// An image (`image.pull.begin`).
+    Image(Box<ImageInfo>),
+}
+
 /// One asynchronous operation.
 #[derive(Debug)]
 pub struct AsyncOp {
@@ -151,13 +174,13 @@ pub struct AsyncOp {
     pub op_id: String,
     /// Its stages.
     pub progress: Arc<Progress>,
-    outcome: Mutex<Option<(Result<VmInfo, RpcError>, Instant)>>,
+    outcome: Mutex<Option<(Result<OpOutput, RpcError>, Instant)>>,
     guard: Mutex<Option<OpGuard>>,
 }
 
 impl AsyncOp {
     /// Records the outcome and drops the op from the in-flight list.
-    pub fn complete(&self, result: Result<VmInfo, RpcError>) {
+    pub fn complete(&self, result: Result<OpOutput, RpcError>) {
         self.progress.finish(result.is_ok());
         *lock(&self.outcome) = Some((result, Instant::now()));
         lock(&self.guard).take();
@@ -167,11 +190,13 @@ impl AsyncOp {
     fn status(&self) -> CreateStatus {
         let (stages, events) = self.progress.snapshot();
         let outcome = lock(&self.outcome);
-        let (vm, error) = match outcome.as_ref().map(|(r, _)| r) {
-            Some(Ok(vm)) => (Some(vm.clone()), None),
-            Some(Err(e)) => (None, Some(e.clone())),
-            None => (None, None),
-        };
+        let (mut vm, mut image, mut error) = (None, None, None);
+        match outcome.as_ref().map(|(r, _)| r) {
+            Some(Ok(OpOutput::Vm(v))) => vm = Some(v.as_ref().clone()),
+            Some(Ok(OpOutput::Image(i))) => image = Some(i.as_ref().clone()),
+            Some(Err(e)) => error = Some(e.clone()),
+            None => {}
+        }
         CreateStatus {
             op_id: self.op_id.clone(),
             stages,
@@ -179,6 +204,8 @@ impl AsyncOp {
             done: outcome.is_some(),
             elapsed_ms: self.progress.started.elapsed().as_millis() as u64,
             vm,
+            image,
+            detail: lock(&self.progress.detail).clone(),
             error,
         }
     }
@@ -212,6 +239,11 @@ impl AsyncOps {
         }
         ops.insert(op_id.to_owned(), Arc::clone(&op));
         op
+    }
+
+    /// The operation `op_id`, if known.
+    pub fn find(&self, op_id: &str) -> Option<Arc<AsyncOp>> {
+        lock(&self.ops).get(op_id).cloned()
     }
 
     fn get(&self, op_id: &str) -> Result<Arc<AsyncOp>, RpcError> {

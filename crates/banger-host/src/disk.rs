@@ -51,6 +51,46 @@ pub fn make_ext4(
     label: &str,
     from_dir: Option<&Path>,
 ) -> Result<(), DiskError> {
+    make_ext4_with(runner, path, size_bytes, label, from_dir, Owners::Keep)
+}
+
+/// Like [`make_ext4`], but every entry of `from_dir` is root's inside the image (the per-VM
+/// work disk: `/root` and its `authorized_keys` must be root's for sshd).
+pub fn make_ext4_root_owned(
+    runner: &dyn CommandRunner,
+    path: &Path,
+    size_bytes: u64,
+    label: &str,
+    from_dir: &Path,
+) -> Result<(), DiskError> {
+    make_ext4_with(
+        runner,
+        path,
+        size_bytes,
+        label,
+        Some(from_dir),
+        Owners::Root,
+    )
+}
+
+/// Who owns the files `mkfs.ext4 -d` copies in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owners {
+    /// The tree's owners — except that a daemon not running as root (which could not chown
+    /// while staging) maps its own uid to root.
+    Keep,
+    /// Everything root's.
+    Root,
+}
+
+fn make_ext4_with(
+    runner: &dyn CommandRunner,
+    path: &Path,
+    size_bytes: u64,
+    label: &str,
+    from_dir: Option<&Path>,
+    owners: Owners,
+) -> Result<(), DiskError> {
     let io = |source| DiskError::Io {
         path: path.to_owned(),
         source,
@@ -71,16 +111,26 @@ pub fn make_ext4(
     }
     runner.run(&cmd.arg(path.display().to_string()))?;
     if let Some(dir) = from_dir {
-        own_by_root(runner, path, dir)?;
+        let only_uid = match owners {
+            Owners::Root => None,
+            Owners::Keep if crate::process::running_as_root() => return Ok(()),
+            Owners::Keep => Some(rustix::process::geteuid().as_raw()),
+        };
+        own_by_root(runner, path, dir, only_uid)?;
     }
     Ok(())
 }
 
 /// `mkfs.ext4 -d` copies the tree's owners; a daemon running as its owner (not root) would
 /// hand the guest files owned by that uid (and sshd refuses an authorized_keys that is not
-/// root's). Every entry of `tree` not owned by root is made root's inside `image`; when all
-/// are root's already (a root daemon) nothing runs.
-fn own_by_root(runner: &dyn CommandRunner, image: &Path, tree: &Path) -> Result<(), DiskError> {
+/// root's). Entries of `tree` not owned by root (only those owned by `only_uid`, when given)
+/// are made root's inside `image`; when there are none nothing runs.
+fn own_by_root(
+    runner: &dyn CommandRunner,
+    image: &Path,
+    tree: &Path,
+    only_uid: Option<u32>,
+) -> Result<(), DiskError> {
     use std::os::unix::fs::MetadataExt as _;
     let bad = |detail: String| DiskError::Debugfs {
         image: image.to_owned(),
@@ -90,7 +140,7 @@ fn own_by_root(runner: &dyn CommandRunner, image: &Path, tree: &Path) -> Result<
     for entry in walkdir::WalkDir::new(tree).follow_links(false) {
         let entry = entry.map_err(|e| bad(e.to_string()))?;
         let meta = entry.metadata().map_err(|e| bad(e.to_string()))?;
-        if meta.uid() == 0 && meta.gid() == 0 {
+        if (meta.uid() == 0 && meta.gid() == 0) || only_uid.is_some_and(|u| meta.uid() != u) {
             continue;
         }
         let rel = entry
@@ -327,7 +377,7 @@ mod tests {
             std::os::unix::fs::lchown(&p, Some(4242), Some(4242)).unwrap();
         }
         let img = dir.path().join("w.ext4");
-        make_ext4(&RealRunner, &img, 32 << 20, "w", Some(&seed)).unwrap();
+        make_ext4_root_owned(&RealRunner, &img, 32 << 20, "w", &seed).unwrap();
         for p in ["/", "/.ssh", "/.ssh/authorized_keys", "/a file"] {
             let stat = RealRunner
                 .run(

@@ -31,8 +31,12 @@ for m in $(cat /etc/modules); do
   [ -f "/lib/modules/$m.ko" ] && insmod "/lib/modules/$m.ko"
 done
 root=/dev/vda
+init=/sbin/init
 for arg in $(cat /proc/cmdline); do
-  case "$arg" in root=/dev/*) root="${arg#root=}" ;; esac
+  case "$arg" in
+    root=/dev/*) root="${arg#root=}" ;;
+    init=/*) init="${arg#init=}" ;;
+  esac
 done
 i=0
 while [ ! -b "$root" ] && [ "$i" -lt 1000 ]; do sleep 0.01; i=$((i + 1)); done
@@ -42,7 +46,7 @@ if ! mount -t ext4 -o rw "$root" /newroot; then
 fi
 umount /proc /sys
 mount --move /dev /newroot/dev
-exec switch_root /newroot /sbin/init
+exec switch_root /newroot "$init"
 echo "banger-initramfs: switch_root failed" >&2
 poweroff -f
 "#;
@@ -84,6 +88,19 @@ impl Cpio {
             self.out.push(0);
         }
     }
+}
+
+/// Bumped whenever [`INIT`] changes; kernels with an older initramfs get it rebuilt.
+pub const VERSION: u32 = 2;
+
+/// The file next to an initramfs recording its [`VERSION`].
+pub fn version_marker(initrd: &Path) -> std::path::PathBuf {
+    initrd.with_extension("version")
+}
+
+/// Whether the initramfs at `initrd` was built by this [`VERSION`].
+pub fn is_current(initrd: &Path) -> bool {
+    fs_err::read_to_string(version_marker(initrd)).is_ok_and(|v| v.trim() == VERSION.to_string())
 }
 
 /// Builds the initramfs from a static `busybox` and the kernel's module tree.
@@ -155,7 +172,12 @@ pub fn build(busybox: &Path, modules_root: &Path, out: &Path) -> Result<(), Imag
         (0, 0),
     );
     cpio.entry("TRAILER!!!", 0, &[], (0, 0));
-    fs_err::write(out, &cpio.out).map_err(io_err(out))
+    // Written beside and renamed: a kernel in use never sees a half-written initramfs.
+    let tmp = out.with_extension("tmp");
+    fs_err::write(&tmp, &cpio.out).map_err(io_err(&tmp))?;
+    fs_err::rename(&tmp, out).map_err(io_err(out))?;
+    let marker = version_marker(out);
+    fs_err::write(&marker, VERSION.to_string()).map_err(io_err(&marker))
 }
 
 #[cfg(test)]

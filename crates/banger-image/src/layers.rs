@@ -127,6 +127,19 @@ fn resolve_parent(root: &Path, rel: &Path) -> Result<PathBuf, &'static str> {
     Ok(root.join(resolved.iter().collect::<PathBuf>()))
 }
 
+/// Extended attributes a pax header carries (`SCHILY.xattr.<name>`).
+fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)> {
+    let Ok(Some(exts)) = entry.pax_extensions() else {
+        return Vec::new();
+    };
+    exts.filter_map(Result::ok)
+        .filter_map(|ext| {
+            let key = ext.key().ok()?.strip_prefix("SCHILY.xattr.")?.to_owned();
+            Some((key, ext.value_bytes().to_vec()))
+        })
+        .collect()
+}
+
 fn remove_any(path: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
@@ -207,6 +220,7 @@ pub fn apply_layer(
             continue;
         }
         let dst = parent.join(&name);
+        let xattrs = pax_xattrs(&mut entry);
         let header = entry.header().clone();
         let kind = header.entry_type();
         if kind.is_character_special() || kind.is_block_special() {
@@ -275,6 +289,15 @@ pub fn apply_layer(
         }
         if as_root {
             chown(&dst, uid, gid).map_err(io(format!("chown {}", raw.display())))?;
+        }
+        for (key, value) in &xattrs {
+            // Best effort: a namespace the staging filesystem or an unprivileged daemon
+            // cannot hold (trusted.*) is skipped, as container runtimes do.
+            if let Err(e) =
+                rustix::fs::lsetxattr(&dst, key.as_str(), value, rustix::fs::XattrFlags::empty())
+            {
+                tracing::warn!(path = %raw.display(), xattr = key, "xattr not kept: {e}");
+            }
         }
         if !kind.is_symlink() && !kind.is_dir() {
             // After chown: chown clears setuid/setgid bits.

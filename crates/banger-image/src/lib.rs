@@ -9,6 +9,8 @@
 pub mod initramfs;
 pub mod kernel;
 pub mod layers;
+pub mod oci;
+pub mod registry;
 pub mod rootfs;
 
 use std::path::{Path, PathBuf};

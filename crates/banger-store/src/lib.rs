@@ -257,6 +257,14 @@ impl Store {
         records::get_kernel(&conn, name_or_id)
     }
 
+    /// Deletes a kernel row. Fails (foreign key) while an image uses it.
+    pub fn delete_kernel(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM kernels WHERE id = ?1", [id])?
+            > 0)
+    }
+
     /// All kernels, by name.
     pub fn list_kernels(&self) -> Result<Vec<KernelRecord>, StoreError> {
         let conn = self.conn();

@@ -6,6 +6,7 @@
 //! journals it, so contract tests can assert that banger only sends valid requests.
 
 pub mod fake_firecracker;
+pub mod registry;
 pub mod spec;
 
 pub use fake_firecracker::{FakeFirecracker, JournalEntry};

@@ -1,6 +1,7 @@
 //! Command implementations.
 
 mod daemon;
+mod image;
 mod net;
 mod sshconfig;
 mod system;
@@ -13,7 +14,7 @@ use banger_config::Layout;
 use clap::CommandFactory as _;
 
 use crate::cli::{
-    Cli, Command, DaemonCommand, DnsCommand, ImageCommand, KernelCommand, NetCommand,
+    CacheCommand, Cli, Command, DaemonCommand, DnsCommand, ImageCommand, KernelCommand, NetCommand,
     SystemCommand, VmCommand, WorkspaceCommand,
 };
 use crate::connect::connect;
@@ -104,12 +105,59 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SshConfig { install, uninstall } => sshconfig::run(&layout, install, uninstall),
         Command::Net(NetCommand::Status { json }) => net::net_status(&layout, json).await,
         Command::Dns(DnsCommand::Status { json }) => net::dns_status(&layout, json).await,
-        Command::Kernel(KernelCommand::Import { from_distro, name }) => {
-            vm::kernel_import(&layout, from_distro, name).await
+        Command::Kernel(KernelCommand::Import {
+            name,
+            from_distro,
+            vmlinux,
+            initrd,
+            modules,
+        }) => {
+            let files = image::KernelFiles {
+                name,
+                from_distro,
+                vmlinux,
+                initrd,
+                modules,
+            };
+            image::kernel_import(&layout, files).await
         }
-        Command::Kernel(KernelCommand::List { json }) => vm::kernel_list(&layout, json).await,
-        Command::Image(ImageCommand::Ensure { name }) => vm::image_ensure(&layout, name).await,
-        Command::Image(ImageCommand::List { json }) => vm::image_list(&layout, json).await,
+        Command::Kernel(KernelCommand::List { json }) => image::kernel_list(&layout, json).await,
+        Command::Kernel(KernelCommand::Show { name, json }) => {
+            image::kernel_show(&layout, name, json).await
+        }
+        Command::Kernel(KernelCommand::Rm { name }) => image::kernel_rm(&layout, name).await,
+        Command::Image(ImageCommand::Pull {
+            reference,
+            name,
+            kernel_ref,
+            insecure,
+        }) => image::pull(&layout, reference, name, kernel_ref, insecure).await,
+        Command::Image(ImageCommand::Ensure { name }) => image::ensure(&layout, name).await,
+        Command::Image(ImageCommand::List { json }) => image::list(&layout, json).await,
+        Command::Image(ImageCommand::Show { name, json }) => image::show(&layout, name, json).await,
+        Command::Image(ImageCommand::Register {
+            name,
+            rootfs,
+            kernel,
+            initrd,
+            modules,
+            kernel_ref,
+        }) => {
+            let r = image::Register {
+                name,
+                rootfs,
+                kernel,
+                initrd,
+                modules,
+                kernel_ref,
+            };
+            image::register(&layout, r).await
+        }
+        Command::Image(ImageCommand::Promote { name }) => image::promote(&layout, name).await,
+        Command::Image(ImageCommand::Delete { name }) => image::delete(&layout, name).await,
+        Command::Image(ImageCommand::Cache(CacheCommand::Prune { dry_run, all })) => {
+            image::cache_prune(&layout, dry_run, all).await
+        }
         Command::Completion { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "banger", &mut out);

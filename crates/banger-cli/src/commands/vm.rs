@@ -132,16 +132,12 @@ use std::process::Command as Process;
 use std::time::Instant;
 
 use banger_api::methods::{
-    ImageEnsure, ImageList, KernelImport, KernelList, VmCreateBegin, VmCreateCancel,
-    VmCreateStatus, VmDelete, VmKill, VmLogsGet, VmRestart, VmSsh, VmStart, VmStop,
+    VmCreateBegin, VmCreateCancel, VmCreateStatus, VmDelete, VmKill, VmLogsGet, VmRestart, VmSsh,
+    VmStart, VmStop,
 };
-use banger_api::types::{
-    ImageEnsureParams, KernelImportParams, OpRef, OpStatusParams, SshInfo, VmCreateParams,
-    VmOpResult, VmRefs,
-};
+use banger_api::types::{SshInfo, VmCreateParams, VmOpResult, VmRefs};
 
 use crate::cli::CreateArgs;
-use crate::stages::StageUi;
 
 fn create_params(args: &CreateArgs, no_start: bool, keep_failed_boot: bool) -> VmCreateParams {
     VmCreateParams {
@@ -168,33 +164,8 @@ pub(crate) async fn create_vm(
         .client
         .call::<VmCreateBegin>(&create_params(args, no_start, keep_failed_boot))
         .await?;
-    let op_id = begun.op_id;
-    let mut ui = StageUi::new();
-    let mut seen = 0;
-    let mut cancelled = false;
-    let status = loop {
-        let poll = OpStatusParams {
-            op_id: op_id.clone(),
-            seen,
-            wait_ms: 1000,
-        };
-        let st = tokio::select! {
-            st = conn.client.call::<VmCreateStatus>(&poll) => st?,
-            _ = tokio::signal::ctrl_c(), if !cancelled => {
-                // The interrupted call leaves this connection mid-response: use a new one.
-                cancelled = true;
-                ui.line("cancelling; undoing what was created...");
-                conn = connect(layout).await?;
-                conn.client.call::<VmCreateCancel>(&OpRef { op_id: op_id.clone() }).await?
-            }
-        };
-        ui.update(&st);
-        seen = st.events;
-        if st.done {
-            break st;
-        }
-    };
-    ui.finish();
+    let status =
+        crate::stages::follow::<VmCreateStatus, VmCreateCancel>(layout, conn, begun.op_id).await?;
     if let Some(err) = status.error {
         return Err(err.into());
     }
@@ -374,90 +345,5 @@ pub(crate) async fn logs(layout: &Layout, name: &str) -> anyhow::Result<ExitCode
         logs.vmm.trim_end(),
         logs.console.trim_end()
     ));
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) async fn kernel_import(
-    layout: &Layout,
-    from_distro: bool,
-    name: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    if !from_distro {
-        return Err(crate::output::Hinted::new(
-            "nothing to import",
-            "use `banger kernel import --from-distro`",
-        )
-        .into());
-    }
-    let mut conn = connect(layout).await?;
-    output::status("importing the distro kernel (apt download, vmlinux extraction, initramfs)...");
-    let k = conn
-        .client
-        .call::<KernelImport>(&KernelImportParams { from_distro, name })
-        .await?;
-    output::data(&format!("{} {} {}", k.name, k.version, k.kernel));
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) async fn kernel_list(layout: &Layout, as_json: bool) -> anyhow::Result<ExitCode> {
-    let mut conn = connect(layout).await?;
-    let ks = conn.client.call::<KernelList>(&Empty {}).await?;
-    if as_json {
-        output::json(&ks)?;
-    } else {
-        let rows = ks
-            .iter()
-            .map(|k| {
-                vec![
-                    k.name.clone(),
-                    k.version.clone(),
-                    k.source.clone(),
-                    k.kernel.clone(),
-                ]
-            })
-            .collect();
-        output::data(&output::table(
-            &["NAME", "VERSION", "SOURCE", "KERNEL"],
-            rows,
-        ));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) async fn image_ensure(
-    layout: &Layout,
-    name: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    let mut conn = connect(layout).await?;
-    output::status(
-        "making sure the image is available (the default one is built once with debootstrap)...",
-    );
-    let i = conn
-        .client
-        .call::<ImageEnsure>(&ImageEnsureParams { name })
-        .await?;
-    output::data(&format!("{} {}", i.name, i.rootfs));
-    Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) async fn image_list(layout: &Layout, as_json: bool) -> anyhow::Result<ExitCode> {
-    let mut conn = connect(layout).await?;
-    let images = conn.client.call::<ImageList>(&Empty {}).await?;
-    if as_json {
-        output::json(&images)?;
-    } else {
-        let rows = images
-            .iter()
-            .map(|i| {
-                vec![
-                    i.name.clone(),
-                    i.source.clone(),
-                    i.kernel.clone().unwrap_or_default(),
-                    output::size(i.size_bytes),
-                ]
-            })
-            .collect();
-        output::data(&output::table(&["NAME", "SOURCE", "KERNEL", "SIZE"], rows));
-    }
     Ok(ExitCode::SUCCESS)
 }

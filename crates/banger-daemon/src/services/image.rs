@@ -20,20 +20,27 @@ pub const DISTRO_KERNEL_NAME: &str = "debian-cloud";
 /// Images and kernels.
 #[derive(Debug)]
 pub struct ImageService {
-    infra: Infra,
+    pub(crate) infra: Infra,
     /// Coalesces concurrent builds of the default kernel and image (one build at a time).
     build: Mutex<()>,
     /// The image publication lock: held only across re-check + rename + upsert.
-    publication: Mutex<()>,
+    pub(crate) publication: Mutex<()>,
+    /// Pulls under way (a leaf lock: never held across I/O or another lock).
+    pub(crate) inflight: std::sync::Mutex<super::image_pull::Inflight>,
+    /// Pull operations (`image.pull.status`).
+    pub(crate) pulls: crate::progress::AsyncOps,
 }
 
 /// Replaces `final_dir` with the finished `staging` dir (caller holds the publication lock).
-fn swap_in(staging: &std::path::Path, final_dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn swap_in(
+    staging: &std::path::Path,
+    final_dir: &std::path::Path,
+) -> std::io::Result<()> {
     let _ = fs_err::remove_dir_all(final_dir);
     fs_err::rename(staging, final_dir)
 }
 
-fn failed(step: &str, e: &dyn std::error::Error) -> RpcError {
+pub(crate) fn failed(step: &str, e: &dyn std::error::Error) -> RpcError {
     RpcError::new(ErrorCode::OperationFailed, format!("{step}: {}", chain(e)))
 }
 
@@ -56,7 +63,7 @@ pub(crate) async fn with_store<T: Send + 'static>(
     blocking(move || f(&store).map_err(|e| store_error(&e))).await
 }
 
-fn kernel_info(k: &KernelRecord) -> KernelInfo {
+pub(crate) fn kernel_info(k: &KernelRecord) -> KernelInfo {
     KernelInfo {
         name: k.name.clone(),
         version: k.version.clone(),
@@ -85,7 +92,7 @@ fn static_busybox() -> Result<PathBuf, RpcError> {
     .with_hint("apt-get install busybox-static"))
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
 
@@ -96,6 +103,8 @@ impl ImageService {
             infra,
             build: Mutex::new(()),
             publication: Mutex::new(()),
+            inflight: std::sync::Mutex::default(),
+            pulls: crate::progress::AsyncOps::default(),
         }
     }
 
@@ -111,17 +120,7 @@ impl ImageService {
         let kernels = with_store(&self.infra.store, Store::list_kernels).await?;
         Ok(images
             .into_iter()
-            .map(|i| ImageInfo {
-                kernel: i
-                    .kernel_id
-                    .as_ref()
-                    .and_then(|id| kernels.iter().find(|k| &k.id == id))
-                    .map(|k| k.name.clone()),
-                name: i.name,
-                source: i.source,
-                rootfs: i.rootfs_path,
-                size_bytes: i.size_bytes,
-            })
+            .map(|i| Self::info(i, &kernels))
             .collect())
     }
 
@@ -137,6 +136,7 @@ impl ImageService {
         if let Some(k) = with_store(&self.infra.store, move |s| s.get_kernel(&key)).await?
             && Path::new(&k.vmlinux_path).exists()
         {
+            self.refresh_initramfs(&k).await?;
             return Ok(k);
         }
         let _build = self.build.lock().await;
@@ -204,6 +204,32 @@ impl ImageService {
         with_store(&self.infra.store, move |s| s.upsert_kernel(&rec)).await?;
         info!(kernel = name, version = record.version, "kernel imported");
         Ok(record)
+    }
+
+    /// Rebuilds a distro kernel's initramfs made by an older [`banger_image::initramfs::VERSION`]
+    /// (its modules are kept beside it), so boot features such as `init=` reach old kernels.
+    async fn refresh_initramfs(&self, k: &KernelRecord) -> Result<(), RpcError> {
+        let (Some(initrd), Some(modules)) = (&k.initrd_path, &k.modules_dir) else {
+            return Ok(());
+        };
+        let (initrd, modules) = (PathBuf::from(initrd), PathBuf::from(modules));
+        if !k.source.starts_with("distro:")
+            || banger_image::initramfs::is_current(&initrd)
+            || !modules.is_dir()
+        {
+            return Ok(());
+        }
+        let _build = self.build.lock().await;
+        if banger_image::initramfs::is_current(&initrd) {
+            return Ok(());
+        }
+        info!(kernel = k.name, "rebuilding an outdated initramfs");
+        let busybox = static_busybox()?;
+        blocking(move || {
+            banger_image::initramfs::build(&busybox, &modules, &initrd)
+                .map_err(|e| failed("initramfs", &e))
+        })
+        .await
     }
 
     /// Whether `image` is the built-in default built from an older recipe and no VM uses it

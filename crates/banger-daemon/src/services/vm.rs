@@ -32,7 +32,7 @@ use super::{HostNetwork, ImageService, WorkspaceService};
 use crate::daemon::Infra;
 use crate::error::chain;
 use crate::ops::OpRegistry;
-use crate::progress::{AsyncOps, Progress, cancelled};
+use crate::progress::{AsyncOps, OpOutput, Progress, cancelled};
 use banger_host::nat::{NatEntry, NatSpec};
 
 /// Where the guest agent goes in every VM's system disk, and its unit.
@@ -106,6 +106,18 @@ pub(crate) fn vm_info(row: VmRow) -> VmInfo {
 
 fn bad(msg: impl Into<String>) -> RpcError {
     RpcError::new(ErrorCode::BadRequest, msg)
+}
+
+/// The guest kernel command line; `init` (an absolute path in the image) replaces /sbin/init.
+fn boot_cmdline(init: Option<&str>) -> String {
+    let mut cmdline = String::from(
+        "console=ttyS0 root=/dev/vda rw panic=-1 net.ifnames=0 quiet loglevel=4 systemd.show_status=false",
+    );
+    if let Some(init) = init.filter(|i| i.starts_with('/') && !i.contains(char::is_whitespace)) {
+        cmdline.push_str(" init=");
+        cmdline.push_str(init);
+    }
+    cmdline
 }
 
 fn op_failed(step: &str, msg: impl std::fmt::Display) -> RpcError {
@@ -403,7 +415,11 @@ impl VmService {
                 if let Err(e) = &result {
                     warn!("create failed: {}", e.message);
                 }
-                op.complete(result.map_err(|e| e.with_op_id(op.op_id.clone())));
+                op.complete(
+                    result
+                        .map(|vm| OpOutput::Vm(Box::new(vm)))
+                        .map_err(|e| e.with_op_id(op.op_id.clone())),
+                );
             },
             span,
         ));
@@ -498,6 +514,8 @@ impl VmService {
                 vmm: Some(self.infra.vmm.name()),
                 spec: serde_json::json!({
                     "kernel": kernel.name,
+                    // A pulled image without systemd or sshd boots its first-boot init.
+                    "init": image.config.get("init").and_then(serde_json::Value::as_str),
                     "sizing": SizingSources { vcpu: sizing.vcpu.1, memory_mib: sizing.memory_mib.1, disk: sizing.disk_bytes.1 },
                 }),
                 workspace: None,
@@ -640,7 +658,7 @@ impl VmService {
             set_mode(&ssh_dir, 0o700)?;
             set_mode(&ssh_dir.join("authorized_keys"), 0o600)?;
             set_mode(&work_root, 0o700)?;
-            disk::make_ext4(r, &dir.join("work.ext4"), vm.disk_bytes, "banger-work", Some(&work_root))
+            disk::make_ext4_root_owned(r, &dir.join("work.ext4"), vm.disk_bytes, "banger-work", &work_root)
                 .map_err(|e| op_failed("work disk", chain(&e)))?;
             let _ = fs_err::remove_dir_all(&stage);
             // Pin the host key under the VM id (never reused, unlike IPs).
@@ -692,14 +710,25 @@ impl VmService {
             memory_mib: vm.memory_mib,
             kernel: PathBuf::from(&kernel.vmlinux_path),
             initrd: kernel.initrd_path.as_ref().map(PathBuf::from),
-            cmdline: "console=ttyS0 root=/dev/vda rw panic=-1 net.ifnames=0 quiet loglevel=4 systemd.show_status=false".into(),
+            cmdline: boot_cmdline(vm.spec.get("init").and_then(serde_json::Value::as_str)),
             drives: vec![
-                Drive { id: "rootfs".into(), path: dir.join("root.ext4"), read_only: false },
-                Drive { id: "work".into(), path: dir.join("work.ext4"), read_only: false },
+                Drive {
+                    id: "rootfs".into(),
+                    path: dir.join("root.ext4"),
+                    read_only: false,
+                },
+                Drive {
+                    id: "work".into(),
+                    path: dir.join("work.ext4"),
+                    read_only: false,
+                },
             ],
             net: None,
             // The guest's IPv4 address as its CID: unique among VMs, never 0-2 or u32::MAX.
-            vsock: self.infra.vmm.supports_vsock().then(|| VsockSpec { cid: u32::from(ip), uds_path: run_dir.join("vsock.sock") }),
+            vsock: self.infra.vmm.supports_vsock().then(|| VsockSpec {
+                cid: u32::from(ip),
+                uds_path: run_dir.join("vsock.sock"),
+            }),
             run_dir: run_dir.clone(),
             console_log: dir.join("console.log"),
             vmm_log: dir.join("vmm.log"),
