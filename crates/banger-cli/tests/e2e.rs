@@ -641,3 +641,89 @@ fn e2e_workspace_run_export_agent_ports_stats_and_auto_stop() {
     g.ok(&["vm", "delete", "w2"]);
     g.assert_nothing_left();
 }
+
+/// The default image's tree (read back from its ext4 with debugfs, plus its /root seed) as
+/// a plain-tar OCI layer, and a small second layer on top.
+fn push_default_image_as_oci(g: &Guest, reg: &banger_testkit::registry::TestRegistry) -> String {
+    let info: Value =
+        serde_json::from_str(&g.ok(&["image", "show", "debian-bookworm", "--json"])).unwrap();
+    let rootfs = PathBuf::from(info["rootfs"].as_str().unwrap());
+    let scratch = tempfile::tempdir().unwrap();
+    let tree = scratch.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let dump = Command::new("debugfs")
+        .args(["-R", &format!("rdump / {}", tree.display())])
+        .arg(&rootfs)
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", stderr(&dump));
+    let seed = rootfs.parent().unwrap().join("work-seed");
+    let _ = std::fs::remove_dir_all(tree.join("root"));
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&seed)
+            .arg(tree.join("root"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let top = scratch.path().join("top");
+    std::fs::create_dir_all(top.join("etc")).unwrap();
+    std::fs::write(top.join("etc/banger-pulled"), "pulled ok\n").unwrap();
+    let mut layers = Vec::new();
+    for (i, dir) in [&tree, &top].iter().enumerate() {
+        let tar = scratch.path().join(format!("l{i}.tar"));
+        banger_testkit::registry::tar_dir(dir, &tar).unwrap();
+        layers.push(reg.push_layer_file("e2e/debian", &tar).unwrap());
+    }
+    reg.push_image(
+        "e2e/debian",
+        "v1",
+        "amd64",
+        &layers,
+        &serde_json::json!({"Cmd": ["/bin/bash"], "WorkingDir": "/root"}),
+    )
+    .unwrap()
+}
+
+#[test]
+fn e2e_pulled_oci_image_boots_and_answers_ssh() {
+    let Some(g) = Guest::new() else { return };
+    let reg = banger_testkit::registry::TestRegistry::start()
+        .expect("docker-registry did not start (scripts/test.sh installs it)");
+    let digest = push_default_image_as_oci(&g, &reg);
+    // The daemon lives in the netns: a second registry there serves the same storage.
+    let _mirror = reg.mirror_in_netns(&g.netns, reg.port()).unwrap();
+    let reference = format!("127.0.0.1:{}/e2e/debian:v1", reg.port());
+    let out = g.run(&["image", "pull", &reference, "--name", "pulled"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pulled");
+    let info: Value =
+        serde_json::from_str(&g.ok(&["image", "show", "pulled", "--json"])).unwrap();
+    assert_eq!(info["digest"], digest.as_str());
+    assert_eq!(info["details"]["workdir"], "/root");
+    assert!(
+        info["details"]["init"].is_null(),
+        "systemd and sshd present: no first-boot init"
+    );
+    let out = g.run(&[
+        "vm",
+        "run",
+        "--image",
+        "pulled",
+        "--name",
+        "p1",
+        "--rm",
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/banger-pulled; test \"$(id -u)\" = 0 && exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pulled ok");
+    let err = g.run(&["image", "pull", &reference, "--name", "pulled"]);
+    assert!(!err.status.success(), "same name twice is refused");
+    g.ok(&["image", "delete", "pulled"]);
+    g.assert_nothing_left();
+}

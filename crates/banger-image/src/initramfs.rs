@@ -173,7 +173,7 @@ pub fn build(busybox: &Path, modules_root: &Path, out: &Path) -> Result<(), Imag
     );
     cpio.entry("TRAILER!!!", 0, &[], (0, 0));
     // Written beside and renamed: a kernel in use never sees a half-written initramfs.
-    let tmp = out.with_extension("tmp");
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
     fs_err::write(&tmp, &cpio.out).map_err(io_err(&tmp))?;
     fs_err::rename(&tmp, out).map_err(io_err(out))?;
     let marker = version_marker(out);

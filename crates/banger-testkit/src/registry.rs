@@ -13,19 +13,21 @@ use sha2::{Digest as _, Sha256};
 /// Where Debian's package puts the registry.
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
-/// A running registry; killed on drop.
+/// A registry: one this process started (killed on drop) or one it only talks to.
 #[derive(Debug)]
 pub struct TestRegistry {
-    child: Child,
+    child: Option<Child>,
     /// `127.0.0.1:PORT`.
     pub addr: String,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -158,20 +160,68 @@ pub struct PushedLayer {
 }
 
 impl TestRegistry {
+    /// A registry someone else runs at `addr`.
+    pub fn connect(addr: &str) -> Self {
+        TestRegistry {
+            child: None,
+            addr: addr.to_owned(),
+            dir: None,
+        }
+    }
+
+    /// Its storage directory (when this process started it).
+    pub fn storage(&self) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|d| d.path().join("storage"))
+    }
+
     /// Starts a registry on a free loopback port; `None` when the binary is missing.
     pub fn start() -> Option<Self> {
-        if !Path::new(REGISTRY_BIN).exists() {
-            return None;
-        }
-        let dir = tempfile::tempdir().ok()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .ok()?
             .local_addr()
             .ok()?
             .port();
+        let reg = Self::spawn(None, port, None)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if request(&reg.addr, "GET", "/v2/", None, Body::Empty).is_ok_and(|r| r.status == 200)
+            {
+                return Some(reg);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Starts a second registry inside network namespace `netns` on `port`, serving the
+    /// same storage as `self` (push from the host, pull inside the netns). Waits until it
+    /// listens.
+    pub fn mirror_in_netns(&self, netns: &str, port: u16) -> Option<Self> {
+        let reg = Self::spawn(Some(netns), port, self.storage())?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let up = Command::new("ip")
+                .args(["netns", "exec", netns, "bash", "-c"])
+                .arg(format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if up {
+                return Some(reg);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn spawn(netns: Option<&str>, port: u16, storage: Option<std::path::PathBuf>) -> Option<Self> {
+        if !Path::new(REGISTRY_BIN).exists() {
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        let storage = dir.path().join("storage");
+        let storage = storage.unwrap_or_else(|| dir.path().join("storage"));
         std::fs::write(
             &config,
             format!(
@@ -181,7 +231,15 @@ impl TestRegistry {
         )
         .ok()?;
         let log = std::fs::File::create(dir.path().join("registry.log")).ok()?;
-        let child = Command::new(REGISTRY_BIN)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, REGISTRY_BIN]);
+                c
+            }
+            None => Command::new(REGISTRY_BIN),
+        };
+        let child = cmd
             .arg("serve")
             .arg(&config)
             .stdin(Stdio::null())
@@ -189,19 +247,20 @@ impl TestRegistry {
             .stderr(log)
             .spawn()
             .ok()?;
-        let reg = TestRegistry {
-            child,
+        Some(TestRegistry {
+            child: Some(child),
             addr,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if request(&reg.addr, "GET", "/v2/", None, Body::Empty).is_ok_and(|r| r.status == 200) {
-                return Some(reg);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+            dir: Some(dir),
+        })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Uploads a blob (monolithic); returns its digest.

@@ -355,6 +355,7 @@ impl ImageService {
                     format!("image {name:?} refers to a missing kernel"),
                 )
             })?;
+        self.refresh_initramfs(&kernel).await?;
         Ok(Some((image, kernel)))
     }
 }
