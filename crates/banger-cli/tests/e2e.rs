@@ -699,8 +699,7 @@ fn e2e_pulled_oci_image_boots_and_answers_ssh() {
     let out = g.run(&["image", "pull", &reference, "--name", "pulled"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pulled");
-    let info: Value =
-        serde_json::from_str(&g.ok(&["image", "show", "pulled", "--json"])).unwrap();
+    let info: Value = serde_json::from_str(&g.ok(&["image", "show", "pulled", "--json"])).unwrap();
     assert_eq!(info["digest"], digest.as_str());
     assert_eq!(info["details"]["workdir"], "/root");
     assert!(

@@ -49,18 +49,71 @@ pub enum LayerError {
     },
 }
 
-/// A reader that hashes what passes through it.
-struct Hashing<R> {
-    inner: R,
-    hash: Sha256,
+/// Reads the chunks another thread sends (the hashing/decompressing side of a layer).
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
 }
 
-impl<R: Read> Read for Hashing<R> {
+impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.cur = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The sender finished: end of stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
+}
+
+/// Reads `blob` to the end on its own thread (decompression and sha256 happen there, on
+/// another core than the unpacking), handing the bytes to `consume`. Returns what `consume`
+/// returned and the hash (`None` when reading failed or `consume` stopped early).
+fn hashed_pipeline<T>(
+    blob: impl Read + Send,
+    consume: impl FnOnce(ChannelReader) -> T,
+) -> (T, Option<String>) {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::io::Result<Vec<u8>>>(16);
+        let reader = s.spawn(move || {
+            let mut blob = blob;
+            let mut hash = Sha256::new();
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                match blob.read(&mut buf) {
+                    Ok(0) => return Some(format!("{:x}", hash.finalize())),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        hash.update(&buf);
+                        if tx.send(Ok(buf)).is_err() {
+                            return None;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return None;
+                    }
+                }
+            }
+        });
+        let out = consume(ChannelReader {
+            rx,
+            cur: Vec::new(),
+            pos: 0,
+        });
+        (out, reader.join().ok().flatten())
+    })
 }
 
 /// The normalized relative path of a tar entry, or why it is refused.
@@ -154,13 +207,31 @@ fn chown(path: &Path, uid: u64, gid: u64) -> std::io::Result<()> {
 }
 
 /// Applies one layer (an uncompressed tar stream whose sha256 must be `digest`, hex) onto
-/// `root`. `layer` names it in errors. Ownership is reproduced when running as root.
+/// `root`. `layer` names it in errors. Ownership is reproduced when running as root. The
+/// stream is read and hashed on a second thread while this one unpacks.
 pub fn apply_layer(
     root: &Path,
     layer: &str,
     digest: &str,
-    blob: impl Read,
+    blob: impl Read + Send,
 ) -> Result<(), LayerError> {
+    let (applied, hash) = hashed_pipeline(blob, |reader| apply_entries(root, layer, reader));
+    applied?;
+    let got = hash.ok_or_else(|| LayerError::Io {
+        layer: layer.to_owned(),
+        context: "cannot read the layer".into(),
+        source: std::io::Error::other("the stream ended early"),
+    })?;
+    if got != digest.trim_start_matches("sha256:") {
+        return Err(LayerError::Digest {
+            layer: layer.to_owned(),
+            got,
+        });
+    }
+    Ok(())
+}
+
+fn apply_entries(root: &Path, layer: &str, blob: impl Read) -> Result<(), LayerError> {
     let as_root = banger_host::process::running_as_root();
     let io = |context: String| {
         let layer = layer.to_owned();
@@ -175,11 +246,8 @@ pub fn apply_layer(
         path: path.display().to_string(),
         why,
     };
-    let mut hashing = Hashing {
-        inner: blob,
-        hash: Sha256::new(),
-    };
-    let mut archive = tar::Archive::new(&mut hashing);
+    let mut blob = blob;
+    let mut archive = tar::Archive::new(&mut blob);
     // Paths this layer created: an opaque marker must not remove them.
     let mut created: HashSet<PathBuf> = HashSet::new();
     let mut dir_modes: Vec<(PathBuf, u32)> = Vec::new();
@@ -312,15 +380,7 @@ pub fn apply_layer(
     }
     // Drain what the tar reader left (padding) so the digest covers the whole blob.
     let _ = archive.into_inner();
-    std::io::copy(&mut hashing, &mut std::io::sink())
-        .map_err(io("cannot read the layer".into()))?;
-    let got = format!("{:x}", hashing.hash.finalize());
-    if got != digest.trim_start_matches("sha256:") {
-        return Err(LayerError::Digest {
-            layer: layer.to_owned(),
-            got,
-        });
-    }
+    std::io::copy(&mut blob, &mut std::io::sink()).map_err(io("cannot read the layer".into()))?;
     Ok(())
 }
 

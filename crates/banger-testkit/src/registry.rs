@@ -184,8 +184,7 @@ impl TestRegistry {
         let reg = Self::spawn(None, port, None)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if request(&reg.addr, "GET", "/v2/", None, Body::Empty).is_ok_and(|r| r.status == 200)
-            {
+            if request(&reg.addr, "GET", "/v2/", None, Body::Empty).is_ok_and(|r| r.status == 200) {
                 return Some(reg);
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -151,11 +151,27 @@ impl ImageService {
                 }
             }
         }
+        if let Ok(entries) = fs_err::read_dir("/dev/shm") {
+            let prefix = self.tmpfs_prefix();
+            for e in entries.filter_map(Result::ok) {
+                if e.file_name().to_string_lossy().starts_with(&prefix)
+                    && fs_err::remove_dir_all(e.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
         removed += self.cache().clean_partials();
         if removed > 0 {
             info!(removed, "removed leftovers of interrupted image work");
         }
         removed
+    }
+
+    /// Name prefix of this daemon's flatten dirs on tmpfs (per uid: daemons of different
+    /// users never clean each other's).
+    fn tmpfs_prefix(&self) -> String {
+        format!("banger-{}-staging-", banger_config::layout::current_uid())
     }
 
     pub(crate) fn cache(&self) -> BlobCache {
@@ -369,8 +385,24 @@ impl ImageService {
         let prog = Arc::clone(progress);
         let st = staging_dir.clone();
         let layers_for_flatten = blobs.clone();
+        // The tree goes to tmpfs when there is room (several times faster than disk); the
+        // ext4 is built next to its final place either way.
+        let unpacked: u64 = resolved
+            .layers
+            .iter()
+            .map(
+                |l| match banger_image::registry::compression(&l.media_type) {
+                    Some(banger_image::registry::Compression::None) => l.size,
+                    _ => l.size.saturating_mul(3),
+                },
+            )
+            .sum();
+        let tree = match oci::fast_staging_root(unpacked) {
+            Some(root) => root.join(format!("{}{}", self.tmpfs_prefix(), random_suffix())),
+            None => staging_dir.join("tree"),
+        };
+        let _tree_guard = Staging(Some(tree.clone()));
         let (boot, size) = blocking(move || {
-            let tree = st.join("tree");
             fs_err::create_dir_all(&tree).map_err(|e| failed("staging", &e))?;
             oci::flatten(&tree, &layers_for_flatten).map_err(|e| {
                 RpcError::new(

@@ -15,9 +15,7 @@ fn run(args: &[String]) -> Result<String, String> {
     if dirs.is_empty() {
         return Err("usage: oci-push REGISTRY REPO:TAG DIR...".into());
     }
-    let (repo, tag) = target
-        .rsplit_once(':')
-        .ok_or("REPO:TAG needs a tag")?;
+    let (repo, tag) = target.rsplit_once(':').ok_or("REPO:TAG needs a tag")?;
     let reg = TestRegistry::connect(registry);
     let scratch = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut layers: Vec<PushedLayer> = Vec::new();
