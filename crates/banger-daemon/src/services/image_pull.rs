@@ -152,7 +152,7 @@ impl ImageService {
             }
         }
         if let Ok(entries) = fs_err::read_dir("/dev/shm") {
-            let prefix = self.tmpfs_prefix();
+            let prefix = Self::tmpfs_prefix();
             for e in entries.filter_map(Result::ok) {
                 if e.file_name().to_string_lossy().starts_with(&prefix)
                     && fs_err::remove_dir_all(e.path()).is_ok()
@@ -170,7 +170,7 @@ impl ImageService {
 
     /// Name prefix of this daemon's flatten dirs on tmpfs (per uid: daemons of different
     /// users never clean each other's).
-    fn tmpfs_prefix(&self) -> String {
+    fn tmpfs_prefix() -> String {
         format!("banger-{}-staging-", banger_config::layout::current_uid())
     }
 
@@ -398,7 +398,7 @@ impl ImageService {
             )
             .sum();
         let tree = match oci::fast_staging_root(unpacked) {
-            Some(root) => root.join(format!("{}{}", self.tmpfs_prefix(), random_suffix())),
+            Some(root) => root.join(format!("{}{}", Self::tmpfs_prefix(), random_suffix())),
             None => staging_dir.join("tree"),
         };
         let _tree_guard = Staging(Some(tree.clone()));
