@@ -548,3 +548,74 @@ fn test_system_install_and_uninstall_into_a_staging_root() {
     }
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn test_kill_9_mid_pull_leaves_nothing_the_next_start_does_not_clean() {
+    use banger_testkit::registry::{Entry, TestRegistry, layer_tar};
+    let reg = TestRegistry::start().expect("docker-registry (scripts/test.sh installs it)");
+    let env = Env::new();
+    let mut noise = vec![0u8; 160 << 20];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for chunk in noise.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let layer = reg
+        .push_layer(
+            "kill/img",
+            &layer_tar(&[Entry::File("noise".into(), noise, 0o644, 0)]),
+            false,
+        )
+        .unwrap();
+    reg.push_image("kill/img", "v1", "amd64", &[layer], &json!({}))
+        .unwrap();
+    let kernel = env.home().join("vmlinux");
+    std::fs::write(&kernel, b"\x7fELF test kernel").unwrap();
+    let mut daemon = env.bangerd_cmd(&[]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !env.socket().exists() {
+        assert!(Instant::now() < deadline, "daemon did not bind");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    env.ok(&["kernel", "import", "k", "--vmlinux", &kernel.display().to_string()]);
+    let reference = format!("{}/kill/img:v1", reg.addr);
+    let mut pull = env
+        .banger_cmd(&["image", "pull", &reference, "--name", "killed", "--kernel-ref", "k"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = env.home().join("cache/blobs/partial");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let busy = std::fs::read_dir(&partial).is_ok_and(|mut d| d.next().is_some());
+        if busy {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pull never started downloading");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let left: Vec<_> = std::fs::read_dir(&partial).unwrap().filter_map(Result::ok).collect();
+    let pulled = pull.wait().unwrap();
+    assert!(!pulled.success(), "the pull fails with its daemon");
+    assert!(
+        !left.is_empty(),
+        "killed mid-download: a partial blob is left for the next start"
+    );
+    // The next start (autostarted by the CLI) cleans up; the row never existed.
+    let images: Value = serde_json::from_str(&env.ok(&["image", "list", "--json"])).unwrap();
+    assert_eq!(images.as_array().unwrap().len(), 0, "{images}");
+    assert!(std::fs::read_dir(&partial).unwrap().next().is_none());
+    let staging: Vec<_> = std::fs::read_dir(env.home().join("state/images"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(staging.is_empty(), "{staging:?}");
+    // And the same pull now completes.
+    let out = env.banger(&["image", "pull", &reference, "--name", "killed", "--kernel-ref", "k"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = std::fs::read_to_string(env.home().join("state/bangerd.log")).unwrap();
+    assert!(log.contains("removed leftovers"), "{log}");
+}

@@ -152,7 +152,7 @@ impl ImageService {
             }
         }
         if let Ok(entries) = fs_err::read_dir("/dev/shm") {
-            let prefix = Self::tmpfs_prefix();
+            let prefix = self.tmpfs_prefix();
             for e in entries.filter_map(Result::ok) {
                 if e.file_name().to_string_lossy().starts_with(&prefix)
                     && fs_err::remove_dir_all(e.path()).is_ok()
@@ -168,10 +168,20 @@ impl ImageService {
         removed
     }
 
-    /// Name prefix of this daemon's flatten dirs on tmpfs (per uid: daemons of different
-    /// users never clean each other's).
-    fn tmpfs_prefix() -> String {
-        format!("banger-{}-staging-", banger_config::layout::current_uid())
+    /// Name prefix of this daemon's flatten dirs on tmpfs.
+    fn tmpfs_prefix(&self) -> String {
+        // Per uid and per state dir: two daemons never clean each other's dirs.
+        let home = self.infra.layout.images_dir().display().to_string();
+        let tag = home
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        format!(
+            "banger-{}-{:08x}-staging-",
+            banger_config::layout::current_uid(),
+            tag as u32
+        )
     }
 
     pub(crate) fn cache(&self) -> BlobCache {
@@ -398,7 +408,7 @@ impl ImageService {
             )
             .sum();
         let tree = match oci::fast_staging_root(unpacked) {
-            Some(root) => root.join(format!("{}{}", Self::tmpfs_prefix(), random_suffix())),
+            Some(root) => root.join(format!("{}{}", self.tmpfs_prefix(), random_suffix())),
             None => staging_dir.join("tree"),
         };
         let _tree_guard = Staging(Some(tree.clone()));
