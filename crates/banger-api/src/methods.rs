@@ -6,11 +6,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    CachePruneParams, CachePruneResult, CreateStatus, Empty, ImageEnsureParams, ImageInfo,
-    ImagePullParams, ImageRegisterParams, KernelImportParams, KernelInfo, NameParams, NetStatus,
-    OpBegun, OpRef, OpStatusParams, OperationsListResult, PingResult, SshInfo, VmCreateParams,
-    VmInfo, VmListResult, VmLogs, VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams, VmStats,
-    WorkspaceExport, WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
+    CachePruneParams, CachePruneResult, CreateStatus, Empty, ImageEnsureParams, ImageExportParams,
+    ImageExportResult, ImageInfo, ImagePullParams, ImageRegisterParams, KernelCatalogInfo,
+    KernelImportParams, KernelInfo, NameParams, NetStatus, OpBegun, OpRef, OpStatusParams,
+    OperationsListResult, PingResult, SshInfo, VmCreateParams, VmInfo, VmListResult, VmLogs,
+    VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams, VmStats, WorkspaceExport,
+    WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
 };
 
 /// A typed RPC method.
@@ -109,6 +110,12 @@ methods! {
     ImageDelete = "image.delete" (NameParams) -> ImageInfo;
     /// Removes cached layer blobs.
     ImageCachePrune = "image.cache.prune" (CachePruneParams) -> CachePruneResult;
+    /// Writes an image as a catalog bundle (tar+zstd of rootfs.ext4 + manifest.json).
+    ImageExport = "image.export" (ImageExportParams) -> ImageExportResult;
+    /// The kernel catalog, with what is pulled.
+    KernelCatalog = "kernel.catalog" (Empty) -> Vec<KernelCatalogInfo>;
+    /// Fetches a kernel bundle from the catalog.
+    KernelPull = "kernel.pull" (NameParams) -> KernelInfo;
     /// One kernel.
     KernelShow = "kernel.show" (NameParams) -> KernelInfo;
     /// Removes a kernel (refused while an image or VM uses it).

@@ -511,6 +511,42 @@ pub struct ImageRegisterParams {
     pub kernel_ref: Option<String>,
 }
 
+/// A kernel catalog entry and whether it is pulled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelCatalogInfo {
+    /// Name.
+    pub name: String,
+    /// Kernel version.
+    pub version: String,
+    /// Bundle size in bytes (0: unknown).
+    pub size_bytes: u64,
+    /// Where the bundle is.
+    pub url: String,
+    /// Whether a kernel of this name is stored.
+    pub pulled: bool,
+}
+
+/// Params of `image.export`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageExportParams {
+    /// Image name.
+    pub name: String,
+    /// Where to write the bundle (absolute path, `.tar.zst`).
+    pub output: String,
+}
+
+/// What `image.export` wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageExportResult {
+    /// The bundle.
+    pub path: String,
+    /// Its sha256 (hex), for a catalog entry.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
 /// Params of `image.cache.prune`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

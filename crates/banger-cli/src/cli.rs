@@ -206,11 +206,19 @@ pub(crate) enum KernelCommand {
         #[arg(long, requires = "vmlinux")]
         modules: Option<PathBuf>,
     },
-    /// List kernels.
+    /// List kernels (`--available`: the catalog, with what is pulled).
     List {
+        /// Show the kernel catalog instead.
+        #[arg(long)]
+        available: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Fetch a kernel bundle from the catalog (`[[kernel_catalog]]` in config.toml).
+    Pull {
+        /// Kernel name in the catalog.
+        name: String,
     },
     /// Show one kernel.
     Show {
@@ -229,10 +237,11 @@ pub(crate) enum KernelCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ImageCommand {
-    /// Pull an OCI / Docker image for linux/amd64 and make it a bootable image. Loopback
-    /// registries are reached over plain HTTP; credentials come from ~/.docker/config.json.
+    /// Pull an image: a catalog name fetches its bundle; anything else is an OCI / Docker
+    /// reference for linux/amd64 (loopback registries over plain HTTP; credentials from
+    /// ~/.docker/config.json).
     Pull {
-        /// Reference, e.g. docker.io/library/debian:bookworm or 127.0.0.1:5000/team/app:v1.
+        /// Catalog name, or a reference such as docker.io/library/debian:bookworm.
         reference: String,
         /// Name to store it under (default: from the reference, e.g. debian-bookworm).
         #[arg(long)]
@@ -287,6 +296,15 @@ pub(crate) enum ImageCommand {
         /// A stored kernel instead.
         #[arg(long)]
         kernel_ref: Option<String>,
+    },
+    /// Write an image as a catalog bundle (tar+zstd of rootfs.ext4 + manifest.json) and print
+    /// its sha256, for an `[[image_catalog]]` entry.
+    Export {
+        /// Image name.
+        name: String,
+        /// Output file (`NAME.tar.zst`).
+        #[arg(long, short)]
+        output: PathBuf,
     },
     /// Copy a registered image's files into banger's storage.
     Promote {

@@ -579,26 +579,46 @@ fn test_kill_9_mid_pull_leaves_nothing_the_next_start_does_not_clean() {
         assert!(Instant::now() < deadline, "daemon did not bind");
         std::thread::sleep(Duration::from_millis(10));
     }
-    env.ok(&["kernel", "import", "k", "--vmlinux", &kernel.display().to_string()]);
+    env.ok(&[
+        "kernel",
+        "import",
+        "k",
+        "--vmlinux",
+        &kernel.display().to_string(),
+    ]);
     let reference = format!("{}/kill/img:v1", reg.addr);
     let mut pull = env
-        .banger_cmd(&["image", "pull", &reference, "--name", "killed", "--kernel-ref", "k"])
+        .banger_cmd(&[
+            "image",
+            "pull",
+            &reference,
+            "--name",
+            "killed",
+            "--kernel-ref",
+            "k",
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let partial = env.home().join("cache/blobs/partial");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let busy = std::fs::read_dir(&partial).is_ok_and(|mut d| d.next().is_some());
         if busy {
             break;
         }
-        assert!(Instant::now() < deadline, "the pull never started downloading");
+        assert!(
+            Instant::now() < deadline,
+            "the pull never started downloading"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     daemon.kill().unwrap();
     daemon.wait().unwrap();
-    let left: Vec<_> = std::fs::read_dir(&partial).unwrap().filter_map(Result::ok).collect();
+    let left: Vec<_> = std::fs::read_dir(&partial)
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect();
     let pulled = pull.wait().unwrap();
     assert!(!pulled.success(), "the pull fails with its daemon");
     assert!(
@@ -614,7 +634,15 @@ fn test_kill_9_mid_pull_leaves_nothing_the_next_start_does_not_clean() {
         .unwrap_or_default();
     assert!(staging.is_empty(), "{staging:?}");
     // And the same pull now completes.
-    let out = env.banger(&["image", "pull", &reference, "--name", "killed", "--kernel-ref", "k"]);
+    let out = env.banger(&[
+        "image",
+        "pull",
+        &reference,
+        "--name",
+        "killed",
+        "--kernel-ref",
+        "k",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let log = std::fs::read_to_string(env.home().join("state/bangerd.log")).unwrap();
     assert!(log.contains("removed leftovers"), "{log}");

@@ -178,6 +178,10 @@ pub struct Config {
     /// The root helper's socket (system installs): privileged operations go there instead
     /// of running in the daemon, which then needs no root.
     pub root_helper_socket: Option<PathBuf>,
+    /// Image bundles `image pull NAME` and `vm create --image NAME` can fetch.
+    pub image_catalog: Vec<crate::catalog::ImageCatalogEntry>,
+    /// Kernel bundles `kernel pull NAME` can fetch.
+    pub kernel_catalog: Vec<crate::catalog::KernelCatalogEntry>,
 }
 
 /// One `[[file_sync]]` entry: a host file or directory copied into the guest under /root.
@@ -278,6 +282,8 @@ impl Default for Config {
             auto_stop_stale_after: "0".to_owned(),
             file_sync: Vec::new(),
             root_helper_socket: None,
+            image_catalog: Vec::new(),
+            kernel_catalog: Vec::new(),
         }
     }
 }
@@ -385,6 +391,14 @@ impl Config {
                 "stats_poll_interval",
                 "must be at least 100ms".to_owned(),
             ));
+        }
+        for (i, e) in self.image_catalog.iter().enumerate() {
+            crate::catalog::check(&e.name, &e.url, &e.sha256)
+                .map_err(|d| invalid("image_catalog", format!("entry {}: {d}", i + 1)))?;
+        }
+        for (i, e) in self.kernel_catalog.iter().enumerate() {
+            crate::catalog::check(&e.name, &e.url, &e.sha256)
+                .map_err(|d| invalid("kernel_catalog", format!("entry {}: {d}", i + 1)))?;
         }
         for (i, f) in self.file_sync.iter().enumerate() {
             f.check()

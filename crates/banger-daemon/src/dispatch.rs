@@ -75,6 +75,9 @@ pub const SERVED: &[&str] = &[
     methods::ImageCachePrune::NAME,
     methods::KernelShow::NAME,
     methods::KernelRm::NAME,
+    methods::ImageExport::NAME,
+    methods::KernelCatalog::NAME,
+    methods::KernelPull::NAME,
 ];
 
 async fn many<M>(daemon: &Daemon, params: Value, op: Lifecycle) -> Result<Value, RpcError>
@@ -228,6 +231,23 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
         }
         methods::ImageCachePrune::NAME => {
             call::<methods::ImageCachePrune, _, _>(params, |p| async move { s.image.cache_prune(p).await }).await
+        }
+        methods::ImageExport::NAME => {
+            call::<methods::ImageExport, _, _>(params, |p| async move {
+                let sha256 = s.image.export(&p.name, &p.output).await?;
+                let size = std::fs::metadata(&p.output).map_or(0, |m| m.len());
+                Ok(banger_api::types::ImageExportResult { path: p.output, sha256, size })
+            })
+            .await
+        }
+        methods::KernelCatalog::NAME => {
+            call::<methods::KernelCatalog, _, _>(params, |Empty {}| s.image.kernel_catalog()).await
+        }
+        methods::KernelPull::NAME => {
+            call::<methods::KernelPull, _, _>(params, |p| async move {
+                s.image.kernel_pull(&p.name, &std::sync::Arc::default()).await
+            })
+            .await
         }
         methods::KernelShow::NAME => {
             call::<methods::KernelShow, _, _>(params, |p| async move { s.image.kernel_show(&p.name).await }).await

@@ -638,3 +638,212 @@ async fn test_leftovers_of_a_killed_daemon_are_cleaned_at_start() {
         "published images stay"
     );
 }
+
+/// A tar.zst with `entries` (name, body) as regular files, plus raw hostile entries.
+fn bundle_file(path: &Path, files: &[(&str, &[u8])], symlink: Option<(&str, &str)>) -> String {
+    let f = std::fs::File::create(path).unwrap();
+    let enc = zstd::stream::write::Encoder::new(f, 1).unwrap();
+    let mut b = tar::Builder::new(enc);
+    for (name, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        let raw = name.as_bytes();
+        h.as_gnu_mut().unwrap().name[..raw.len()].copy_from_slice(raw);
+        h.set_cksum();
+        b.append(&h, *body).unwrap();
+    }
+    if let Some((name, target)) = symlink {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, name, target).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap();
+    banger_testkit::registry::file_digest(path)
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned()
+}
+
+fn catalog_entry(name: &str, url: &Path, sha: &str) -> banger_config::ImageCatalogEntry {
+    banger_config::ImageCatalogEntry {
+        name: name.into(),
+        distro: "test".into(),
+        arch: "amd64".into(),
+        kernel_ref: "test-kernel".into(),
+        url: url.display().to_string(),
+        sha256: sha.into(),
+        size: std::fs::metadata(url).map_or(0, |m| m.len()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_catalog_bundles_export_pull_autopull_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    // A bundle made by `image export` of the seed image (its work seed goes under /root).
+    let maker = TestBed::new(small_config()).unwrap();
+    let seed_dir = maker
+        .daemon
+        .infra
+        .layout
+        .images_dir()
+        .join("test-image/work-seed");
+    std::fs::write(seed_dir.join(".profile"), "export FROM_SEED=1\n").unwrap();
+    let good = dir.path().join("good.tar.zst");
+    let sha = maker
+        .daemon
+        .services
+        .image
+        .export("test-image", &good.display().to_string())
+        .await
+        .unwrap();
+    assert_eq!(sha.len(), 64);
+    let hostile = dir.path().join("hostile.tar.zst");
+    let hostile_sha = bundle_file(
+        &hostile,
+        &[
+            ("rootfs.ext4", b"x"),
+            ("manifest.json", b"{\"name\":\"h\"}"),
+        ],
+        Some(("etc-link", "/etc")),
+    );
+    let traversal = dir.path().join("traversal.tar.zst");
+    let traversal_sha = bundle_file(
+        &traversal,
+        &[("../rootfs.ext4", b"x"), ("manifest.json", b"{}")],
+        None,
+    );
+    let extra = dir.path().join("extra.tar.zst");
+    let extra_sha = bundle_file(
+        &extra,
+        &[
+            ("rootfs.ext4", b"x"),
+            ("manifest.json", b"{}"),
+            ("etc/passwd", b"x"),
+        ],
+        None,
+    );
+    let kbundle = dir.path().join("kernel.tar.zst");
+    let ksha = bundle_file(
+        &kbundle,
+        &[
+            ("vmlinux", b"\x7fELF kernel"),
+            ("modules/6.1/kernel/virtio.ko", b"ko"),
+        ],
+        None,
+    );
+    let mut cfg = small_config();
+    cfg.image_catalog = vec![
+        catalog_entry("cat-img", &good, &sha),
+        catalog_entry("cat-auto", &good, &sha),
+        catalog_entry("cat-badsha", &good, &"0".repeat(64)),
+        catalog_entry("cat-hostile", &hostile, &hostile_sha),
+        catalog_entry("cat-traversal", &traversal, &traversal_sha),
+        catalog_entry("cat-extra", &extra, &extra_sha),
+    ];
+    let mut kernel_via_catalog = catalog_entry("cat-kernel-img", &good, &sha);
+    kernel_via_catalog.kernel_ref = "cat-k".into();
+    cfg.image_catalog.push(kernel_via_catalog);
+    cfg.kernel_catalog = vec![banger_config::KernelCatalogEntry {
+        name: "cat-k".into(),
+        version: "6.1".into(),
+        arch: "amd64".into(),
+        url: format!("file://{}", kbundle.display()),
+        sha256: ksha,
+        size: 0,
+    }];
+    let tb = TestBed::new(cfg).unwrap();
+    let svc = Arc::clone(&tb.daemon.services.image);
+
+    let img = pull(
+        &tb,
+        ImagePullParams {
+            reference: "cat-img".into(),
+            ..ImagePullParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(img.name, "cat-img");
+    assert_eq!(img.source, "catalog:cat-img");
+    assert_eq!(img.kernel.as_deref(), Some("test-kernel"));
+    let seed = tb
+        .daemon
+        .infra
+        .layout
+        .images_dir()
+        .join("cat-img/work-seed/.profile");
+    assert_eq!(
+        std::fs::read_to_string(seed).unwrap(),
+        "export FROM_SEED=1\n",
+        "the exported work seed comes back"
+    );
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-fn", &img.rootfs])
+        .output()
+        .unwrap();
+    assert!(fsck.status.success());
+
+    // vm create auto-pulls a missing catalog image.
+    let vm = tb
+        .daemon
+        .services
+        .vm
+        .create(
+            banger_api::types::VmCreateParams {
+                name: Some("auto".into()),
+                image: Some("cat-auto".into()),
+                no_start: true,
+                ..Default::default()
+            },
+            &Arc::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(vm.image, "cat-auto");
+
+    // A kernel_ref found only in the kernel catalog is pulled on the way.
+    let img = pull(
+        &tb,
+        ImagePullParams {
+            reference: "cat-kernel-img".into(),
+            ..ImagePullParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(img.kernel.as_deref(), Some("cat-k"));
+    let k = svc.kernel_show("cat-k").await.unwrap();
+    assert!(Path::new(&k.kernel).is_file());
+    assert!(
+        svc.kernel_catalog()
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.name == "cat-k" && c.pulled)
+    );
+
+    // Refusals leave no row, staging dir or partial download.
+    for (name, expect) in [
+        ("cat-badsha", "sha256 mismatch"),
+        ("cat-hostile", "etc-link"),
+        ("cat-traversal", ".."),
+        ("cat-extra", "etc/passwd"),
+    ] {
+        let err = pull(
+            &tb,
+            ImagePullParams {
+                reference: name.into(),
+                ..ImagePullParams::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(err.message.contains(expect), "{name}: {}", err.message);
+        assert!(pull_leftovers(&tb, name).is_empty(), "{name}");
+    }
+    let err = svc.kernel_pull("nope", &Arc::default()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorCode::NotFound);
+}

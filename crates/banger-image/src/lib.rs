@@ -6,6 +6,7 @@
 //! - [`rootfs`]: build the default Debian image with debootstrap into a read-only
 //!   `rootfs.ext4` plus a work seed (its `/root`), tuned to boot fast.
 
+pub mod bundle;
 pub mod initramfs;
 pub mod kernel;
 pub mod layers;

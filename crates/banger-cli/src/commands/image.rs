@@ -4,13 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use banger_api::methods::{
-    ImageCachePrune, ImageDelete, ImageEnsure, ImageList, ImagePromote, ImagePullBegin,
-    ImagePullCancel, ImagePullStatus, ImageRegister, ImageShow, KernelImport, KernelList, KernelRm,
-    KernelShow,
+    ImageCachePrune, ImageDelete, ImageEnsure, ImageExport, ImageList, ImagePromote,
+    ImagePullBegin, ImagePullCancel, ImagePullStatus, ImageRegister, ImageShow, KernelCatalog,
+    KernelImport, KernelList, KernelPull, KernelRm, KernelShow,
 };
 use banger_api::types::{
-    CachePruneParams, Empty, ImageEnsureParams, ImageInfo, ImagePullParams, ImageRegisterParams,
-    KernelImportParams, KernelInfo, NameParams,
+    CachePruneParams, Empty, ImageEnsureParams, ImageExportParams, ImageInfo, ImagePullParams,
+    ImageRegisterParams, KernelImportParams, KernelInfo, NameParams,
 };
 use banger_config::Layout;
 
@@ -277,8 +277,40 @@ pub(crate) async fn kernel_import(layout: &Layout, k: KernelFiles) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn kernel_list(layout: &Layout, as_json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) async fn kernel_list(
+    layout: &Layout,
+    available: bool,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut conn = connect(layout).await?;
+    if available {
+        let cat = conn.client.call::<KernelCatalog>(&Empty {}).await?;
+        if as_json {
+            output::json(&cat)?;
+        } else if cat.is_empty() {
+            output::status(
+                "the kernel catalog is empty; add [[kernel_catalog]] entries to config.toml",
+            );
+        } else {
+            let rows = cat
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.name.clone(),
+                        k.version.clone(),
+                        if k.pulled { "pulled" } else { "available" }.to_owned(),
+                        output::size(k.size_bytes),
+                        k.url.clone(),
+                    ]
+                })
+                .collect();
+            output::data(&output::table(
+                &["NAME", "VERSION", "STATE", "SIZE", "URL"],
+                rows,
+            ));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let ks = conn.client.call::<KernelList>(&Empty {}).await?;
     if as_json {
         output::json(&ks)?;
@@ -333,5 +365,28 @@ pub(crate) async fn kernel_rm(layout: &Layout, name: String) -> anyhow::Result<E
     let mut conn = connect(layout).await?;
     let k = conn.client.call::<KernelRm>(&NameParams { name }).await?;
     output::status(&format!("kernel {} removed", k.name));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn kernel_pull(layout: &Layout, name: String) -> anyhow::Result<ExitCode> {
+    let mut conn = connect(layout).await?;
+    output::status(&format!("pulling kernel {name} from the catalog..."));
+    let k = conn.client.call::<KernelPull>(&NameParams { name }).await?;
+    output::data(&format!("{} {} {}", k.name, k.version, k.kernel));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn export(layout: &Layout, name: String, out: &Path) -> anyhow::Result<ExitCode> {
+    let mut conn = connect(layout).await?;
+    output::status(&format!("writing image {name} as a bundle..."));
+    let r = conn
+        .client
+        .call::<ImageExport>(&ImageExportParams {
+            name,
+            output: absolute(out)?,
+        })
+        .await?;
+    output::status(&format!("{} ({})", r.path, output::size(r.size)));
+    output::data(&r.sha256);
     Ok(ExitCode::SUCCESS)
 }

@@ -121,7 +121,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             image::kernel_import(&layout, files).await
         }
-        Command::Kernel(KernelCommand::List { json }) => image::kernel_list(&layout, json).await,
+        Command::Kernel(KernelCommand::List { available, json }) => {
+            image::kernel_list(&layout, available, json).await
+        }
+        Command::Kernel(KernelCommand::Pull { name }) => image::kernel_pull(&layout, name).await,
         Command::Kernel(KernelCommand::Show { name, json }) => {
             image::kernel_show(&layout, name, json).await
         }
@@ -152,6 +155,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 kernel_ref,
             };
             image::register(&layout, r).await
+        }
+        Command::Image(ImageCommand::Export { name, output }) => {
+            image::export(&layout, name, &output).await
         }
         Command::Image(ImageCommand::Promote { name }) => image::promote(&layout, name).await,
         Command::Image(ImageCommand::Delete { name }) => image::delete(&layout, name).await,

@@ -22,7 +22,10 @@ pub const DISTRO_KERNEL_NAME: &str = "debian-cloud";
 pub struct ImageService {
     pub(crate) infra: Infra,
     /// Coalesces concurrent builds of the default kernel and image (one build at a time).
-    build: Mutex<()>,
+    pub(crate) build: Mutex<()>,
+    /// Coalesces auto-pulls of catalog images (separate from `build`: a bundle pull may
+    /// need `build` for its kernel).
+    build_image: Mutex<()>,
     /// The image publication lock: held only across re-check + rename + upsert.
     pub(crate) publication: Mutex<()>,
     /// Pulls under way (a leaf lock: never held across I/O or another lock).
@@ -102,6 +105,7 @@ impl ImageService {
         ImageService {
             infra,
             build: Mutex::new(()),
+            build_image: Mutex::new(()),
             publication: Mutex::new(()),
             inflight: std::sync::Mutex::default(),
             pulls: crate::progress::AsyncOps::default(),
@@ -262,6 +266,19 @@ impl ImageService {
             && !self.outdated_default(&found.0).await?
         {
             return Ok(found);
+        }
+        if let Some(entry) = self.image_entry(name) {
+            // A catalog image: fetched on first use.
+            info!(image = name, "pulling the missing image from the catalog");
+            let _build = self.build_image.lock().await;
+            if let Some(found) = self.lookup(name).await? {
+                return Ok(found);
+            }
+            self.pull_bundle(&entry, name, None, &Arc::default())
+                .await?;
+            return self.lookup(name).await?.ok_or_else(|| {
+                RpcError::new(ErrorCode::OperationFailed, "the pulled image vanished")
+            });
         }
         if name != "debian-bookworm" {
             return Err(RpcError::new(ErrorCode::NotFound, format!("image {name:?} not found"))

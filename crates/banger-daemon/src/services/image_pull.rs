@@ -172,11 +172,9 @@ impl ImageService {
     fn tmpfs_prefix(&self) -> String {
         // Per uid and per state dir: two daemons never clean each other's dirs.
         let home = self.infra.layout.images_dir().display().to_string();
-        let tag = home
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
+        let tag = home.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         format!(
             "banger-{}-{:08x}-staging-",
             banger_config::layout::current_uid(),
@@ -194,6 +192,9 @@ impl ImageService {
         p: ImagePullParams,
         ops: &Arc<OpRegistry>,
     ) -> Result<OpBegun, RpcError> {
+        if let Some(entry) = self.image_entry(&p.reference) {
+            return self.begin_bundle_pull(entry, p, ops);
+        }
         let image = registry::parse_ref(&p.reference, p.insecure).map_err(|e| {
             bad(e.to_string())
                 .with_hint("e.g. docker.io/library/debian:bookworm or 127.0.0.1:5000/team/app:v1")
@@ -276,6 +277,76 @@ impl ImageService {
                     key,
                 };
                 let result = this.pull(image, name, p, &op.progress).await;
+                if let Err(e) = &result {
+                    warn!("pull failed: {}", e.message);
+                }
+                op.complete(
+                    result
+                        .map(|i| OpOutput::Image(Box::new(i)))
+                        .map_err(|e| e.with_op_id(op.op_id.clone())),
+                );
+            },
+            span,
+        ));
+        Ok(OpBegun { op_id })
+    }
+
+    /// Begins pulling a catalog bundle (same coalescing as OCI pulls).
+    fn begin_bundle_pull(
+        self: &Arc<Self>,
+        entry: banger_config::ImageCatalogEntry,
+        p: ImagePullParams,
+        ops: &Arc<OpRegistry>,
+    ) -> Result<OpBegun, RpcError> {
+        let name = p.name.clone().unwrap_or_else(|| entry.name.clone());
+        validate_name("image", &name)?;
+        if self
+            .infra
+            .store
+            .get_image(&name)
+            .map_err(|e| crate::error::store_error(&e))?
+            .is_some()
+        {
+            return Err(RpcError::new(
+                ErrorCode::AlreadyExists,
+                format!("image {name:?} already exists"),
+            )
+            .with_hint(format!(
+                "`banger image delete {name}` first, or pull under another --name"
+            )));
+        }
+        let key = (format!("catalog:{}", entry.name), name.clone());
+        let op_id = crate::ops::new_op_id();
+        let op = {
+            let mut inflight = lock(&self.inflight);
+            if let Some(op_id) = inflight.by_key.get(&key) {
+                return Ok(OpBegun {
+                    op_id: op_id.clone(),
+                });
+            }
+            if let Some(other) = inflight.names.get(&name) {
+                return Err(RpcError::new(
+                    ErrorCode::AlreadyExists,
+                    format!("image {name:?} is being pulled by {other}"),
+                )
+                .with_hint("pick another name with --name"));
+            }
+            inflight.by_key.insert(key.clone(), op_id.clone());
+            inflight.names.insert(name.clone(), op_id.clone());
+            let guard = ops.begin(&op_id, "image.pull", self.infra.clock.now_rfc3339());
+            self.pulls.insert(&op_id, guard)
+        };
+        let this = Arc::clone(self);
+        let span = tracing::info_span!("op", op_id = %op_id, method = "image.pull");
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _release = InflightGuard {
+                    service: Arc::clone(&this),
+                    key,
+                };
+                let result = this
+                    .pull_bundle(&entry, &name, p.kernel.as_deref(), &op.progress)
+                    .await;
                 if let Err(e) = &result {
                     warn!("pull failed: {}", e.message);
                 }

@@ -1,6 +1,7 @@
 //! The daemon's services. Each owns its own state and locks.
 
 pub mod image;
+pub mod image_catalog;
 pub mod image_pull;
 pub mod network;
 pub mod vm;
