@@ -364,6 +364,18 @@ mod tests {
     }
 
     #[test]
+    fn test_first_boot_script_is_valid_sh_and_covers_the_package_managers() {
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", FIRST_BOOT_SCRIPT])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for pm in ["apt-get", "apk", "dnf", "pacman", "zypper"] {
+            assert!(FIRST_BOOT_SCRIPT.contains(&format!("command -v {pm}")), "{pm}");
+        }
+    }
+
+    #[test]
     fn test_make_bootable_detects_systemd_through_absolute_links() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();

@@ -1663,6 +1663,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn test_boot_cmdline_adds_only_a_clean_absolute_init() {
+        assert!(!boot_cmdline(None).contains("init="));
+        assert!(boot_cmdline(Some("/usr/local/libexec/banger-init"))
+            .ends_with(" init=/usr/local/libexec/banger-init"));
+        assert!(!boot_cmdline(Some("relative")).contains("init="));
+        assert!(!boot_cmdline(Some("/x rd.break")).contains("init="));
+    }
+
+    #[test]
     fn test_port_infos_endpoints_and_links() {
         use banger_host::Listener;
         let l = |proto: &str, addr: &str, port| Listener {
