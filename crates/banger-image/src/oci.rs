@@ -369,9 +369,16 @@ mod tests {
             .args(["-n", "-c", FIRST_BOOT_SCRIPT])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for pm in ["apt-get", "apk", "dnf", "pacman", "zypper"] {
-            assert!(FIRST_BOOT_SCRIPT.contains(&format!("command -v {pm}")), "{pm}");
+            assert!(
+                FIRST_BOOT_SCRIPT.contains(&format!("command -v {pm}")),
+                "{pm}"
+            );
         }
     }
 

@@ -1665,8 +1665,10 @@ mod tests {
     #[test]
     fn test_boot_cmdline_adds_only_a_clean_absolute_init() {
         assert!(!boot_cmdline(None).contains("init="));
-        assert!(boot_cmdline(Some("/usr/local/libexec/banger-init"))
-            .ends_with(" init=/usr/local/libexec/banger-init"));
+        assert!(
+            boot_cmdline(Some("/usr/local/libexec/banger-init"))
+                .ends_with(" init=/usr/local/libexec/banger-init")
+        );
         assert!(!boot_cmdline(Some("relative")).contains("init="));
         assert!(!boot_cmdline(Some("/x rd.break")).contains("init="));
     }
