@@ -10,6 +10,10 @@ ensure_apt build-essential pkg-config git python3 cpio e2fsprogs iproute2 openss
   qemu-system-x86 busybox-static debootstrap procps nftables bind9-dnsutils docker-registry
 # Guest vsock under QEMU without /dev/vhost-vsock (a vhost-user backend, ~2 min to build once).
 ensure_cargo_tool vhost-device-vsock
+# The unprivileged owner in the end-to-end test of the root helper (a system user, no home).
+id -u banger-e2e >/dev/null 2>&1 ||
+  useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin banger-e2e
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check

@@ -726,3 +726,227 @@ fn e2e_pulled_oci_image_boots_and_answers_ssh() {
     g.ok(&["image", "delete", "pulled"]);
     g.assert_nothing_left();
 }
+
+/// The system user the unprivileged-owner test runs banger as (`scripts/test.sh` creates it).
+const OWNER_USER: &str = "banger-e2e";
+
+fn id_of(flag: &str) -> Option<u32> {
+    let out = Command::new("id").args([flag, OWNER_USER]).output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// Restores a file's mode when dropped.
+struct ModeGuard(PathBuf, u32);
+
+impl Drop for ModeGuard {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(self.1));
+    }
+}
+
+/// Kills a child process when dropped.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn e2e_owner_daemon_without_root_boots_through_the_root_helper() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let Some(g) = Guest::new() else { return };
+    let (Some(uid), Some(gid)) = (id_of("-u"), id_of("-g")) else {
+        panic!(
+            "user {OWNER_USER} is missing: scripts/test.sh creates it (useradd --system {OWNER_USER})"
+        );
+    };
+    let home = g.env.home().to_owned();
+    // An unprivileged VMM opens taps through /dev/net/tun, which distros ship 0666 (this
+    // kind of machine has it 0600): opened up for this test, restored after.
+    let tun = PathBuf::from("/dev/net/tun");
+    let old_mode = std::fs::metadata(&tun).unwrap().mode() & 0o7777;
+    let _tun_guard = ModeGuard(tun.clone(), old_mode);
+    std::fs::set_permissions(&tun, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // The owner's tools: the vsock backend lives in root's cargo dir, out of its reach.
+    let bin = home.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let vhost = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cargo/bin/vhost-device-vsock"))
+        .filter(|p| p.is_file());
+    if let Some(v) = &vhost {
+        std::fs::copy(v, bin.join("vhost-device-vsock")).unwrap();
+    }
+    // The kernel, given to the owner as files (the shared e2e home is root's alone).
+    let kernels: Value = serde_json::from_str(&g.ok(&["kernel", "list", "--json"])).unwrap();
+    g.ok(&["daemon", "stop"]);
+    let shared_kernel = &kernels.as_array().unwrap()[0];
+    let ksrc = home.join("kernel-src");
+    std::fs::create_dir_all(&ksrc).unwrap();
+    std::fs::copy(
+        shared_kernel["kernel"].as_str().unwrap(),
+        ksrc.join("vmlinux"),
+    )
+    .unwrap();
+    std::fs::copy(
+        shared_kernel["initrd"].as_str().unwrap(),
+        ksrc.join("initrd.img"),
+    )
+    .unwrap();
+    let helper_sock = home.join("helper/root-helper.sock");
+    g.env.write_config_raw(&format!(
+        "root_helper_socket = \"{}\"\n",
+        helper_sock.display()
+    ));
+    assert!(
+        Command::new("chown")
+            .args(["-R", &format!("{uid}:{gid}")])
+            .arg(&home)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reg = banger_testkit::registry::TestRegistry::start().expect("docker-registry");
+    let _helper = Reaped(
+        Command::new("ip")
+            .args(["netns", "exec", &g.netns])
+            .arg(bangerd_bin())
+            .args(["--root-helper", "--owner-uid", &uid.to_string(), "--socket"])
+            .arg(&helper_sock)
+            .env("BANGER_HOME", &home)
+            .spawn()
+            .unwrap(),
+    );
+    let as_owner = |program: &std::path::Path| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &g.netns, "setpriv"])
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--clear-groups")
+            .arg(program)
+            .env_clear()
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    bin.display()
+                ),
+            )
+            .env("HOME", &home)
+            .env("BANGER_HOME", &home)
+            .env("BANGER_NO_AUTOSTART", "1")
+            .env("NO_COLOR", "1");
+        c
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !helper_sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the root helper did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let daemon = Reaped(as_owner(&bangerd_bin()).spawn().unwrap());
+    let sock = home.join("run/bangerd.sock");
+    while !sock.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the owner daemon did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id())).unwrap_or_default();
+    let banger = |args: &[&str]| {
+        let out = as_owner(&banger_bin()).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
+    };
+    // The image: pulled by the owner (layers unpacked without root, owners mapped to root).
+    push_default_image_as_oci(&g, &reg);
+    let _mirror = reg.mirror_in_netns(&g.netns, reg.port()).unwrap();
+    let reference = format!("127.0.0.1:{}/e2e/debian:v1", reg.port());
+    let (code, _, err) = banger(&[
+        "kernel",
+        "import",
+        "owner-k",
+        "--vmlinux",
+        &ksrc.join("vmlinux").display().to_string(),
+        "--initrd",
+        &ksrc.join("initrd.img").display().to_string(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = banger(&[
+        "image",
+        "pull",
+        &reference,
+        "--name",
+        "owned",
+        "--kernel-ref",
+        "owner-k",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = banger(&["vm", "create", "--image", "owned", "--name", "p1", "--nat"]);
+    assert_eq!(code, Some(0), "{err}");
+    // The VMM runs as the owner; the tap it uses was made for the owner by the helper.
+    let pids = Command::new("pgrep")
+        .args(["-f", &home.display().to_string()])
+        .output()
+        .unwrap();
+    let qemu_uids: Vec<u32> = String::from_utf8_lossy(&pids.stdout)
+        .lines()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("qemu"))
+        })
+        .filter_map(|pid| {
+            std::fs::metadata(format!("/proc/{pid}"))
+                .ok()
+                .map(|m| m.uid())
+        })
+        .collect();
+    assert_eq!(qemu_uids, [uid], "one qemu, running as the owner");
+    let links = Command::new("ip")
+        .args(["netns", "exec", &g.netns, "ip", "-d", "link"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(
+        links.contains(&format!("user {OWNER_USER}")) || links.contains(&format!("user {uid}")),
+        "a tap owned by the owner: {links}"
+    );
+    let (code, out, err) = banger(&[
+        "vm",
+        "exec",
+        "p1",
+        "--",
+        "sh",
+        "-c",
+        "id -u; cat /etc/banger-pulled; stat -c %u /root/.ssh/authorized_keys /etc/ssh/ssh_host_ed25519_key",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["0", "pulled", "ok", "0", "0"],
+        "{out}"
+    );
+    let (code, _, err) = banger(&["vm", "delete", "p1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(&uid.to_string())),
+        "bangerd runs as the owner: {status}"
+    );
+    let (code, _, err) = banger(&["image", "delete", "owned"]);
+    assert_eq!(code, Some(0), "{err}");
+    drop(daemon);
+    // Leftovers, checked as root against the same home.
+    let st: Value = serde_json::from_str(&g.ok(&["vm", "list", "--json"])).unwrap();
+    assert_eq!(st.as_array().unwrap().len(), 0);
+    assert!(!g.qemu_running());
+}

@@ -166,11 +166,21 @@ impl CommandRunner for RealRunner {
             command.current_dir(dir);
         }
         let mut child = command.spawn().map_err(spawn_err)?;
-        if let (Some(bytes), Some(mut stdin)) = (&cmd.stdin, child.stdin.take()) {
-            // A child that exits without reading stdin is not our error; its status tells.
-            let _ = stdin.write_all(bytes);
-        }
-        let out = child.wait_with_output().map_err(spawn_err)?;
+        let stdin = child.stdin.take();
+        // stdin is fed on its own thread while this one drains stdout and stderr: a child
+        // that answers as it reads (debugfs echoes every command) would otherwise fill its
+        // output pipe and stop reading, and both sides would wait forever.
+        let out = std::thread::scope(|s| {
+            if let (Some(bytes), Some(mut stdin)) = (&cmd.stdin, stdin) {
+                s.spawn(move || {
+                    // A child that exits without reading stdin is not our error; its status
+                    // tells.
+                    let _ = stdin.write_all(bytes);
+                });
+            }
+            child.wait_with_output()
+        })
+        .map_err(spawn_err)?;
         Ok(CmdOutput {
             code: out.status.code().unwrap_or(-1),
             stdout: out.stdout,
@@ -251,6 +261,13 @@ mod tests {
             .run(&Cmd::new("sh").args(["-c", "echo boom >&2; exit 3"]))
             .unwrap_err();
         assert!(err.to_string().contains("status 3: boom"), "{err}");
+    }
+
+    #[test]
+    fn test_real_runner_feeds_large_stdin_to_a_chatty_child_without_deadlock() {
+        let big = vec![b'x'; 4 << 20];
+        let out = RealRunner.run(&Cmd::new("cat").stdin(big.clone())).unwrap();
+        assert_eq!(out.stdout.len(), big.len());
     }
 
     #[test]

@@ -375,6 +375,9 @@ fn apply_entries(root: &Path, layer: &str, blob: impl Read) -> Result<(), LayerE
         created.insert(rel);
     }
     for (dir, mode) in dir_modes.into_iter().rev() {
+        // Without root the unpacker is the owner of every directory and, unlike root, cannot
+        // write into one without u+w; later layers must still be able to.
+        let mode = if as_root { mode } else { mode | 0o700 };
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
             .map_err(io(format!("chmod {}", dir.display())))?;
     }

@@ -143,6 +143,9 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), ImageError> {
     if let Some(parent) = path.parent() {
         fs_err::create_dir_all(parent).map_err(io_err(parent))?;
     }
+    // Replaced, not rewritten: a read-only file (0444 machine-id) is not writable by an
+    // unprivileged owner even when it owns it.
+    let _ = fs_err::remove_file(path);
     fs_err::write(path, text).map_err(io_err(path))?;
     fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))
 }

@@ -382,23 +382,53 @@ impl VmService {
         Ok(vm_info(self.get_row(name).await?))
     }
 
+    /// Makes banger's ssh key once. Concurrent creates race here: each generates a pair under
+    /// a temporary name and hard-links it into place, private key first, so exactly one pair
+    /// wins and a `.pub` that exists always matches the private key next to it.
     fn ensure_ssh_key(&self) -> Result<(), RpcError> {
         let key = self.key_path();
-        if key.exists() {
+        let public = key.with_extension("pub");
+        if public.exists() {
             return Ok(());
         }
         if let Some(dir) = key.parent() {
             fs_err::create_dir_all(dir).map_err(|e| op_failed("ssh key", e))?;
         }
-        self.infra
+        let tmp = key.with_extension(format!("tmp-{}", new_id()));
+        let tmp_pub = PathBuf::from(format!("{}.pub", tmp.display()));
+        let made = self
+            .infra
             .runner
             .run(
                 &Cmd::new("ssh-keygen")
                     .args(["-q", "-t", "ed25519", "-N", "", "-C", "banger"])
                     .arg("-f")
-                    .arg(key.display().to_string()),
+                    .arg(tmp.display().to_string()),
             )
-            .map_err(|e| op_failed("ssh key", chain(&e)))?;
+            .map_err(|e| op_failed("ssh key", chain(&e)));
+        let won = made.and_then(|_| match std::fs::hard_link(&tmp, &key) {
+            Ok(()) => std::fs::hard_link(&tmp_pub, &public)
+                .map(|()| true)
+                .map_err(|e| op_failed("ssh key", e)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(op_failed("ssh key", e)),
+        });
+        let _ = fs_err::remove_file(&tmp);
+        let _ = fs_err::remove_file(&tmp_pub);
+        if !won? {
+            // Another create won: its public key follows its private key within moments.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !public.exists() {
+                if Instant::now() > deadline {
+                    return Err(op_failed(
+                        "ssh key",
+                        "the key being made by another create never appeared",
+                    )
+                    .with_hint(format!("remove {} and retry", key.display())));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         Ok(())
     }
 
