@@ -41,6 +41,13 @@ pub(crate) enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Fix what is safe to fix: banger's directories and ssh key, and missing packages
+        /// through apt-get (asks first; as root).
+        #[arg(long, conflicts_with = "json")]
+        fix: bool,
+        /// With --fix: install without asking.
+        #[arg(long, short, requires = "fix")]
+        yes: bool,
     },
     /// Print, add or remove the `Include` that makes `ssh NAME.vm` work with banger's key
     /// and pinned host keys (in ~/.ssh/config).

@@ -25,6 +25,31 @@ pub(crate) struct Check {
     pub(crate) detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) hint: Option<String>,
+    /// Debian packages that fix this row (`doctor --fix` installs them after asking).
+    #[serde(skip)]
+    pub(crate) packages: Vec<&'static str>,
+}
+
+/// The Debian packages `doctor --fix` would install for `rows`, each once, in order.
+pub(crate) fn packages_to_install(rows: &[Check]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for p in rows
+        .iter()
+        .filter(|c| c.level != Level::Pass)
+        .flat_map(|c| c.packages.iter())
+    {
+        if !out.contains(p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+impl Check {
+    fn with_packages(mut self, packages: &[&'static str]) -> Self {
+        self.packages = packages.to_vec();
+        self
+    }
 }
 
 fn row(name: &'static str, level: Level, detail: impl Into<String>, hint: Option<String>) -> Check {
@@ -33,6 +58,7 @@ fn row(name: &'static str, level: Level, detail: impl Into<String>, hint: Option
         level,
         detail: detail.into(),
         hint,
+        packages: Vec::new(),
     }
 }
 
@@ -200,10 +226,11 @@ pub(crate) fn checks(f: &dyn Facts, cfg: &Config, d: &DaemonFacts) -> Vec<Check>
             },
             "qemu-system-x86_64 not found",
             Some(format!("{APT} qemu-system-x86")),
-        ),
+        )
+        .with_packages(&["qemu-system-x86"]),
     });
     // Host tools: (program, package, needed for, required?)
-    let tools: &[(&str, &str, &str, bool)] = &[
+    let tools: &[(&str, &'static str, &str, bool)] = &[
         ("mkfs.ext4", "e2fsprogs", "disks", true),
         ("e2fsck", "e2fsprogs", "disks", true),
         ("debugfs", "e2fsprogs", "guest config", true),
@@ -243,6 +270,11 @@ pub(crate) fn checks(f: &dyn Facts, cfg: &Config, d: &DaemonFacts) -> Vec<Check>
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let all_missing: Vec<&'static str> = missing_req
+        .iter()
+        .chain(&missing_opt)
+        .map(|(_, p)| *p)
+        .collect();
     out.push(if !missing_req.is_empty() {
         row(
             "host tools",
@@ -250,6 +282,7 @@ pub(crate) fn checks(f: &dyn Facts, cfg: &Config, d: &DaemonFacts) -> Vec<Check>
             format!("missing: {}", names(&missing_req)),
             Some(pkgs(&missing_req)),
         )
+        .with_packages(&all_missing)
     } else if !missing_opt.is_empty() {
         row(
             "host tools",
@@ -257,6 +290,7 @@ pub(crate) fn checks(f: &dyn Facts, cfg: &Config, d: &DaemonFacts) -> Vec<Check>
             format!("missing: {}", names(&missing_opt)),
             Some(pkgs(&missing_opt)),
         )
+        .with_packages(&all_missing)
     } else {
         row("host tools", Level::Pass, "all present", None)
     });
@@ -718,6 +752,17 @@ mod tests {
             level(&checks(&fc_only, &cfg, &daemon()), "qemu").0,
             Level::Warn
         );
+        // `doctor --fix` installs what the failing and warning rows name, each package once.
+        let many = Fake {
+            missing: vec!["mkfs.ext4", "e2fsck", "nft", "qemu-system-x86_64"],
+            firecracker: None,
+            ..Fake::default()
+        };
+        assert_eq!(
+            packages_to_install(&checks(&many, &cfg, &daemon())),
+            ["qemu-system-x86", "e2fsprogs", "nftables"]
+        );
+        assert!(packages_to_install(&checks(&Fake::default(), &cfg, &daemon())).is_empty());
     }
 
     #[test]

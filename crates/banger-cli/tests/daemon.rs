@@ -647,3 +647,24 @@ fn test_kill_9_mid_pull_leaves_nothing_the_next_start_does_not_clean() {
     let log = std::fs::read_to_string(env.home().join("state/bangerd.log")).unwrap();
     assert!(log.contains("removed leftovers"), "{log}");
 }
+
+#[test]
+fn test_doctor_fix_makes_dirs_and_key_once() {
+    let env = Env::new();
+    let key = env.home().join("state/ssh/id_ed25519.pub");
+    assert!(!key.exists());
+    let out = env.banger(&["doctor", "--fix", "--yes"]);
+    let err = stderr(&out);
+    assert!(err.contains("fix: made the ssh key"), "{err}");
+    assert!(key.exists());
+    let first = std::fs::read_to_string(&key).unwrap();
+    let again = stderr(&env.banger(&["doctor", "--fix", "--yes"]));
+    assert!(again.contains("fix: ssh key exists"), "{again}");
+    assert_eq!(
+        std::fs::read_to_string(&key).unwrap(),
+        first,
+        "never replaced"
+    );
+    let bad = env.banger(&["doctor", "--fix", "--json"]);
+    assert!(!bad.status.success(), "--fix and --json conflict");
+}

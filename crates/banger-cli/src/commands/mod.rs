@@ -91,7 +91,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             net::set(&layout, &name, nat, vcpu, memory).await
         }
         Command::Vm(VmCommand::Ports { names, json }) => net::ports(&layout, &names, json).await,
-        Command::Doctor { json } => doctor(&layout, json).await,
+        Command::Doctor { json, fix, yes } => {
+            if fix {
+                doctor_fix(&layout, yes)?;
+            }
+            doctor(&layout, json).await
+        }
         Command::System(SystemCommand::Install {
             owner,
             destdir,
@@ -171,6 +176,76 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `doctor --fix`: directories and ssh key (always safe), then the packages missing rows name,
+/// installed with apt-get after a confirmation (or `--yes`), then the checks run again.
+fn doctor_fix(layout: &Layout, yes: bool) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    layout
+        .ensure_dirs()
+        .context("cannot create banger's directories")?;
+    output::status("fix: directories exist");
+    let key = layout.ssh_dir().join("id_ed25519");
+    if key.with_extension("pub").exists() {
+        output::status("fix: ssh key exists");
+    } else {
+        std::fs::create_dir_all(layout.ssh_dir())?;
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "banger", "-f"])
+            .arg(&key)
+            .status()
+            .context("cannot run ssh-keygen")?;
+        anyhow::ensure!(made.success(), "ssh-keygen failed: {made}");
+        output::status(&format!("fix: made the ssh key {}", key.display()));
+    }
+    let config = banger_config::Config::load(&layout.config_path)?;
+    let host = crate::doctor::RealFacts {
+        db: layout.db_path(),
+        ssh_config: layout.ssh_config_path(),
+    };
+    let rows = crate::doctor::checks(&host, &config, &crate::doctor::DaemonFacts::default());
+    let packages = crate::doctor::packages_to_install(&rows);
+    if packages.is_empty() {
+        output::status("fix: no packages missing");
+        return Ok(());
+    }
+    let list = packages.join(" ");
+    if !banger_host::process::running_as_root() {
+        return Err(output::Hinted::new(
+            format!("missing packages: {list}"),
+            format!("sudo apt-get install -y {list}"),
+        )
+        .into());
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(output::Hinted::new(
+                format!("would install: {list}"),
+                "run in a terminal to confirm, or add --yes",
+            )
+            .into());
+        }
+        let mut err = std::io::stderr();
+        write!(err, "install {list} with apt-get? [y/N] ")?;
+        err.flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            output::status("fix: packages not installed");
+            return Ok(());
+        }
+    }
+    let status = std::process::Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("cannot run apt-get")?;
+    anyhow::ensure!(status.success(), "apt-get install {list} failed: {status}");
+    output::status(&format!("fix: installed {list}"));
+    Ok(())
 }
 
 async fn doctor(layout: &Layout, as_json: bool) -> anyhow::Result<ExitCode> {
