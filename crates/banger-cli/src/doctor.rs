@@ -62,8 +62,8 @@ fn row(name: &'static str, level: Level, detail: impl Into<String>, hint: Option
     }
 }
 
-/// What `/dev/kvm` and the CPU say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `/dev/kvm`, the CPU and a probe guest say.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Kvm {
     /// `/dev/kvm` exists.
     pub(crate) device: bool,
@@ -72,6 +72,9 @@ pub(crate) struct Kvm {
     /// The CPU exposes vmx or svm (absent under nested paravirtual KVM, which cannot run a
     /// stock guest kernel).
     pub(crate) hw_virt: bool,
+    /// Why a tiny 64-bit probe guest did not run (`banger_host::kvm::probe`); `None` when it
+    /// ran (or was not tried because the device is missing or closed).
+    pub(crate) probe_error: Option<String>,
 }
 
 /// The store's schema, read-only.
@@ -126,15 +129,23 @@ pub(crate) fn checks(f: &dyn Facts, cfg: &Config, d: &DaemonFacts) -> Vec<Check>
         ),
     });
     let kvm = f.kvm();
-    let kvm_ok = kvm.device && kvm.usable && kvm.hw_virt;
+    let kvm_ok = kvm.device && kvm.usable && kvm.probe_error.is_none();
     out.push(if kvm_ok {
-        row("kvm", Level::Pass, "/dev/kvm is usable and the CPU has hardware virtualization", None)
+        row(
+            "kvm",
+            Level::Pass,
+            "/dev/kvm is usable: a 64-bit probe guest ran",
+            None,
+        )
     } else if !kvm.device {
         row(
             "kvm",
             Level::Warn,
             "no /dev/kvm: guests run under TCG emulation (slow)",
-            Some("enable virtualization in the firmware and `modprobe kvm_intel` (or kvm_amd)".into()),
+            Some(
+                "enable virtualization in the firmware and `modprobe kvm_intel` (or kvm_amd)"
+                    .into(),
+            ),
         )
     } else if !kvm.usable {
         row(
@@ -147,7 +158,17 @@ pub(crate) fn checks(f: &dyn Facts, cfg: &Config, d: &DaemonFacts) -> Vec<Check>
         row(
             "kvm",
             Level::Warn,
-            "KVM cannot run stock guest kernels here (no vmx/svm: nested or paravirtual KVM); guests run under TCG",
+            format!(
+                "KVM cannot run stock guest kernels here: {}{}; guests run under TCG",
+                kvm.probe_error
+                    .as_deref()
+                    .unwrap_or("the probe guest failed"),
+                if kvm.hw_virt {
+                    ""
+                } else {
+                    " (no vmx/svm: nested or paravirtual KVM)"
+                }
+            ),
             Some("run banger on a host or VM with nested virtualization for KVM speed".into()),
         )
     });
@@ -459,10 +480,16 @@ impl Facts for RealFacts {
                 .filter(|l| l.starts_with("flags"))
                 .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
         });
+        let probe_error = if device && usable {
+            banger_host::kvm::probe().err()
+        } else {
+            None
+        };
         Kvm {
             device,
             usable,
             hw_virt,
+            probe_error,
         }
     }
 
@@ -545,6 +572,7 @@ mod tests {
                     device: true,
                     usable: true,
                     hw_virt: true,
+                    probe_error: None,
                 },
                 missing: vec![],
                 firecracker: Some("Firecracker v1.16.1"),
@@ -559,7 +587,7 @@ mod tests {
             self.arch.into()
         }
         fn kvm(&self) -> Kvm {
-            self.kvm
+            self.kvm.clone()
         }
         fn which(&self, program: &str) -> Option<PathBuf> {
             if self.missing.contains(&program)
@@ -647,6 +675,7 @@ mod tests {
                 device: true,
                 usable: true,
                 hw_virt: false,
+                probe_error: Some("a 64-bit probe guest failed with an internal KVM error".into()),
             },
             ..Fake::default()
         };
@@ -664,6 +693,7 @@ mod tests {
                 device: false,
                 usable: false,
                 hw_virt: true,
+                probe_error: None,
             },
             ..Fake::default()
         };
@@ -678,6 +708,7 @@ mod tests {
                 device: true,
                 usable: false,
                 hw_virt: true,
+                probe_error: None,
             },
             ..Fake::default()
         };
@@ -829,6 +860,7 @@ mod tests {
                 device: true,
                 usable: true,
                 hw_virt: false,
+                probe_error: Some("a 64-bit probe guest failed with an internal KVM error".into()),
             },
             firecracker: None,
             missing: vec!["nft"],

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod disk;
 pub mod guest;
 pub mod helper;
+pub mod kvm;
 pub mod nat;
 pub mod privileged;
 pub mod process;

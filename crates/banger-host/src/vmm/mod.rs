@@ -171,15 +171,10 @@ pub fn check_socket_path(path: &std::path::Path) -> Result<(), VmmError> {
     Ok(())
 }
 
-/// Whether KVM can run a stock guest kernel here: `/dev/kvm` exists and the CPU exposes
-/// hardware virtualization (vmx/svm). Nested paravirtual KVM (no vmx/svm) cannot.
+/// Whether KVM can run a stock guest kernel here: `/dev/kvm` exists and a tiny 64-bit probe
+/// guest runs (`crate::kvm::probe`). Nested paravirtual KVM (`kvm_pvm`) fails the probe.
 pub fn kvm_usable() -> bool {
-    std::path::Path::new("/dev/kvm").exists()
-        && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
-            c.lines()
-                .filter(|l| l.starts_with("flags"))
-                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-        })
+    std::path::Path::new("/dev/kvm").exists() && crate::kvm::probe().is_ok()
 }
 
 /// The backend a host will use.
