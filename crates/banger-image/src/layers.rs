@@ -613,6 +613,52 @@ mod tests {
     }
 
     #[test]
+    fn test_pax_xattrs_are_kept_and_reach_the_ext4() {
+        // A pax header (`SCHILY.xattr.user.banger=hello`) before a regular file.
+        let record = |k: &str, v: &str| {
+            let body = format!(" {k}={v}\n");
+            let mut n = body.len() + 1;
+            while format!("{n}{body}").len() != n {
+                n += 1;
+            }
+            format!("{n}{body}")
+        };
+        let pax = record("SCHILY.xattr.user.banger", "hello");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(pax.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, "PaxHeaders/tagged", pax.as_bytes())
+            .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(2);
+        h.set_cksum();
+        b.append_data(&mut h, "tagged", &b"hi"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let digest = format!("{:x}", Sha256::digest(&tar));
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        apply_layer(&root, "xattrs", &digest, tar.as_slice()).unwrap();
+        let mut buf = [0u8; 16];
+        let n = rustix::fs::getxattr(root.join("tagged"), "user.banger", &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        let img = dir.path().join("x.ext4");
+        banger_host::disk::make_ext4(&RealRunner, &img, 16 << 20, "x", Some(&root)).unwrap();
+        let out = RealRunner
+            .run(
+                &Cmd::new("debugfs")
+                    .args(["-R", "ea_get /tagged user.banger"])
+                    .arg(img.display().to_string()),
+            )
+            .unwrap()
+            .stdout_str();
+        assert!(out.contains("hello"), "{out}");
+    }
+
+    #[test]
     fn test_digest_mismatch_and_truncated_blobs_are_refused() {
         let (bytes, digest) = layer(&[E::File("a", "hello", 0o644, 0)]);
         let dir = tempfile::tempdir().unwrap();
