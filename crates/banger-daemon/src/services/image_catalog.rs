@@ -20,6 +20,7 @@ use super::image::{
     DISTRO_KERNEL_NAME, ImageService, blocking, failed, kernel_info, random_suffix, swap_in,
     with_store,
 };
+use super::image_pull::Staging;
 use crate::error::chain;
 use crate::progress::Progress;
 
@@ -33,17 +34,6 @@ fn mb(bytes: u64) -> String {
 
 fn bundle_err(e: &bundle::BundleError) -> RpcError {
     RpcError::new(ErrorCode::OperationFailed, chain(e))
-}
-
-/// Removes a dir when dropped, unless disarmed.
-struct Cleanup(Option<PathBuf>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs_err::remove_dir_all(p);
-        }
-    }
 }
 
 impl ImageService {
@@ -155,7 +145,7 @@ impl ImageService {
         let images = self.infra.layout.images_dir();
         fs_err::create_dir_all(&images).map_err(|e| failed("images dir", &e))?;
         let staging = images.join(format!(".staging-{}", random_suffix()));
-        let mut guard = Cleanup(Some(staging.clone()));
+        let mut guard = Staging(Some(staging.clone()));
         let (st, runner) = (staging.clone(), Arc::clone(&self.infra.runner));
         let (manifest, size) = blocking(move || {
             fs_err::create_dir_all(&st).map_err(|e| failed("staging", &e))?;
@@ -201,24 +191,7 @@ impl ImageService {
             size_bytes: size,
             created_at: self.infra.clock.now_rfc3339(),
         };
-        let _publish = self.publication.lock().await;
-        let key = name.to_owned();
-        if with_store(&self.infra.store, move |s| s.get_image(&key))
-            .await?
-            .is_some()
-        {
-            return Err(RpcError::new(
-                ErrorCode::AlreadyExists,
-                format!("image {name:?} was stored while this pull ran"),
-            ));
-        }
-        swap_in(&staging, &final_dir).map_err(|e| failed("image publish", &e))?;
-        guard.0 = None;
-        let rec = record.clone();
-        if let Err(e) = with_store(&self.infra.store, move |s| s.upsert_image(&rec)).await {
-            let _ = fs_err::remove_dir_all(&final_dir);
-            return Err(e);
-        }
+        self.publish(&mut guard, &final_dir, &record).await?;
         info!(image = name, bundle = entry.url, "catalog image pulled");
         let kernels = with_store(&self.infra.store, banger_store::Store::list_kernels).await?;
         Ok(Self::info(record, &kernels))
@@ -248,7 +221,7 @@ impl ImageService {
         let kernels = self.infra.layout.kernels_dir();
         fs_err::create_dir_all(&kernels).map_err(|e| failed("kernels dir", &e))?;
         let staging = kernels.join(format!(".staging-{}", random_suffix()));
-        let mut guard = Cleanup(Some(staging.clone()));
+        let mut guard = Staging(Some(staging.clone()));
         let st = staging.clone();
         let sha = blocking(move || {
             fs_err::create_dir_all(&st).map_err(|e| failed("staging", &e))?;

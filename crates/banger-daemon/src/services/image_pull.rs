@@ -84,7 +84,7 @@ fn mb(bytes: u64) -> String {
 }
 
 /// Removes a staging dir when dropped, unless published.
-struct Staging(Option<PathBuf>);
+pub(crate) struct Staging(pub(crate) Option<PathBuf>);
 
 impl Drop for Staging {
     fn drop(&mut self) {
@@ -186,42 +186,33 @@ impl ImageService {
         BlobCache::new(self.infra.layout.cache_dir.join("blobs"))
     }
 
-    /// Begins a pull, or joins the one already pulling this reference to this name.
-    pub async fn begin_pull(
-        self: &Arc<Self>,
-        p: ImagePullParams,
-        ops: &Arc<OpRegistry>,
-    ) -> Result<OpBegun, RpcError> {
-        if let Some(entry) = self.image_entry(&p.reference) {
-            return self.begin_bundle_pull(entry, p, ops);
+    /// The op already pulling `key`, or an error when another pull produces `name`.
+    fn joinable(&self, key: &(String, String)) -> Result<Option<OpBegun>, RpcError> {
+        Self::joinable_in(&lock(&self.inflight), key)
+    }
+
+    fn joinable_in(
+        inflight: &Inflight,
+        key: &(String, String),
+    ) -> Result<Option<OpBegun>, RpcError> {
+        if let Some(op_id) = inflight.by_key.get(key) {
+            info!(op_id, reference = key.0, "joining the pull under way");
+            return Ok(Some(OpBegun {
+                op_id: op_id.clone(),
+            }));
         }
-        let image = registry::parse_ref(&p.reference, p.insecure).map_err(|e| {
-            bad(e.to_string())
-                .with_hint("e.g. docker.io/library/debian:bookworm or 127.0.0.1:5000/team/app:v1")
-        })?;
-        let name = p
-            .name
-            .clone()
-            .unwrap_or_else(|| registry::default_name(&image.reference));
-        validate_name("image", &name)?;
-        let key = (image.reference.whole(), name.clone());
-        {
-            let inflight = lock(&self.inflight);
-            if let Some(op_id) = inflight.by_key.get(&key) {
-                info!(op_id, reference = key.0, "joining the pull under way");
-                return Ok(OpBegun {
-                    op_id: op_id.clone(),
-                });
-            }
-            if let Some(other) = inflight.names.get(&name) {
-                return Err(RpcError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("image {name:?} is being pulled by {other}"),
-                )
-                .with_hint("pick another name with --name"));
-            }
+        if let Some(other) = inflight.names.get(&key.1) {
+            return Err(RpcError::new(
+                ErrorCode::AlreadyExists,
+                format!("image {:?} is being pulled by {other}", key.1),
+            )
+            .with_hint("pick another name with --name"));
         }
-        let taken = name.clone();
+        Ok(None)
+    }
+
+    async fn name_free(&self, name: &str) -> Result<(), RpcError> {
+        let taken = name.to_owned();
         if with_store(&self.infra.store, move |s| s.get_image(&taken))
             .await?
             .is_some()
@@ -234,49 +225,43 @@ impl ImageService {
                 "`banger image delete {name}` first, or pull under another --name"
             )));
         }
-        if let Some(k) = &p.kernel {
-            let k = k.clone();
-            if with_store(&self.infra.store, move |s| s.get_kernel(&k))
-                .await?
-                .is_none()
-            {
-                return Err(RpcError::new(
-                    ErrorCode::NotFound,
-                    format!("kernel {:?} not found", p.kernel.as_deref().unwrap_or("")),
-                )
-                .with_hint("`banger kernel list` shows kernels"));
-            }
-        }
+        Ok(())
+    }
+
+    /// Registers a pull of `key` (reference, name) and runs `work` as its operation, unless
+    /// one is already under way (then its op is returned).
+    fn start_pull<F>(
+        self: &Arc<Self>,
+        key: (String, String),
+        ops: &Arc<OpRegistry>,
+        work: impl FnOnce(Arc<Self>, Arc<Progress>) -> F,
+    ) -> Result<OpBegun, RpcError>
+    where
+        F: std::future::Future<Output = Result<ImageInfo, RpcError>> + Send + 'static,
+    {
         let op_id = crate::ops::new_op_id();
         let op = {
             let mut inflight = lock(&self.inflight);
-            // Re-check: another begin may have raced between the checks above and here.
-            if let Some(op_id) = inflight.by_key.get(&key) {
-                return Ok(OpBegun {
-                    op_id: op_id.clone(),
-                });
-            }
-            if let Some(other) = inflight.names.get(&name) {
-                return Err(RpcError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("image {name:?} is being pulled by {other}"),
-                )
-                .with_hint("pick another name with --name"));
+            // Re-checked under the lock that inserts: another begin may have raced since the
+            // first look.
+            if let Some(begun) = Self::joinable_in(&inflight, &key)? {
+                return Ok(begun);
             }
             inflight.by_key.insert(key.clone(), op_id.clone());
-            inflight.names.insert(name.clone(), op_id.clone());
+            inflight.names.insert(key.1.clone(), op_id.clone());
             let guard = ops.begin(&op_id, "image.pull", self.infra.clock.now_rfc3339());
             self.pulls.insert(&op_id, guard)
         };
-        let this = Arc::clone(self);
+        let release = InflightGuard {
+            service: Arc::clone(self),
+            key,
+        };
+        let fut = work(Arc::clone(self), Arc::clone(&op.progress));
         let span = tracing::info_span!("op", op_id = %op_id, method = "image.pull");
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let _release = InflightGuard {
-                    service: Arc::clone(&this),
-                    key,
-                };
-                let result = this.pull(image, name, p, &op.progress).await;
+                let _release = release;
+                let result = fut.await;
                 if let Err(e) = &result {
                     warn!("pull failed: {}", e.message);
                 }
@@ -291,74 +276,55 @@ impl ImageService {
         Ok(OpBegun { op_id })
     }
 
-    /// Begins pulling a catalog bundle (same coalescing as OCI pulls).
-    fn begin_bundle_pull(
+    /// Begins a pull, or joins the one already pulling this reference to this name.
+    pub async fn begin_pull(
         self: &Arc<Self>,
-        entry: banger_config::ImageCatalogEntry,
         p: ImagePullParams,
         ops: &Arc<OpRegistry>,
     ) -> Result<OpBegun, RpcError> {
-        let name = p.name.clone().unwrap_or_else(|| entry.name.clone());
-        validate_name("image", &name)?;
-        if self
-            .infra
-            .store
-            .get_image(&name)
-            .map_err(|e| crate::error::store_error(&e))?
-            .is_some()
-        {
-            return Err(RpcError::new(
-                ErrorCode::AlreadyExists,
-                format!("image {name:?} already exists"),
-            )
-            .with_hint(format!(
-                "`banger image delete {name}` first, or pull under another --name"
-            )));
+        if let Some(entry) = self.image_entry(&p.reference) {
+            let name = p.name.clone().unwrap_or_else(|| entry.name.clone());
+            validate_name("image", &name)?;
+            let key = (format!("catalog:{}", entry.name), name.clone());
+            if let Some(begun) = self.joinable(&key)? {
+                return Ok(begun);
+            }
+            self.name_free(&name).await?;
+            return self.start_pull(key, ops, move |this, progress| async move {
+                this.pull_bundle(&entry, &name, p.kernel.as_deref(), &progress)
+                    .await
+            });
         }
-        let key = (format!("catalog:{}", entry.name), name.clone());
-        let op_id = crate::ops::new_op_id();
-        let op = {
-            let mut inflight = lock(&self.inflight);
-            if let Some(op_id) = inflight.by_key.get(&key) {
-                return Ok(OpBegun {
-                    op_id: op_id.clone(),
-                });
-            }
-            if let Some(other) = inflight.names.get(&name) {
+        let image = registry::parse_ref(&p.reference, p.insecure).map_err(|e| {
+            bad(e.to_string())
+                .with_hint("e.g. docker.io/library/debian:bookworm or 127.0.0.1:5000/team/app:v1")
+        })?;
+        let name = p
+            .name
+            .clone()
+            .unwrap_or_else(|| registry::default_name(&image.reference));
+        validate_name("image", &name)?;
+        let key = (image.reference.whole(), name.clone());
+        if let Some(begun) = self.joinable(&key)? {
+            return Ok(begun);
+        }
+        self.name_free(&name).await?;
+        if let Some(k) = &p.kernel {
+            let k = k.clone();
+            if with_store(&self.infra.store, move |s| s.get_kernel(&k))
+                .await?
+                .is_none()
+            {
                 return Err(RpcError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("image {name:?} is being pulled by {other}"),
+                    ErrorCode::NotFound,
+                    format!("kernel {:?} not found", p.kernel.as_deref().unwrap_or("")),
                 )
-                .with_hint("pick another name with --name"));
+                .with_hint("`banger kernel list` shows kernels"));
             }
-            inflight.by_key.insert(key.clone(), op_id.clone());
-            inflight.names.insert(name.clone(), op_id.clone());
-            let guard = ops.begin(&op_id, "image.pull", self.infra.clock.now_rfc3339());
-            self.pulls.insert(&op_id, guard)
-        };
-        let this = Arc::clone(self);
-        let span = tracing::info_span!("op", op_id = %op_id, method = "image.pull");
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                let _release = InflightGuard {
-                    service: Arc::clone(&this),
-                    key,
-                };
-                let result = this
-                    .pull_bundle(&entry, &name, p.kernel.as_deref(), &op.progress)
-                    .await;
-                if let Err(e) = &result {
-                    warn!("pull failed: {}", e.message);
-                }
-                op.complete(
-                    result
-                        .map(|i| OpOutput::Image(Box::new(i)))
-                        .map_err(|e| e.with_op_id(op.op_id.clone())),
-                );
-            },
-            span,
-        ));
-        Ok(OpBegun { op_id })
+        }
+        self.start_pull(key, ops, move |this, progress| async move {
+            this.pull(image, name, p, &progress).await
+        })
     }
 
     /// Progress of a pull (long-poll).
@@ -537,26 +503,7 @@ impl ImageService {
             size_bytes: size,
             created_at: self.infra.clock.now_rfc3339(),
         };
-        {
-            let _publish = self.publication.lock().await;
-            let key = name.clone();
-            if with_store(&self.infra.store, move |s| s.get_image(&key))
-                .await?
-                .is_some()
-            {
-                return Err(RpcError::new(
-                    ErrorCode::AlreadyExists,
-                    format!("image {name:?} was stored while this pull ran"),
-                ));
-            }
-            swap_in(&staging_dir, &final_dir).map_err(|e| failed("image publish", &e))?;
-            staging.0 = None;
-            let rec = record.clone();
-            if let Err(e) = with_store(&self.infra.store, move |s| s.upsert_image(&rec)).await {
-                let _ = fs_err::remove_dir_all(&final_dir);
-                return Err(e);
-            }
-        }
+        self.publish(&mut staging, &final_dir, &record).await?;
         info!(
             image = name,
             reference = image.reference.whole(),
@@ -566,6 +513,41 @@ impl ImageService {
             "image pulled"
         );
         self.info_of(record).await
+    }
+
+    /// Publishes a finished image: under the publication lock, re-checks that its name is
+    /// free, renames `staging` to `final_dir` and stores the row (removing the dir again when
+    /// the row cannot be written).
+    pub(crate) async fn publish(
+        &self,
+        staging: &mut Staging,
+        final_dir: &Path,
+        record: &ImageRecord,
+    ) -> Result<(), RpcError> {
+        let _publish = self.publication.lock().await;
+        let key = record.name.clone();
+        if with_store(&self.infra.store, move |s| s.get_image(&key))
+            .await?
+            .is_some()
+        {
+            return Err(RpcError::new(
+                ErrorCode::AlreadyExists,
+                format!("image {:?} was stored while this pull ran", record.name),
+            ));
+        }
+        let Some(staging_dir) = staging.0.take() else {
+            return Err(RpcError::new(ErrorCode::OperationFailed, "nothing staged"));
+        };
+        if let Err(e) = swap_in(&staging_dir, final_dir) {
+            staging.0 = Some(staging_dir);
+            return Err(failed("image publish", &e));
+        }
+        let rec = record.clone();
+        if let Err(e) = with_store(&self.infra.store, move |s| s.upsert_image(&rec)).await {
+            let _ = fs_err::remove_dir_all(final_dir);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// One image with the VMs using it.
