@@ -106,6 +106,18 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         // `Connection` is shared, so use an unchecked transaction on a `&Connection`.
         let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
             .map_err(fail)?;
+        // Another process (a concurrent cold start) may have applied it while this one
+        // waited for the write lock: check again inside the transaction.
+        let done: bool = tx
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [m.version],
+                |r| r.get(0),
+            )
+            .map_err(fail)?;
+        if done {
+            continue;
+        }
         tx.execute_batch(m.sql).map_err(fail)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
@@ -126,6 +138,46 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version as usize, i + 1, "{}", m.name);
         }
+    }
+
+    #[test]
+    fn test_a_migration_applied_while_waiting_for_the_write_lock_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        // Another daemon holds the write lock and is about to apply everything.
+        let first = Connection::open(&path).unwrap();
+        first
+            .execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+                 applied_at TEXT NOT NULL DEFAULT '') ; BEGIN IMMEDIATE",
+            )
+            .unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let racer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let conn = Connection::open(&path).unwrap();
+                conn.busy_timeout(std::time::Duration::from_secs(20))
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                migrate(&conn)
+            })
+        };
+        ready_rx.recv().unwrap();
+        // Let the racer read "nothing applied" and block on BEGIN IMMEDIATE.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        for m in MIGRATIONS {
+            first.execute_batch(m.sql).unwrap();
+            first
+                .execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+                    rusqlite::params![m.version, m.name],
+                )
+                .unwrap();
+        }
+        first.execute_batch("COMMIT").unwrap();
+        racer.join().unwrap().unwrap();
+        assert_eq!(applied_versions(&first).unwrap().len(), MIGRATIONS.len());
     }
 
     #[test]
