@@ -98,6 +98,8 @@ pub(crate) trait Facts {
     fn cpus_and_memory_mib(&self) -> (u32, u64);
     /// Whether `~/.ssh/config` includes banger's managed ssh config.
     fn ssh_config_included(&self) -> bool;
+    /// `/dev/net/tun`: (exists, opens read-write for this user).
+    fn tun(&self) -> (bool, bool);
 }
 
 /// What the daemon reported (each `None` when it could not be asked).
@@ -187,6 +189,24 @@ pub(crate) fn checks(f: &dyn Facts, cfg: &Config, d: &DaemonFacts) -> Vec<Check>
         banger_host::vmm::Choice::Firecracker(_) => "firecracker".to_owned(),
         banger_host::vmm::Choice::Qemu(a) => format!("qemu ({})", banger_host::vmm::accel_name(*a)),
     };
+    let (tun, tun_rw) = f.tun();
+    out.push(if tun_rw {
+        row("tun", Level::Pass, "/dev/net/tun opens read-write", None)
+    } else if tun {
+        row(
+            "tun",
+            Level::Warn,
+            "/dev/net/tun is not writable by this user: an unprivileged VMM (system install) cannot attach to its tap",
+            Some("sudo chmod 0666 /dev/net/tun (the mode distros ship; taps stay owner-only)".into()),
+        )
+    } else {
+        row(
+            "tun",
+            Level::Fail,
+            "no /dev/net/tun: guests get no network",
+            Some("sudo modprobe tun".into()),
+        )
+    });
     out.push(row(
         "vmm backend",
         backend_level,
@@ -493,6 +513,16 @@ impl Facts for RealFacts {
         }
     }
 
+    fn tun(&self) -> (bool, bool) {
+        let path = Path::new("/dev/net/tun");
+        let rw = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .is_ok();
+        (path.exists(), rw)
+    }
+
     fn which(&self, program: &str) -> Option<PathBuf> {
         banger_host::process::find_in_path(program).or_else(|| {
             ["/usr/sbin", "/sbin"]
@@ -562,6 +592,7 @@ mod tests {
         firecracker: Option<&'static str>,
         store: StoreFact,
         ssh_included: bool,
+        tun: (bool, bool),
     }
 
     impl Default for Fake {
@@ -578,6 +609,7 @@ mod tests {
                 firecracker: Some("Firecracker v1.16.1"),
                 store: StoreFact::Compatible,
                 ssh_included: true,
+                tun: (true, true),
             }
         }
     }
@@ -588,6 +620,9 @@ mod tests {
         }
         fn kvm(&self) -> Kvm {
             self.kvm.clone()
+        }
+        fn tun(&self) -> (bool, bool) {
+            self.tun
         }
         fn which(&self, program: &str) -> Option<PathBuf> {
             if self.missing.contains(&program)
@@ -718,6 +753,25 @@ mod tests {
                 .unwrap()
                 .contains("kvm` group")
         );
+    }
+
+    #[test]
+    fn test_tun_paths() {
+        let cfg = Config::default();
+        let ok = checks(&Fake::default(), &cfg, &daemon());
+        assert_eq!(level(&ok, "tun").0, Level::Pass);
+        let closed = Fake {
+            tun: (true, false),
+            ..Fake::default()
+        };
+        let (l, _, h) = level(&checks(&closed, &cfg, &daemon()), "tun");
+        assert_eq!(l, Level::Warn);
+        assert!(h.unwrap().contains("chmod 0666"));
+        let none = Fake {
+            tun: (false, false),
+            ..Fake::default()
+        };
+        assert_eq!(level(&checks(&none, &cfg, &daemon()), "tun").0, Level::Fail);
     }
 
     #[test]
