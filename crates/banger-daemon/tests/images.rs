@@ -847,3 +847,64 @@ async fn test_catalog_bundles_export_pull_autopull_and_refusals() {
     let err = svc.kernel_pull("nope", &Arc::default()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorCode::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_vm_create_with_an_oci_reference_pulls_it_once() {
+    let reg = registry();
+    let tb = TestBed::new(small_config()).unwrap();
+    let layer = reg
+        .push_layer(
+            "auto/img",
+            &layer_tar(&[file("hello", "hi", 0o644, 0)]),
+            true,
+        )
+        .unwrap();
+    reg.push_image("auto/img", "v2", "amd64", &[layer], &serde_json::json!({}))
+        .unwrap();
+    let reference = format!("{}/auto/img:v2", reg.addr);
+    for name in ["a1", "a2"] {
+        let vm = tb
+            .daemon
+            .services
+            .vm
+            .create(
+                banger_api::types::VmCreateParams {
+                    name: Some(name.into()),
+                    image: Some(reference.clone()),
+                    no_start: true,
+                    ..Default::default()
+                },
+                &Arc::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            vm.image, "img-v2",
+            "stored under the reference's default name"
+        );
+    }
+    let img = tb.daemon.services.image.show("img-v2").await.unwrap();
+    assert_eq!(img.used_by, ["a1", "a2"], "pulled once, used twice");
+    assert_eq!(
+        img.kernel.as_deref(),
+        Some("test-kernel"),
+        "the default image's kernel"
+    );
+    let err = tb
+        .daemon
+        .services
+        .vm
+        .create(
+            banger_api::types::VmCreateParams {
+                name: Some("bad".into()),
+                image: Some("Not/A Ref".into()),
+                no_start: true,
+                ..Default::default()
+            },
+            &Arc::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorCode::BadRequest);
+    assert!(tb.daemon.infra.store.get_vm("bad").unwrap().is_none());
+}

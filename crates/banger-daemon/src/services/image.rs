@@ -267,6 +267,46 @@ impl ImageService {
         {
             return Ok(found);
         }
+        if name.contains(['/', ':', '@']) {
+            // An OCI reference (never a valid image name): pulled on first use and stored
+            // under its default name.
+            let image = banger_image::registry::parse_ref(name, false).map_err(|e| {
+                RpcError::new(ErrorCode::BadRequest, e.to_string()).with_hint(
+                    "an image name, or a reference such as docker.io/library/debian:bookworm",
+                )
+            })?;
+            let local = banger_image::registry::default_name(&image.reference);
+            if let Some(found) = self.lookup(&local).await? {
+                return Ok(found);
+            }
+            let _build = self.build_image.lock().await;
+            if let Some(found) = self.lookup(&local).await? {
+                return Ok(found);
+            }
+            info!(image = local, reference = name, "pulling the missing image");
+            // Booted with the default image's kernel when there is one (else the distro's).
+            let default = self.infra.config.default_image_name.clone();
+            let kernel = match self.lookup(&default).await {
+                Ok(Some((_, k))) => Some(k.name),
+                _ => None,
+            };
+            let params = banger_api::types::ImagePullParams {
+                reference: name.to_owned(),
+                name: Some(local.clone()),
+                kernel,
+                insecure: false,
+            };
+            if let Err(e) = self
+                .pull(image, local.clone(), params, &Arc::default())
+                .await
+                && e.kind() != ErrorCode::AlreadyExists
+            {
+                return Err(e);
+            }
+            return self.lookup(&local).await?.ok_or_else(|| {
+                RpcError::new(ErrorCode::OperationFailed, "the pulled image vanished")
+            });
+        }
         if let Some(entry) = self.image_entry(name) {
             // A catalog image: fetched on first use.
             info!(image = name, "pulling the missing image from the catalog");

@@ -342,7 +342,7 @@ impl ImageService {
         self.pulls.cancel(op_id)
     }
 
-    async fn pull(
+    pub(crate) async fn pull(
         &self,
         image: registry::ImageRef,
         name: String,
