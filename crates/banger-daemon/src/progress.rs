@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ops::OpGuard;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks a leaf mutex, ignoring poisoning (the data stays consistent: no lock is held across
+/// a panic-prone section).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -86,6 +88,23 @@ impl Progress {
         self.bump();
     }
 
+    /// A callback counting bytes of a `total`-byte transfer (0: unknown) into the running
+    /// stage's detail, at most every 200 ms (and at the end).
+    pub fn byte_meter(self: &Arc<Self>, total: u64) -> impl Fn(u64) + Send + Sync + use<> {
+        let progress = Arc::clone(self);
+        let got = std::sync::atomic::AtomicU64::new(0);
+        let last = Mutex::new(Instant::now());
+        move |n: u64| {
+            let now = got.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+            let mut last = lock(&last);
+            if last.elapsed() >= Duration::from_millis(200) || now == total {
+                *last = Instant::now();
+                let of = if total > 0 { mb(total) } else { "?".into() };
+                progress.detail(format!("{} / {of}", mb(now)));
+            }
+        }
+    }
+
     /// Ends the running stage as done (`ok`) or failed.
     pub fn finish(&self, ok: bool) {
         {
@@ -148,6 +167,11 @@ impl Progress {
     pub fn stage_names(&self) -> Vec<String> {
         lock(&self.stages).iter().map(|s| s.name.clone()).collect()
     }
+}
+
+/// Bytes as megabytes, one decimal (`40.0 MB`).
+pub(crate) fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// The error of a cancelled operation.

@@ -198,13 +198,6 @@ pub struct Resolved {
     pub config: RunConfig,
 }
 
-impl Resolved {
-    /// Bytes of all layer blobs.
-    pub fn total_bytes(&self) -> u64 {
-        self.layers.iter().map(|l| l.size).sum()
-    }
-}
-
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {

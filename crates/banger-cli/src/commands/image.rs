@@ -79,9 +79,8 @@ pub(crate) async fn pull(
     kernel: Option<String>,
     insecure: bool,
 ) -> anyhow::Result<ExitCode> {
-    let conn = connect(layout).await?;
+    let mut conn = connect(layout).await?;
     let started = std::time::Instant::now();
-    let mut conn = conn;
     let begun = conn
         .client
         .call::<ImagePullBegin>(&ImagePullParams {

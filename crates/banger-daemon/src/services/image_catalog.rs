@@ -5,9 +5,7 @@
 //! image. `kernel pull NAME` does the same for kernel bundles; `image export` writes bundles.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use banger_api::types::{ImageInfo, KernelCatalogInfo, KernelInfo};
 use banger_api::{ErrorCode, RpcError};
@@ -22,15 +20,7 @@ use super::image::{
 };
 use super::image_pull::Staging;
 use crate::error::chain;
-use crate::progress::Progress;
-
-fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
-}
+use crate::progress::{Progress, mb};
 
 fn bundle_err(e: &bundle::BundleError) -> RpcError {
     RpcError::new(ErrorCode::OperationFailed, chain(e))
@@ -68,20 +58,7 @@ impl ImageService {
             return Ok(path);
         }
         let partial = cache.partial(&digest).map_err(|e| failed("cache", &e))?;
-        let got = Arc::new(AtomicU64::new(0));
-        let last = StdMutex::new(Instant::now());
-        let on_bytes = {
-            let (got, progress) = (Arc::clone(&got), Arc::clone(progress));
-            move |n: u64| {
-                let now = got.fetch_add(n, Ordering::Relaxed) + n;
-                let mut last = lock(&last);
-                if last.elapsed() >= Duration::from_millis(200) {
-                    *last = Instant::now();
-                    let total = if size > 0 { mb(size) } else { "?".into() };
-                    progress.detail(format!("{} / {total}", mb(now)));
-                }
-            }
-        };
+        let on_bytes = progress.byte_meter(size);
         tokio::select! {
             r = bundle::download(url, sha256, size, &partial, &on_bytes) => r.map_err(|e| {
                 bundle_err(&e).with_hint("check the catalog entry's url and sha256 (`banger image list --available`)")

@@ -10,8 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_api::types::{
@@ -30,17 +29,13 @@ use super::image::{
 };
 use crate::error::chain;
 use crate::ops::OpRegistry;
-use crate::progress::{OpOutput, Progress};
+use crate::progress::{OpOutput, Progress, lock, mb};
 
 /// Pulls under way: `(reference, name)` → op id, and the names they are producing.
 #[derive(Debug, Default)]
 pub(crate) struct Inflight {
     by_key: HashMap<(String, String), String>,
     names: HashMap<String, String>,
-}
-
-fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn bad(msg: impl Into<String>) -> RpcError {
@@ -77,10 +72,6 @@ fn absolute_file(what: &str, path: &str, dir: bool) -> Result<PathBuf, RpcError>
         )));
     }
     Ok(p)
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// Removes a staging dir when dropped, unless published.
@@ -395,20 +386,7 @@ impl ImageService {
             let partial = cache
                 .partial(&layer.digest)
                 .map_err(|e| failed("cache", &e))?;
-            let got = Arc::new(AtomicU64::new(0));
-            let last = StdMutex::new(Instant::now());
-            let size = layer.size;
-            let on_bytes = {
-                let (got, progress) = (Arc::clone(&got), Arc::clone(progress));
-                move |n: u64| {
-                    let now = got.fetch_add(n, Ordering::Relaxed) + n;
-                    let mut last = lock(&last);
-                    if last.elapsed() >= Duration::from_millis(200) || now == size {
-                        *last = Instant::now();
-                        progress.detail(format!("{} / {}", mb(now), mb(size)));
-                    }
-                }
-            };
+            let on_bytes = progress.byte_meter(layer.size);
             let fetch = puller.fetch_blob(layer, &partial, &on_bytes);
             tokio::select! {
                 r = fetch => r.map_err(|e| RpcError::new(ErrorCode::OperationFailed, chain(&e)))?,
