@@ -6,12 +6,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    CachePruneParams, CachePruneResult, CreateStatus, Empty, ImageEnsureParams, ImageExportParams,
+    CachePruneParams, CachePruneResult, Empty, ImageEnsureParams, ImageExportParams,
     ImageExportResult, ImageInfo, ImagePullParams, ImageRegisterParams, KernelCatalogInfo,
-    KernelImportParams, KernelInfo, NameParams, NetStatus, OpBegun, OpRef, OpStatusParams,
-    OperationsListResult, PingResult, SshInfo, VmCreateParams, VmInfo, VmListResult, VmLogs,
-    VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams, VmStats, WorkspaceExport,
-    WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
+    KernelImportParams, KernelInfo, NameParams, NetStatus, OpBegun, OpRef, OpStatus,
+    OpStatusParams, OperationsListResult, PingResult, SshInfo, VmCreateParams, VmInfo,
+    VmListResult, VmLogs, VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams, VmStats,
+    WorkspaceExport, WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
 };
 
 /// A typed RPC method.
@@ -57,9 +57,9 @@ methods! {
     /// Begins an asynchronous create; follow it with `vm.create.status`.
     VmCreateBegin = "vm.create.begin" (VmCreateParams) -> OpBegun;
     /// Stages and outcome of a create (long-polls with `seen` + `wait_ms`).
-    VmCreateStatus = "vm.create.status" (OpStatusParams) -> CreateStatus;
+    VmCreateStatus = "vm.create.status" (OpStatusParams) -> OpStatus;
     /// Cancels a create; what it made is undone.
-    VmCreateCancel = "vm.create.cancel" (OpRef) -> CreateStatus;
+    VmCreateCancel = "vm.create.cancel" (OpRef) -> OpStatus;
     /// Starts stopped VMs.
     VmStart = "vm.start" (VmRefs) -> VmOpResult;
     /// Stops VMs gracefully (guest poweroff, then kill after a short deadline).
@@ -99,9 +99,9 @@ methods! {
     /// Starts pulling an OCI image (two pulls of one ref share one operation).
     ImagePullBegin = "image.pull.begin" (ImagePullParams) -> OpBegun;
     /// Progress and outcome of a pull (long-poll).
-    ImagePullStatus = "image.pull.status" (OpStatusParams) -> CreateStatus;
+    ImagePullStatus = "image.pull.status" (OpStatusParams) -> OpStatus;
     /// Cancels a pull; nothing is left.
-    ImagePullCancel = "image.pull.cancel" (OpRef) -> CreateStatus;
+    ImagePullCancel = "image.pull.cancel" (OpRef) -> OpStatus;
     /// Registers an unmanaged image from files.
     ImageRegister = "image.register" (ImageRegisterParams) -> ImageInfo;
     /// Copies an unmanaged image into banger's storage.

@@ -156,7 +156,7 @@ pub struct OpBegun {
     pub op_id: String,
 }
 
-/// Params of `vm.create.status`.
+/// Params of `vm.create.status` and `image.pull.status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpStatusParams {
@@ -202,16 +202,16 @@ pub struct StageInfo {
     pub elapsed_ms: u64,
 }
 
-/// Progress and outcome of `vm.create.begin`.
+/// Progress and outcome of an asynchronous operation (`vm.create.begin`, `image.pull.begin`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreateStatus {
+pub struct OpStatus {
     /// The operation.
     pub op_id: String,
     /// Stages so far, in order.
     pub stages: Vec<StageInfo>,
     /// Count of stage events so far (pass as `seen` to long-poll).
     pub events: usize,
-    /// Whether the operation finished (then exactly one of `vm` and `error` is set).
+    /// Whether the operation finished (then exactly one of `vm`, `image` and `error` is set).
     pub done: bool,
     /// Milliseconds since it began.
     pub elapsed_ms: u64,

@@ -4,7 +4,7 @@
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
-use banger_api::types::{CreateStatus, StageState};
+use banger_api::types::{OpStatus, StageState};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::output;
@@ -60,7 +60,7 @@ impl StageUi {
     }
 
     /// Shows what changed since the last update.
-    pub(crate) fn update(&mut self, st: &CreateStatus) {
+    pub(crate) fn update(&mut self, st: &OpStatus) {
         for stage in st.stages.iter().skip(self.finished) {
             match stage.state {
                 StageState::Running => {
@@ -126,15 +126,15 @@ pub(crate) async fn follow<S, C>(
     layout: &banger_config::Layout,
     mut conn: crate::connect::Connection,
     op_id: String,
-) -> anyhow::Result<banger_api::types::CreateStatus>
+) -> anyhow::Result<banger_api::types::OpStatus>
 where
     S: banger_api::methods::Method<
             Params = banger_api::types::OpStatusParams,
-            Result = banger_api::types::CreateStatus,
+            Result = banger_api::types::OpStatus,
         >,
     C: banger_api::methods::Method<
             Params = banger_api::types::OpRef,
-            Result = banger_api::types::CreateStatus,
+            Result = banger_api::types::OpStatus,
         >,
 {
     let mut ui = StageUi::new();

@@ -158,6 +158,15 @@ impl Layout {
         self.state_dir.join("ssh")
     }
 
+    /// banger's ssh key: config's `ssh_key_path`, else `<state>/ssh/id_ed25519` (the daemon
+    /// and `doctor --fix` both ask here).
+    pub fn ssh_key_path(&self, config: &crate::Config) -> PathBuf {
+        config
+            .ssh_key_path
+            .clone()
+            .unwrap_or_else(|| self.ssh_dir().join("id_ed25519"))
+    }
+
     /// Creates the state, cache and runtime directories (mode 0700) and the socket's parent.
     pub fn ensure_dirs(&self) -> Result<(), LayoutError> {
         for dir in [&self.state_dir, &self.cache_dir, &self.runtime_dir] {

@@ -16,8 +16,8 @@ use banger_api::types::VmCreateParams;
 use banger_config::Config;
 use banger_daemon::progress::Progress;
 use banger_daemon::services::Lifecycle;
-use banger_daemon::testbed::{Disks, TestBed, small_config};
 use banger_host::guest::FakeReadiness;
+use banger_testkit::daemon::{Disks, TestBed, small_config};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn config() -> Config {

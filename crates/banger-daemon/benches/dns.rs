@@ -7,7 +7,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use banger_daemon::dns::{DnsRecords, decode_reply, encode_query, serve};
+use banger_daemon::dns::{DnsRecords, serve};
+use banger_testkit::dns::{decode_reply, encode_query};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hickory_proto::rr::RecordType;
 use tokio::net::UdpSocket;

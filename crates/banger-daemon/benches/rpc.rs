@@ -78,6 +78,7 @@ fn bench_rpc(c: &mut Criterion) {
         ))),
         vmm: Arc::new(banger_host::vmm::FakeVmm::default()),
         guest: Arc::new(banger_host::FakeGuest::default()),
+        probe: Arc::new(banger_host::RealProbe),
         agent: None,
     };
     let daemon = Arc::new(Daemon::new(infra, banger_config::layout::current_uid()));

@@ -13,8 +13,8 @@
 use std::time::{Duration, Instant};
 
 use banger_config::Config;
-use banger_daemon::testbed::{TestBed, small_config};
 use banger_host::{InProcessPrivileged, PrivilegedOps as _, RealRunner};
+use banger_testkit::daemon::{TestBed, small_config};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {

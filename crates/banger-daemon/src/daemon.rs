@@ -3,39 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use banger_config::{Config, Layout};
-use banger_host::vmm::Vmm;
-use banger_host::{Clock, CommandRunner, GuestControl, PrivilegedOps};
-use banger_store::Store;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::infra::Infra;
 use crate::ops::OpRegistry;
+use crate::services::network::TapIndex;
+use crate::services::vm::HandleCache;
 use crate::services::{HostNetwork, ImageService, VmService, WorkspaceService};
-
-/// Shared infrastructure every service may use. Every host side effect goes through one of
-/// these traits, so tests swap in recording fakes.
-#[derive(Debug, Clone)]
-pub struct Infra {
-    /// Where files live.
-    pub layout: Layout,
-    /// The loaded config.
-    pub config: Arc<Config>,
-    /// Durable state.
-    pub store: Arc<Store>,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
-    /// Host commands (mkfs, debugfs, cp, ssh-keygen, apt, debootstrap).
-    pub runner: Arc<dyn CommandRunner>,
-    /// Privileged operations (bridge, taps).
-    pub privileged: Arc<dyn PrivilegedOps>,
-    /// The VMM backend.
-    pub vmm: Arc<dyn Vmm>,
-    /// Host-to-guest control (readiness, poweroff).
-    pub guest: Arc<dyn GuestControl>,
-    /// The static guest agent binary put into every VM (none: guests run without it and
-    /// the daemon uses ssh).
-    pub agent: Option<std::path::PathBuf>,
-}
 
 /// The four services.
 #[derive(Debug, Clone)]
@@ -50,9 +24,14 @@ pub struct Services {
     pub vm: Arc<VmService>,
 }
 
-/// Builds the services from infrastructure, once. `VmService` composes the others.
+/// Builds the services from infrastructure, once. `VmService` composes the others; the
+/// handle cache is the seam through which `HostNetwork` learns which tap each VM holds.
 pub fn wire_services(infra: &Infra) -> Services {
-    let network = Arc::new(HostNetwork::new(infra.clone()));
+    let handles = Arc::new(HandleCache::new(infra.layout.vms_dir()));
+    let network = Arc::new(HostNetwork::new(
+        infra.clone(),
+        Arc::clone(&handles) as Arc<dyn TapIndex>,
+    ));
     let image = Arc::new(ImageService::new(infra.clone()));
     let workspace = Arc::new(WorkspaceService::new(infra.clone()));
     let vm = Arc::new(VmService::new(
@@ -60,6 +39,7 @@ pub fn wire_services(infra: &Infra) -> Services {
         Arc::clone(&network),
         Arc::clone(&image),
         Arc::clone(&workspace),
+        handles,
     ));
     Services {
         network,

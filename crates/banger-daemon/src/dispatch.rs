@@ -1,4 +1,5 @@
-//! RPC dispatch: a pure forwarder from method name to service call.
+//! RPC dispatch: a pure forwarder from method name to service call. Service errors become
+//! wire errors through `crate::edge` (the `?` and `Into` here).
 
 use std::future::Future;
 
@@ -11,11 +12,12 @@ use crate::daemon::Daemon;
 use crate::services::Lifecycle;
 
 /// Decodes params for `M`, runs `f`, encodes its result.
-async fn call<M, F, Fut>(params: Value, f: F) -> Result<Value, RpcError>
+async fn call<M, F, Fut, E>(params: Value, f: F) -> Result<Value, RpcError>
 where
     M: Method,
     F: FnOnce(M::Params) -> Fut,
-    Fut: Future<Output = Result<M::Result, RpcError>>,
+    Fut: Future<Output = Result<M::Result, E>>,
+    RpcError: From<E>,
 {
     let params = if params.is_null() {
         Value::Object(serde_json::Map::new())
@@ -84,9 +86,11 @@ async fn many<M>(daemon: &Daemon, params: Value, op: Lifecycle) -> Result<Value,
 where
     M: Method<Params = banger_api::types::VmRefs, Result = VmOpResult>,
 {
-    call::<M, _, _>(params, |p| async move {
+    call::<M, _, _, RpcError>(params, |p| async move {
         Ok(VmOpResult {
-            outcomes: daemon.services.vm.lifecycle_many(&p.names, op).await,
+            outcomes: crate::edge::vm_outcomes(
+                daemon.services.vm.lifecycle_many(&p.names, op).await,
+            ),
         })
     })
     .await
@@ -97,7 +101,7 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
     let s = &daemon.services;
     match method {
         methods::Ping::NAME => {
-            call::<methods::Ping, _, _>(params, |Empty {}| async {
+            call::<methods::Ping, _, _, RpcError>(params, |Empty {}| async {
                 Ok(PingResult {
                     version: banger_api::VERSION.to_owned(),
                     commit: banger_api::COMMIT.to_owned(),
@@ -110,44 +114,44 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
             .await
         }
         methods::Shutdown::NAME => {
-            call::<methods::Shutdown, _, _>(params, |Empty {}| async {
+            call::<methods::Shutdown, _, _, RpcError>(params, |Empty {}| async {
                 daemon.shutdown.cancel();
                 Ok(Empty {})
             })
             .await
         }
         methods::VmList::NAME => {
-            call::<methods::VmList, _, _>(params, |Empty {}| async {
+            call::<methods::VmList, _, _, crate::services::vm::VmError>(params, |Empty {}| async {
                 Ok(VmListResult { vms: s.vm.list().await? })
             })
             .await
         }
         methods::VmShow::NAME => {
-            call::<methods::VmShow, _, _>(params, |p| async move { s.vm.show(&p.name).await }).await
+            call::<methods::VmShow, _, _, _>(params, |p| async move { s.vm.show(&p.name).await }).await
         }
         methods::OperationsList::NAME => {
-            call::<methods::OperationsList, _, _>(params, |Empty {}| async {
+            call::<methods::OperationsList, _, _, RpcError>(params, |Empty {}| async {
                 Ok(OperationsListResult { operations: daemon.ops.list() })
             })
             .await
         }
         methods::VmCreate::NAME => {
-            call::<methods::VmCreate, _, _>(params, |p| async move {
+            call::<methods::VmCreate, _, _, _>(params, |p| async move {
                 s.vm.create(p, &std::sync::Arc::default()).await
             })
             .await
         }
         methods::VmCreateBegin::NAME => {
-            call::<methods::VmCreateBegin, _, _>(params, |p| async move { Ok(s.vm.begin_create(p, &daemon.ops)) }).await
+            call::<methods::VmCreateBegin, _, _, RpcError>(params, |p| async move { Ok(s.vm.begin_create(p, &daemon.ops)) }).await
         }
         methods::VmCreateStatus::NAME => {
-            call::<methods::VmCreateStatus, _, _>(params, |p| async move {
+            call::<methods::VmCreateStatus, _, _, _>(params, |p| async move {
                 s.vm.create_status(&p.op_id, p.seen, std::time::Duration::from_millis(p.wait_ms)).await
             })
             .await
         }
         methods::VmCreateCancel::NAME => {
-            call::<methods::VmCreateCancel, _, _>(params, |p| async move { s.vm.create_cancel(&p.op_id) }).await
+            call::<methods::VmCreateCancel, _, _, _>(params, |p| async move { s.vm.create_cancel(&p.op_id) }).await
         }
         methods::VmStart::NAME => many::<methods::VmStart>(daemon, params, Lifecycle::Start).await,
         methods::VmStop::NAME => many::<methods::VmStop>(daemon, params, Lifecycle::Stop).await,
@@ -155,47 +159,37 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
         methods::VmKill::NAME => many::<methods::VmKill>(daemon, params, Lifecycle::Kill).await,
         methods::VmDelete::NAME => many::<methods::VmDelete>(daemon, params, Lifecycle::Delete).await,
         methods::VmSet::NAME => {
-            call::<methods::VmSet, _, _>(params, |p| async move { s.vm.set(p).await }).await
+            call::<methods::VmSet, _, _, _>(params, |p| async move { s.vm.set(p).await }).await
         }
         methods::VmPortsGet::NAME => {
-            call::<methods::VmPortsGet, _, _>(params, |p| async move { Ok(s.vm.ports_many(&p.names).await) }).await
+            call::<methods::VmPortsGet, _, _, RpcError>(params, |p| async move { Ok(crate::edge::port_outcomes(s.vm.ports_many(&p.names).await)) }).await
         }
         methods::VmWorkspacePrepare::NAME => {
-            call::<methods::VmWorkspacePrepare, _, _>(params, |p| async move { s.vm.workspace_prepare(p).await }).await
+            call::<methods::VmWorkspacePrepare, _, _, _>(params, |p| async move { s.vm.workspace_prepare(p).await }).await
         }
         methods::VmWorkspaceExport::NAME => {
-            call::<methods::VmWorkspaceExport, _, _>(params, |p| async move { s.vm.workspace_export(p).await }).await
+            call::<methods::VmWorkspaceExport, _, _, _>(params, |p| async move { s.vm.workspace_export(p).await }).await
         }
         methods::VmStatsGet::NAME => {
-            call::<methods::VmStatsGet, _, _>(params, |p| async move { s.vm.stats_many(&p.names).await }).await
+            call::<methods::VmStatsGet, _, _, _>(params, |p| async move { s.vm.stats_many(&p.names).await }).await
         }
         methods::NetStatusGet::NAME => {
-            call::<methods::NetStatusGet, _, _>(params, |Empty {}| async { s.vm.net_status().await }).await
+            call::<methods::NetStatusGet, _, _, _>(params, |Empty {}| async { s.network.status().await }).await
         }
         methods::VmSsh::NAME => {
-            call::<methods::VmSsh, _, _>(params, |p| async move { s.vm.ssh_info(&p.name).await }).await
+            call::<methods::VmSsh, _, _, _>(params, |p| async move { s.vm.ssh_info(&p.name).await }).await
         }
         methods::VmLogsGet::NAME => {
-            call::<methods::VmLogsGet, _, _>(params, |p| async move { s.vm.logs(&p.name).await }).await
+            call::<methods::VmLogsGet, _, _, _>(params, |p| async move { s.vm.logs(&p.name).await }).await
         }
         methods::KernelImport::NAME => {
-            call::<methods::KernelImport, _, _>(params, |p| async move {
-                if p.from_distro {
-                    s.image.import_distro_kernel(p.name).await
-                } else if p.vmlinux.is_some() {
-                    s.image.import_kernel_files(p).await
-                } else {
-                    Err(RpcError::new(ErrorCode::BadRequest, "nothing to import")
-                        .with_hint("`banger kernel import --from-distro`, or NAME --vmlinux PATH [--initrd PATH] [--modules DIR]"))
-                }
-            })
-            .await
+            call::<methods::KernelImport, _, _, _>(params, |p| async move { s.image.import_kernel(p).await }).await
         }
         methods::KernelList::NAME => {
-            call::<methods::KernelList, _, _>(params, |Empty {}| s.image.list_kernels()).await
+            call::<methods::KernelList, _, _, _>(params, |Empty {}| s.image.list_kernels()).await
         }
         methods::ImageEnsure::NAME => {
-            call::<methods::ImageEnsure, _, _>(params, |p| async move {
+            call::<methods::ImageEnsure, _, _, crate::services::image::ImageError>(params, |p| async move {
                 let name = p.name.unwrap_or_else(|| daemon.infra.config.default_image_name.clone());
                 let (image, kernel) = s.image.ensure_image(&name).await?;
                 Ok(crate::services::ImageService::info(image, &[kernel]))
@@ -203,57 +197,52 @@ pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Va
             .await
         }
         methods::ImageList::NAME => {
-            call::<methods::ImageList, _, _>(params, |Empty {}| s.image.list_images()).await
+            call::<methods::ImageList, _, _, _>(params, |Empty {}| s.image.list_images()).await
         }
         methods::ImageShow::NAME => {
-            call::<methods::ImageShow, _, _>(params, |p| async move { s.image.show(&p.name).await }).await
+            call::<methods::ImageShow, _, _, _>(params, |p| async move { s.image.show(&p.name).await }).await
         }
         methods::ImagePullBegin::NAME => {
-            call::<methods::ImagePullBegin, _, _>(params, |p| async move { s.image.begin_pull(p, &daemon.ops).await }).await
+            call::<methods::ImagePullBegin, _, _, _>(params, |p| async move { s.image.begin_pull(p, &daemon.ops).await }).await
         }
         methods::ImagePullStatus::NAME => {
-            call::<methods::ImagePullStatus, _, _>(params, |p| async move {
+            call::<methods::ImagePullStatus, _, _, _>(params, |p| async move {
                 s.image.pull_status(&p.op_id, p.seen, std::time::Duration::from_millis(p.wait_ms)).await
             })
             .await
         }
         methods::ImagePullCancel::NAME => {
-            call::<methods::ImagePullCancel, _, _>(params, |p| async move { s.image.pull_cancel(&p.op_id) }).await
+            call::<methods::ImagePullCancel, _, _, _>(params, |p| async move { s.image.pull_cancel(&p.op_id) }).await
         }
         methods::ImageRegister::NAME => {
-            call::<methods::ImageRegister, _, _>(params, |p| async move { s.image.register(p).await }).await
+            call::<methods::ImageRegister, _, _, _>(params, |p| async move { s.image.register(p).await }).await
         }
         methods::ImagePromote::NAME => {
-            call::<methods::ImagePromote, _, _>(params, |p| async move { s.image.promote(&p.name).await }).await
+            call::<methods::ImagePromote, _, _, _>(params, |p| async move { s.image.promote(&p.name).await }).await
         }
         methods::ImageDelete::NAME => {
-            call::<methods::ImageDelete, _, _>(params, |p| async move { s.image.delete(&p.name).await }).await
+            call::<methods::ImageDelete, _, _, _>(params, |p| async move { s.image.delete(&p.name).await }).await
         }
         methods::ImageCachePrune::NAME => {
-            call::<methods::ImageCachePrune, _, _>(params, |p| async move { s.image.cache_prune(p).await }).await
+            call::<methods::ImageCachePrune, _, _, _>(params, |p| async move { s.image.cache_prune(p).await }).await
         }
         methods::ImageExport::NAME => {
-            call::<methods::ImageExport, _, _>(params, |p| async move {
-                let sha256 = s.image.export(&p.name, &p.output).await?;
-                let size = std::fs::metadata(&p.output).map_or(0, |m| m.len());
-                Ok(banger_api::types::ImageExportResult { path: p.output, sha256, size })
-            })
-            .await
+            call::<methods::ImageExport, _, _, _>(params, |p| async move { s.image.export(&p.name, &p.output).await }).await
         }
         methods::KernelCatalog::NAME => {
-            call::<methods::KernelCatalog, _, _>(params, |Empty {}| s.image.kernel_catalog()).await
+            call::<methods::KernelCatalog, _, _, _>(params, |Empty {}| s.image.kernel_catalog()).await
         }
         methods::KernelPull::NAME => {
-            call::<methods::KernelPull, _, _>(params, |p| async move {
+            call::<methods::KernelPull, _, _, _>(params, |p| async move {
                 s.image.kernel_pull(&p.name, &std::sync::Arc::default()).await
             })
             .await
         }
         methods::KernelShow::NAME => {
-            call::<methods::KernelShow, _, _>(params, |p| async move { s.image.kernel_show(&p.name).await }).await
+            call::<methods::KernelShow, _, _, _>(params, |p| async move { s.image.kernel_show(&p.name).await }).await
         }
         methods::KernelRm::NAME => {
-            call::<methods::KernelRm, _, _>(params, |p| async move { s.image.kernel_rm(&p.name).await }).await
+            call::<methods::KernelRm, _, _, _>(params, |p| async move { s.image.kernel_rm(&p.name).await }).await
         }
         other => Err(RpcError::new(ErrorCode::UnknownMethod, format!("unknown method {other:?}"))
             .with_hint("the CLI and daemon may be different versions; `banger daemon stop` restarts it on next use")),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -209,68 +209,6 @@ pub async fn serve(
     Ok(bound)
 }
 
-/// What a query got back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// The response code.
-    pub code: ResponseCode,
-    /// A records in the answer section.
-    pub addrs: Vec<Ipv4Addr>,
-    /// The AA flag.
-    pub authoritative: bool,
-}
-
-/// Encodes an A (or other) query for `name` with `id`.
-pub fn encode_query(id: u16, name: &str, qtype: RecordType) -> std::io::Result<Vec<u8>> {
-    let invalid = |e: hickory_proto::ProtoError| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-    };
-    let mut msg = hickory_proto::op::Message::query();
-    msg.metadata.id = id;
-    msg.metadata.recursion_desired = true;
-    msg.add_query(hickory_proto::op::Query::query(
-        Name::from_ascii(name).map_err(invalid)?,
-        qtype,
-    ));
-    msg.to_vec().map_err(invalid)
-}
-
-/// Decodes a reply.
-pub fn decode_reply(bytes: &[u8]) -> std::io::Result<Reply> {
-    let msg = hickory_proto::op::Message::from_vec(bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    Ok(Reply {
-        code: msg.metadata.response_code,
-        addrs: msg
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(a.0),
-                _ => None,
-            })
-            .collect(),
-        authoritative: msg.metadata.authoritative,
-    })
-}
-
-/// One UDP query to `server`, waiting at most `timeout`.
-pub async fn query_udp(
-    server: SocketAddr,
-    name: &str,
-    qtype: RecordType,
-    timeout: Duration,
-) -> std::io::Result<Reply> {
-    let sock = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    sock.connect(server).await?;
-    let id = (std::process::id() as u16) ^ 0x5a5a;
-    sock.send(&encode_query(id, name, qtype)?).await?;
-    let mut buf = vec![0u8; 1500];
-    let n = tokio::time::timeout(timeout, sock.recv(&mut buf))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no dns reply"))??;
-    decode_reply(&buf[..n])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,47 +242,5 @@ mod tests {
             r.snapshot(),
             [("b".to_owned(), Ipv4Addr::new(172, 16, 0, 3))]
         );
-    }
-
-    #[tokio::test]
-    async fn test_server_answers_over_udp_and_tcp() {
-        let records = Arc::new(DnsRecords::default());
-        records.set("web", Ipv4Addr::new(172, 16, 0, 9));
-        let stop = CancellationToken::new();
-        let addr = serve(
-            "127.0.0.1:0".parse().unwrap(),
-            Arc::clone(&records),
-            stop.clone(),
-        )
-        .await
-        .unwrap();
-        let t = Duration::from_secs(5);
-        let r = query_udp(addr, "web.vm.", RecordType::A, t).await.unwrap();
-        assert_eq!(r.code, ResponseCode::NoError);
-        assert_eq!(r.addrs, [Ipv4Addr::new(172, 16, 0, 9)]);
-        assert!(r.authoritative);
-        let r = query_udp(addr, "nope.vm.", RecordType::A, t).await.unwrap();
-        assert_eq!(r.code, ResponseCode::NXDomain);
-        let r = query_udp(addr, "example.com.", RecordType::A, t)
-            .await
-            .unwrap();
-        assert_eq!(r.code, ResponseCode::Refused);
-        assert!(r.addrs.is_empty());
-        // TCP: two-byte length prefix, same answer.
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let q = encode_query(7, "web.vm.", RecordType::A).unwrap();
-        tcp.write_all(&(q.len() as u16).to_be_bytes())
-            .await
-            .unwrap();
-        tcp.write_all(&q).await.unwrap();
-        let len = tcp.read_u16().await.unwrap();
-        let mut buf = vec![0; usize::from(len)];
-        tcp.read_exact(&mut buf).await.unwrap();
-        assert_eq!(
-            decode_reply(&buf).unwrap().addrs,
-            [Ipv4Addr::new(172, 16, 0, 9)]
-        );
-        stop.cancel();
     }
 }

@@ -2,19 +2,21 @@
 //!
 //! [`Daemon`] is the composition root: it holds infrastructure (layout, config, store,
 //! clock, op registry) and the four services built by [`wire_services`]. RPC dispatch
-//! ([`dispatch`]) is a pure forwarder from method to service; no behaviour lives on
-//! `Daemon` itself. [`server`] serves line-delimited JSON-RPC on the unix socket.
+//! ([`dispatch`]) forwards each method to a service; [`edge`] is the one place a service's
+//! typed error becomes the wire's `RpcError`; no behaviour lives on `Daemon` itself.
+//! [`server`] serves line-delimited JSON-RPC on the unix socket.
 
 pub mod daemon;
 pub mod dispatch;
 pub mod dns;
-pub mod error;
+pub mod edge;
+pub mod infra;
 pub mod logging;
 pub mod ops;
 pub mod progress;
 pub mod server;
 pub mod services;
-pub mod testbed;
 
-pub use daemon::{Daemon, Infra, Services, wire_services};
+pub use daemon::{Daemon, Services, wire_services};
+pub use infra::Infra;
 pub use server::{bind_socket, serve};

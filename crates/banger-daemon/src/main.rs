@@ -170,6 +170,7 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
         guest: Arc::new(banger_host::SshGuest::new(Arc::clone(&runner))),
         runner,
         vmm,
+        probe: Arc::new(banger_host::RealProbe),
         agent: find_agent(),
     };
     let owner_uid = banger_config::layout::current_uid();
@@ -190,7 +191,7 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
     let listener = bind_socket(&layout.socket_path).await?;
     daemon.services.image.clean_leftovers();
     if let Err(e) = daemon.services.vm.reconcile().await {
-        error!("reconcile failed: {}", e.message);
+        error!("reconcile failed: {}", banger_daemon::edge::chain(&e));
     }
     daemon
         .services
@@ -212,7 +213,7 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
 }
 
 /// The static guest agent: `$BANGER_AGENT`, else next to this binary, else the static dev
-/// build (`scripts/build-agent.sh`), else the installed one. Dynamic builds are skipped: a
+/// build (`scripts/lib.sh build_agent`), else the installed one. Dynamic builds are skipped: a
 /// guest's libc may differ from the host's.
 fn find_agent() -> Option<std::path::PathBuf> {
     let exe_dir = std::env::current_exe().ok()?.parent()?.to_owned();

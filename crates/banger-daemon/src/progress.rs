@@ -7,17 +7,30 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banger_api::types::{CreateStatus, ImageInfo, StageInfo, StageState, VmInfo};
+use banger_api::types::{ImageInfo, OpStatus, StageInfo, StageState, VmInfo};
 use banger_api::{ErrorCode, RpcError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
-use crate::ops::OpGuard;
+use crate::ops::{OpGuard, OpRegistry};
+use crate::services::support::{Cancelled, ServiceError, lock, mb};
 
-/// Locks a leaf mutex, ignoring poisoning (the data stays consistent: no lock is held across
-/// a panic-prone section).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// An asynchronous operation id that is not (or no longer) known.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// No such operation.
+    #[error("operation {0:?} not found")]
+    NotFound(String),
+}
+
+impl ServiceError for OpError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::NotFound
+    }
+    fn hint(&self) -> Option<String> {
+        Some("finished operations are kept for 10 minutes; `banger daemon operations` lists running ones".into())
+    }
 }
 
 #[derive(Debug)]
@@ -65,7 +78,7 @@ impl Progress {
     }
 
     /// Ends the running stage (done) and starts `name`; fails when cancelled.
-    pub fn stage(&self, name: &str) -> Result<(), RpcError> {
+    pub fn stage(&self, name: &str) -> Result<(), Cancelled> {
         self.check()?;
         lock(&self.detail).take();
         {
@@ -122,9 +135,9 @@ impl Progress {
     }
 
     /// An error when the operation was cancelled.
-    pub fn check(&self) -> Result<(), RpcError> {
+    pub fn check(&self) -> Result<(), Cancelled> {
         if self.cancel.is_cancelled() {
-            return Err(cancelled());
+            return Err(Cancelled);
         }
         Ok(())
     }
@@ -169,19 +182,6 @@ impl Progress {
     }
 }
 
-/// Bytes as megabytes, one decimal (`40.0 MB`).
-pub(crate) fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
-}
-
-/// The error of a cancelled operation.
-pub fn cancelled() -> RpcError {
-    RpcError::new(
-        ErrorCode::Cancelled,
-        "cancelled; everything it created was removed",
-    )
-}
-
 /// What an asynchronous operation produced.
 #[derive(Debug, Clone)]
 pub enum OpOutput {
@@ -211,7 +211,7 @@ impl AsyncOp {
         self.progress.bump();
     }
 
-    fn status(&self) -> CreateStatus {
+    fn status(&self) -> OpStatus {
         let (stages, events) = self.progress.snapshot();
         let outcome = lock(&self.outcome);
         let (mut vm, mut image, mut error) = (None, None, None);
@@ -221,7 +221,7 @@ impl AsyncOp {
             Some(Err(e)) => error = Some(e.clone()),
             None => {}
         }
-        CreateStatus {
+        OpStatus {
             op_id: self.op_id.clone(),
             stages,
             events,
@@ -249,6 +249,46 @@ pub struct AsyncOps {
 }
 
 impl AsyncOps {
+    /// Registers a new operation of `kind` (listed by `daemon.operations.list` until it
+    /// completes) and forgets ones finished long ago. The registry's and this map's locks are
+    /// taken one after the other, never nested.
+    pub fn begin(&self, ops: &Arc<OpRegistry>, kind: &str, now: String) -> Arc<AsyncOp> {
+        let op_id = crate::ops::new_op_id();
+        let guard = ops.begin(&op_id, kind, now);
+        self.insert(&op_id, guard)
+    }
+
+    /// Forgets an operation that never ran (a begin that lost a race to join another).
+    pub fn discard(&self, op_id: &str) {
+        let op = lock(&self.ops).remove(op_id);
+        if let Some(op) = op {
+            lock(&op.guard).take();
+        }
+    }
+
+    /// Runs `work` as operation `op` on the runtime: its span carries the op id, and its
+    /// outcome (the value wrapped by `output`, or the error in its wire form) is recorded for
+    /// `status`.
+    pub fn run<T, E, F>(op: Arc<AsyncOp>, kind: &'static str, output: fn(T) -> OpOutput, work: F)
+    where
+        F: std::future::Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+        RpcError: From<E>,
+    {
+        let span = tracing::info_span!("op", op_id = %op.op_id, method = kind);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let result = work.await.map(output).map_err(RpcError::from);
+                if let Err(e) = &result {
+                    warn!("{kind} failed: {}", e.message);
+                }
+                op.complete(result.map_err(|e| e.with_op_id(op.op_id.clone())));
+            },
+            span,
+        ));
+    }
+
     /// Registers a new operation (and forgets ones finished long ago).
     pub fn insert(&self, op_id: &str, guard: OpGuard) -> Arc<AsyncOp> {
         let op = Arc::new(AsyncOp {
@@ -270,16 +310,11 @@ impl AsyncOps {
         lock(&self.ops).get(op_id).cloned()
     }
 
-    fn get(&self, op_id: &str) -> Result<Arc<AsyncOp>, RpcError> {
-        lock(&self.ops).get(op_id).cloned().ok_or_else(|| {
-            RpcError::new(
-                ErrorCode::NotFound,
-                format!("operation {op_id:?} not found"),
-            )
-            .with_hint(
-                "finished operations are kept for 10 minutes; `banger vm list` shows the vms",
-            )
-        })
+    fn get(&self, op_id: &str) -> Result<Arc<AsyncOp>, OpError> {
+        lock(&self.ops)
+            .get(op_id)
+            .cloned()
+            .ok_or_else(|| OpError::NotFound(op_id.to_owned()))
     }
 
     /// Status, long-polling up to `wait` for more than `seen` events.
@@ -288,7 +323,7 @@ impl AsyncOps {
         op_id: &str,
         seen: usize,
         wait: Duration,
-    ) -> Result<CreateStatus, RpcError> {
+    ) -> Result<OpStatus, OpError> {
         let op = self.get(op_id)?;
         let mut rx = op.progress.events.subscribe();
         let _ = tokio::time::timeout(wait.min(Duration::from_secs(5)), async {
@@ -299,7 +334,7 @@ impl AsyncOps {
     }
 
     /// Cancels an operation; returns its status.
-    pub fn cancel(&self, op_id: &str) -> Result<CreateStatus, RpcError> {
+    pub fn cancel(&self, op_id: &str) -> Result<OpStatus, OpError> {
         let op = self.get(op_id)?;
         op.progress.cancel();
         Ok(op.status())
@@ -320,8 +355,7 @@ mod tests {
         assert_eq!(stages[0].state, StageState::Done);
         assert_eq!(stages[1].state, StageState::Running);
         p.cancel();
-        let err = p.stage("boot").unwrap_err();
-        assert_eq!(err.kind(), ErrorCode::Cancelled);
+        assert_eq!(p.stage("boot"), Err(Cancelled));
         p.finish(false);
         assert_eq!(p.snapshot().0[1].state, StageState::Failed);
         assert_eq!(p.stage_names(), ["image", "disk"]);
@@ -341,7 +375,7 @@ mod tests {
         let st = waiter.await.unwrap().unwrap();
         assert_eq!(st.events, 1);
         assert!(!st.done);
-        op.complete(Err(cancelled()));
+        op.complete(Err(RpcError::from(Cancelled)));
         let st = ops.status("op-1", 0, Duration::ZERO).await.unwrap();
         assert!(st.done);
         assert_eq!(st.error.unwrap().kind(), ErrorCode::Cancelled);

@@ -14,8 +14,8 @@ use banger_api::types::{StageState, VmCreateParams, VmState};
 use banger_config::Config;
 use banger_daemon::progress::Progress;
 use banger_daemon::services::Lifecycle;
-use banger_daemon::testbed::{TestBed, small_config};
 use banger_host::guest::FakeReadiness;
+use banger_testkit::daemon::{TestBed, Wire, small_config};
 
 fn config() -> Config {
     small_config()
@@ -37,6 +37,7 @@ async fn create(
         .vm
         .create(p, &Arc::new(Progress::default()))
         .await
+        .wire()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -86,6 +87,7 @@ async fn create_runs_every_stage_then_delete_leaves_nothing() {
         .vm
         .lifecycle_many(&["web".into()], Lifecycle::Delete)
         .await;
+    let outcomes = banger_daemon::edge::vm_outcomes(outcomes);
     assert!(outcomes[0].error.is_none(), "{:?}", outcomes[0].error);
     assert_eq!(
         bed.guest.poweroffs.lock().unwrap().len(),
@@ -130,7 +132,7 @@ async fn a_failure_at_each_create_step_leaves_nothing_and_names_the_step() {
     ];
     for (step, inject) in cases {
         inject(&bed, true);
-        let err = create(&bed, params("doomed")).await.unwrap_err();
+        let err = create(&bed, params("doomed")).await.wire().unwrap_err();
         inject(&bed, false);
         assert_eq!(err.kind(), ErrorCode::OperationFailed, "{step}: {err:?}");
         assert!(
@@ -194,7 +196,7 @@ async fn bad_input_fails_before_anything_is_created() {
         ),
     ];
     for (p, kind, text) in cases {
-        let err = create(&bed, p.clone()).await.unwrap_err();
+        let err = create(&bed, p.clone()).await.wire().unwrap_err();
         assert_eq!(err.kind(), kind, "{p:?}: {err:?}");
         assert!(err.message.contains(text), "{p:?}: {}", err.message);
         assert!(err.data.hint.is_some(), "{p:?} has a hint");
@@ -264,6 +266,7 @@ async fn concurrent_creates_get_distinct_ips_and_taps() {
         .vm
         .lifecycle_many(&names, Lifecycle::Delete)
         .await;
+    let out = banger_daemon::edge::vm_outcomes(out);
     assert!(out.iter().all(|o| o.error.is_none()));
     assert_eq!(bed.leftovers(), Vec::<String>::new());
 }
@@ -290,7 +293,11 @@ async fn stop_keeps_disks_and_start_boots_them_again() {
     // A start whose boot fails leaves the VM in `error` with the reason, and no tap.
     s.lifecycle("keep", Lifecycle::Kill).await.unwrap();
     *bed.vmm.fail.lock().unwrap() = Some("broken".into());
-    let err = s.lifecycle("keep", Lifecycle::Start).await.unwrap_err();
+    let err = s
+        .lifecycle("keep", Lifecycle::Start)
+        .await
+        .wire()
+        .unwrap_err();
     assert!(err.message.starts_with("vmm spawn: "));
     let shown = s.show("keep").await.unwrap();
     assert_eq!(shown.state, VmState::Error);

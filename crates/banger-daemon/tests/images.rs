@@ -16,7 +16,7 @@ use banger_api::types::{
     CachePruneParams, ImageInfo, ImagePullParams, ImageRegisterParams, KernelImportParams,
 };
 use banger_api::{ErrorCode, RpcError};
-use banger_daemon::testbed::{TestBed, small_config};
+use banger_testkit::daemon::{TestBed, Wire, small_config};
 use banger_testkit::registry::{Entry, TestRegistry, layer_tar};
 
 fn registry() -> TestRegistry {
@@ -34,7 +34,7 @@ fn params(reference: &str, name: &str) -> ImagePullParams {
     }
 }
 
-async fn wait(tb: &TestBed, op_id: &str) -> banger_api::types::CreateStatus {
+async fn wait(tb: &TestBed, op_id: &str) -> banger_api::types::OpStatus {
     loop {
         let st = tb
             .daemon
@@ -260,6 +260,7 @@ async fn test_pull_flattens_a_multi_layer_index_image_into_the_exact_ext4() {
     // Same name again: refused at once.
     let err = pull(&tb, params(&reference, "tools-again"))
         .await
+        .wire()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorCode::AlreadyExists);
     assert!(err.data.hint.unwrap().contains("image delete"));
@@ -301,6 +302,7 @@ async fn test_hostile_layers_are_refused_and_leave_no_image_row_or_staging_dir()
         let name = format!("bad-{tag}");
         let err = pull(&tb, params(&format!("{}/bad/img:{tag}", reg.addr), &name))
             .await
+            .wire()
             .unwrap_err();
         assert!(
             err.message.contains("layer sha256:") && err.message.contains(expect),
@@ -339,6 +341,7 @@ async fn test_hostile_layers_are_refused_and_leave_no_image_row_or_staging_dir()
         params(&format!("{}/bad/img:mismatch", reg.addr), "bad-mismatch"),
     )
     .await
+    .wire()
     .unwrap_err();
     assert!(err.message.contains("digest mismatch"), "{}", err.message);
     assert!(pull_leftovers(&tb, "bad-mismatch").is_empty());
@@ -369,6 +372,7 @@ async fn test_hostile_layers_are_refused_and_leave_no_image_row_or_staging_dir()
         params(&format!("{}/bad/img:truncated", reg.addr), "bad-trunc"),
     )
     .await
+    .wire()
     .unwrap_err();
     assert!(err.message.contains("layer sha256:"), "{}", err.message);
     assert!(pull_leftovers(&tb, "bad-trunc").is_empty());
@@ -381,6 +385,7 @@ async fn test_hostile_layers_are_refused_and_leave_no_image_row_or_staging_dir()
         .unwrap();
     let err = pull(&tb, params(&format!("{}/bad/img:arm", reg.addr), "bad-arm"))
         .await
+        .wire()
         .unwrap_err();
     assert!(err.message.contains("linux/arm64"), "{}", err.message);
     let err = pull(
@@ -388,15 +393,20 @@ async fn test_hostile_layers_are_refused_and_leave_no_image_row_or_staging_dir()
         params(&format!("{}/bad/img:nope", reg.addr), "bad-nope"),
     )
     .await
+    .wire()
     .unwrap_err();
     assert!(err.message.contains("manifest"), "{}", err.message);
-    let err = pull(&tb, params("Not A Ref", "x")).await.unwrap_err();
+    let err = pull(&tb, params("Not A Ref", "x"))
+        .await
+        .wire()
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorCode::BadRequest);
     let err = pull(
         &tb,
         params(&format!("{}/bad/img:arm", reg.addr), "Bad/Name"),
     )
     .await
+    .wire()
     .unwrap_err();
     assert_eq!(err.kind(), ErrorCode::BadRequest);
     for n in ["bad-arm", "bad-nope"] {
@@ -453,6 +463,7 @@ async fn test_concurrent_pulls_coalesce_and_a_name_race_fails_fast() {
     let err = svc
         .begin_pull(params(&other, "co"), &tb.daemon.ops)
         .await
+        .wire()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorCode::AlreadyExists);
     assert!(err.message.contains("being pulled"), "{}", err.message);
@@ -464,7 +475,7 @@ async fn test_concurrent_pulls_coalesce_and_a_name_race_fails_fast() {
         "the operation left the in-flight list"
     );
     // Once done, the name is taken for good.
-    let err = pull(&tb, params(&other, "co")).await.unwrap_err();
+    let err = pull(&tb, params(&other, "co")).await.wire().unwrap_err();
     assert_eq!(err.kind(), ErrorCode::AlreadyExists);
     assert!(pull_leftovers(&tb, "x").is_empty());
 }
@@ -547,6 +558,7 @@ async fn test_cache_prune_delete_register_promote_and_kernels() {
             ..ImageRegisterParams::default()
         })
         .await
+        .wire()
         .unwrap_err();
     assert!(err.message.contains("absolute"), "{}", err.message);
     let img = svc
@@ -583,10 +595,10 @@ async fn test_cache_prune_delete_register_promote_and_kernels() {
         )
         .await
         .unwrap();
-    let err = svc.delete("reg").await.unwrap_err();
+    let err = svc.delete("reg").await.wire().unwrap_err();
     assert!(err.message.contains("uses-reg"), "{}", err.message);
     assert_eq!(svc.show("reg").await.unwrap().used_by, ["uses-reg"]);
-    let err = svc.kernel_rm("reg-kernel").await.unwrap_err();
+    let err = svc.kernel_rm("reg-kernel").await.wire().unwrap_err();
     assert!(err.message.contains("reg"), "{}", err.message);
 
     let promoted = svc.promote("reg").await.unwrap();
@@ -614,6 +626,7 @@ async fn test_cache_prune_delete_register_promote_and_kernels() {
             ..KernelImportParams::default()
         })
         .await
+        .wire()
         .unwrap_err();
     assert!(err.message.contains("not a file"), "{}", err.message);
 }
@@ -699,6 +712,8 @@ async fn test_catalog_bundles_export_pull_autopull_and_refusals() {
         .export("test-image", &good.display().to_string())
         .await
         .unwrap();
+    assert_eq!(sha.size, std::fs::metadata(&good).unwrap().len());
+    let sha = sha.sha256;
     assert_eq!(sha.len(), 64);
     let hostile = dir.path().join("hostile.tar.zst");
     let hostile_sha = bundle_file(
@@ -840,11 +855,16 @@ async fn test_catalog_bundles_export_pull_autopull_and_refusals() {
             },
         )
         .await
+        .wire()
         .unwrap_err();
         assert!(err.message.contains(expect), "{name}: {}", err.message);
         assert!(pull_leftovers(&tb, name).is_empty(), "{name}");
     }
-    let err = svc.kernel_pull("nope", &Arc::default()).await.unwrap_err();
+    let err = svc
+        .kernel_pull("nope", &Arc::default())
+        .await
+        .wire()
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorCode::NotFound);
 }
 
@@ -904,6 +924,7 @@ async fn test_vm_create_with_an_oci_reference_pulls_it_once() {
             &Arc::default(),
         )
         .await
+        .wire()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorCode::BadRequest);
     assert!(tb.daemon.infra.store.get_vm("bad").unwrap().is_none());

@@ -17,7 +17,7 @@ use banger_api::types::VmSetParams;
 use banger_config::Config;
 use banger_daemon::daemon::Daemon;
 use banger_daemon::services::Lifecycle;
-use banger_daemon::testbed::{TestBed, create_vm, nat_wanted, small_config};
+use banger_testkit::daemon::{TestBed, create_vm, nat_wanted, small_config};
 
 const IN_NETNS: &str = "BANGER_TEST_NETNS";
 

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use banger_api::ErrorCode;
 use banger_api::types::{VmCreateParams, VmSetParams};
 use banger_config::Config;
-use banger_daemon::dns;
 use banger_daemon::progress::Progress;
 use banger_daemon::services::Lifecycle;
-use banger_daemon::testbed::{TestBed, create_vm, nat_wanted, small_config};
 use banger_host::PrivilegedOps as _;
+use banger_testkit::daemon::{TestBed, Wire, create_vm, nat_wanted, small_config};
+use banger_testkit::dns;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -92,6 +92,7 @@ async fn failing_nat_fails_the_create_and_leaves_nothing() {
             &Arc::new(Progress::default()),
         )
         .await
+        .wire()
         .unwrap_err();
     assert!(err.message.starts_with("nat:"), "{}", err.message);
     assert!(err.data.hint.is_some());
@@ -123,6 +124,7 @@ async fn vm_set_sizing_needs_a_stopped_vm_and_valid_values() {
             ..Default::default()
         })
         .await
+        .wire()
         .unwrap_err();
     assert_eq!(running.kind(), ErrorCode::BadRequest);
     assert!(running.data.hint.unwrap().contains("vm stop"));
@@ -143,12 +145,16 @@ async fn vm_set_sizing_needs_a_stopped_vm_and_valid_values() {
         },
     ] {
         assert_eq!(
-            vms.set(bad).await.unwrap_err().kind(),
+            vms.set(bad).await.wire().unwrap_err().kind(),
             ErrorCode::BadRequest
         );
     }
     assert_eq!(
-        vms.set(set("nope", Some(true))).await.unwrap_err().kind(),
+        vms.set(set("nope", Some(true)))
+            .await
+            .wire()
+            .unwrap_err()
+            .kind(),
         ErrorCode::NotFound
     );
     vms.lifecycle("s", Lifecycle::Stop).await.unwrap();
@@ -195,7 +201,7 @@ async fn dns_answers_follow_start_stop_delete_and_restart() {
     vms.lifecycle("alpha", Lifecycle::Start).await.unwrap();
     assert_eq!(q("alpha.vm.").await.unwrap().addrs.len(), 1);
     // A restart rebuilds the records from the store.
-    net.dns.replace_all([]);
+    net.dns_replace_all([]);
     vms.reconcile().await.unwrap();
     assert_eq!(q("alpha.vm.").await.unwrap().addrs.len(), 1);
     assert_eq!(q("beta.vm.").await.unwrap().addrs.len(), 1);
@@ -218,7 +224,7 @@ async fn dns_port_in_use_is_reported_not_fatal() {
     let st = net.dns_status();
     assert!(st.listen.is_none());
     assert!(st.error.unwrap().contains("cannot listen"));
-    let status = bed.daemon.services.vm.net_status().await.unwrap();
+    let status = bed.daemon.services.network.status().await.unwrap();
     assert!(status.dns.error.is_some());
 }
 
@@ -318,6 +324,7 @@ async fn ports_come_from_the_guest_with_endpoints() {
         .vm
         .ports_many(&["web".into(), "missing".into()])
         .await;
+    let out = banger_daemon::edge::port_outcomes(out);
     assert_eq!(out.len(), 2);
     let web = &out[0];
     assert!(web.error.is_none());
@@ -332,7 +339,9 @@ async fn ports_come_from_the_guest_with_endpoints() {
         .lifecycle("web", Lifecycle::Stop)
         .await
         .unwrap();
-    let stopped = bed.daemon.services.vm.ports_many(&["web".into()]).await;
+    let stopped = banger_daemon::edge::port_outcomes(
+        bed.daemon.services.vm.ports_many(&["web".into()]).await,
+    );
     assert_eq!(
         stopped[0].error.as_ref().unwrap().kind(),
         ErrorCode::NotRunning

@@ -15,7 +15,7 @@ use banger_api::ErrorCode;
 use banger_api::types::{VmState, WorkspaceExportParams, WorkspacePrepareParams};
 use banger_config::Config;
 use banger_daemon::services::Lifecycle;
-use banger_daemon::testbed::{TestBed, create_vm, small_config};
+use banger_testkit::daemon::{TestBed, Wire, create_vm, small_config};
 use base64::Engine as _;
 
 fn sh(dir: &Path, script: &str) {
@@ -129,6 +129,7 @@ async fn prepare_ships_tracked_files_records_the_workspace_and_export_returns_th
             base_commit: Some("--output=/etc/passwd".into()),
         })
         .await
+        .wire()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorCode::BadRequest);
 }
@@ -169,12 +170,13 @@ async fn dry_run_and_bad_input_touch_nothing() {
             ErrorCode::BadRequest,
         ),
     ] {
-        let err = vms.workspace_prepare(p).await.unwrap_err();
+        let err = vms.workspace_prepare(p).await.wire().unwrap_err();
         assert_eq!(err.kind(), code, "{err:?}");
     }
     let not_a_repo = vms
         .workspace_prepare(params("w", not_repo.path()))
         .await
+        .wire()
         .unwrap_err();
     assert!(not_a_repo.data.hint.is_some());
     assert!(bed.guest.execs.lock().unwrap().is_empty());
@@ -184,6 +186,7 @@ async fn dry_run_and_bad_input_touch_nothing() {
     let err = vms
         .workspace_prepare(params("w", r.path()))
         .await
+        .wire()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorCode::NotRunning);
 }
@@ -223,7 +226,7 @@ async fn a_stalled_import_does_not_block_stop_and_two_prepares_serialize() {
     // The stalled import "finishes" (the fake says ok) and records; the second one finds
     // the VM stopped.
     import.await.unwrap().unwrap();
-    let err = second.await.unwrap().unwrap_err();
+    let err = second.await.unwrap().wire().unwrap_err();
     assert_eq!(err.kind(), ErrorCode::NotRunning);
 }
 
@@ -271,7 +274,7 @@ async fn stats_report_vmm_and_guest_numbers() {
     assert_eq!(s.guest.as_ref().unwrap().mem_total_mib, 512);
     let off = all.iter().find(|s| s.name == "off").unwrap();
     assert!(off.pid.is_none() && off.guest.is_none());
-    let err = vms.stats_many(&["nosuch".into()]).await.unwrap_err();
+    let err = vms.stats_many(&["nosuch".into()]).await.wire().unwrap_err();
     assert_eq!(err.kind(), ErrorCode::NotFound);
 }
 
@@ -318,6 +321,7 @@ async fn a_guest_that_never_becomes_ready_is_kept_for_its_logs_when_asked() {
             &Arc::new(banger_daemon::progress::Progress::default()),
         )
         .await
+        .wire()
         .unwrap_err();
     assert!(err.message.contains("was kept"), "{err:?}");
     assert!(
@@ -341,6 +345,7 @@ async fn a_guest_that_never_becomes_ready_is_kept_for_its_logs_when_asked() {
             &Arc::new(banger_daemon::progress::Progress::default()),
         )
         .await
+        .wire()
         .unwrap_err();
     assert!(!err.message.contains("was kept"), "{err:?}");
     assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());

@@ -151,7 +151,7 @@ fn own_by_root(
         // debugfs reads a quoted name literally (backslashes included, as in systemd's
         // `system-systemd\x2dcryptsetup.slice`) but cannot quote `"` or a newline: such an
         // entry keeps its owner.
-        if p.contains(['"', '\n']) {
+        if p.contains(['"', '\n', '\r']) {
             tracing::warn!(path = p, "owner not changed: debugfs cannot name this path");
             continue;
         }
@@ -169,6 +169,41 @@ fn own_by_root(
     Ok(())
 }
 
+/// `s` as one double-quoted debugfs argument (debugfs reads a quoted name literally,
+/// spaces, commas and backslashes included); `"` and newlines cannot be quoted and are
+/// refused.
+fn dq(image: &Path, s: &str) -> Result<String, DiskError> {
+    if s.contains(['"', '\n', '\r']) {
+        return Err(DiskError::Debugfs {
+            image: image.to_owned(),
+            detail: format!("refusing path {s:?}: debugfs cannot quote it"),
+        });
+    }
+    Ok(format!("\"{s}\""))
+}
+
+/// Copies directory `dir` of the ext4 `image` (recursively, as `rdump` does) into the host
+/// directory `into` (as `into/<last component of dir>`).
+pub fn rdump(
+    runner: &dyn CommandRunner,
+    image: &Path,
+    dir: &str,
+    into: &Path,
+) -> Result<(), DiskError> {
+    let request = format!(
+        "rdump {} {}",
+        dq(image, dir)?,
+        dq(image, &into.display().to_string())?
+    );
+    runner.run(
+        &Cmd::new("debugfs")
+            .arg("-R")
+            .arg(request)
+            .arg(image.display().to_string()),
+    )?;
+    Ok(())
+}
+
 /// A file to place into an ext4 image, owned by root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageFile {
@@ -181,7 +216,8 @@ pub struct ImageFile {
 }
 
 /// Writes `files` into the ext4 `image` (replacing existing ones) with debugfs, creating
-/// missing parent directories. Paths must be absolute and free of `..` and whitespace.
+/// missing parent directories. Paths must be absolute and free of `..`; every path is
+/// quoted, so spaces and commas are fine (`"` and newlines are refused).
 pub fn write_files(
     runner: &dyn CommandRunner,
     image: &Path,
@@ -206,14 +242,10 @@ pub fn write_entries(
     let mut dirs: Vec<String> = Vec::new();
     for f in files {
         let p = &f.guest_path;
-        if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p.contains(char::is_whitespace)
-        {
+        if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
             return Err(bad(format!("refusing path {p:?}")));
         }
-        let host = f.host_path.display().to_string();
-        if host.contains(char::is_whitespace) {
-            return Err(bad(format!("refusing host path {host:?}")));
-        }
+        let host = dq(image, &f.host_path.display().to_string())?;
         let mut parent = String::new();
         for comp in p
             .trim_start_matches('/')
@@ -228,9 +260,10 @@ pub fn write_entries(
             parent.push_str(comp);
             if !dirs.contains(&parent) {
                 dirs.push(parent.clone());
-                let _ = writeln!(script, "mkdir {parent}");
+                let _ = writeln!(script, "mkdir {}", dq(image, &parent)?);
             }
         }
+        let p = dq(image, p)?;
         let _ = write!(
             script,
             "rm {p}\nwrite {host} {p}\nsif {p} mode 0{:o}\nsif {p} uid 0\nsif {p} gid 0\n",
@@ -239,13 +272,11 @@ pub fn write_entries(
     }
     for (path, target) in links {
         for p in [path, target] {
-            if !p.starts_with('/')
-                || p.split('/').any(|c| c == "..")
-                || p.contains(char::is_whitespace)
-            {
+            if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
                 return Err(bad(format!("refusing link path {p:?}")));
             }
         }
+        let (path, target) = (dq(image, path)?, dq(image, target)?);
         let _ = writeln!(script, "rm {path}\nsymlink {path} {target}");
     }
     let out = runner.run(

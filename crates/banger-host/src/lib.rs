@@ -8,8 +8,10 @@ pub mod helper;
 pub mod kvm;
 pub mod nat;
 pub mod privileged;
+pub mod probe;
 pub mod process;
 pub mod runner;
+pub mod sshkey;
 pub mod vmm;
 pub mod workspace;
 
@@ -21,4 +23,5 @@ pub use guest::{
 pub use privileged::{
     FakePrivileged, InProcessPrivileged, PrivError, PrivilegedOps, ResolverRouting, TapLink,
 };
+pub use probe::{FakeProbe, HostProbe, RealProbe};
 pub use runner::{Cmd, CmdOutput, CommandRunner, RealRunner, RecordingRunner, RunError};

@@ -37,10 +37,10 @@ pub enum WorkspaceError {
         value: String,
     },
     /// A git command failed.
-    #[error("git failed: {0}")]
+    #[error("git failed")]
     Git(#[from] RunError),
     /// Reading the repository or writing the stream failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

@@ -41,7 +41,7 @@ pub enum BundleError {
         why: String,
     },
     /// File error.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

@@ -37,7 +37,7 @@ pub enum LayerError {
         got: String,
     },
     /// Reading the tar (e.g. truncated) or writing the staging dir failed.
-    #[error("layer {layer}: {context}: {source}")]
+    #[error("layer {layer}: {context}")]
     Io {
         /// Which layer.
         layer: String,

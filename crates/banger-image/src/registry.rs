@@ -27,7 +27,7 @@ pub enum RegistryError {
         why: String,
     },
     /// The registry answered with an error (not found, unauthorized, ...).
-    #[error("{what} from {registry}: {source}")]
+    #[error("{what} from {registry}")]
     Registry {
         /// What was asked for.
         what: String,
@@ -49,7 +49,7 @@ pub enum RegistryError {
         why: String,
     },
     /// Writing a downloaded blob failed.
-    #[error("blob {digest}: cannot write {path}: {source}")]
+    #[error("blob {digest}: cannot write {path}")]
     Io {
         /// The blob.
         digest: String,

@@ -4,7 +4,11 @@
 //! [`fake_firecracker`] is an API server that answers the way Firecracker does (status codes
 //! and `fault_message` error bodies included), checks every request against the spec and
 //! journals it, so contract tests can assert that banger only sends valid requests.
+//! [`daemon`] wires a `bangerd` with recording fakes (the test bed of the daemon's tests and
+//! benches); [`dns`] queries its `.vm` server; [`registry`] writes OCI images.
 
+pub mod daemon;
+pub mod dns;
 pub mod fake_firecracker;
 pub mod registry;
 pub mod spec;

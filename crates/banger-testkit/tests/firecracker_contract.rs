@@ -210,7 +210,7 @@ async fn daemon_lifecycle_on_the_firecracker_backend() {
     use banger_api::types::{VmCreateParams, VmState};
     use banger_daemon::progress::Progress;
     use banger_daemon::services::Lifecycle;
-    use banger_daemon::testbed::{TEST_IMAGE, TestBed};
+    use banger_testkit::daemon::{TEST_IMAGE, TestBed};
     use std::sync::Arc;
 
     let config = banger_config::Config {

@@ -1,9 +1,9 @@
-//! The daemon's services. Each owns its own state and locks.
+//! The daemon's services. Each owns its own state and locks and returns its own typed error;
+//! `support` holds what they all use and imports none of them.
 
 pub mod image;
-pub mod image_catalog;
-pub mod image_pull;
 pub mod network;
+pub mod support;
 pub mod vm;
 pub mod workspace;
 

@@ -1,35 +1,87 @@
 //! `HostNetwork`: bridge, warm tap pool, guest IP allocation, NAT and the `.vm` DNS records.
 //!
-//! Locks (all leaves except `nat_lock`): `pool` (idle tap names) is never held across a
-//! command; `nat_lock` serializes whole NAT syncs (read store → build spec → `nft`), taken
-//! after a VM lock, never before one; the DNS records have their own leaf lock.
+//! Locks: `nat_lock` (tokio mutex) serializes whole NAT syncs (read the store → build the
+//! spec → `nft`), so the last sync always reflects the latest store; it is taken after a VM
+//! lock, never before one. `pool` (idle tap names), `dns_state` and the DNS records are leaf
+//! locks, never held across a command.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
-use banger_api::{ErrorCode, RpcError};
-use banger_host::nat::NatSpec;
+use banger_api::ErrorCode;
+use banger_api::types::{DnsInfo, NatInfo, NetStatus, VmState};
+use banger_host::PrivError;
+use banger_host::nat::{NatEntry, NatSpec};
+use banger_store::Store;
 use tracing::{info, warn};
 
-use crate::daemon::Infra;
+use super::support::{ServiceError, WorkerError, blocking, lock, with_store};
 use crate::dns::DnsRecords;
-use crate::error::chain;
+use crate::infra::Infra;
 
 /// The prefix of every tap banger creates.
 pub const TAP_PREFIX: &str = "bt-";
+
+/// What went wrong in host networking; each variant names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Making or configuring the bridge.
+    #[error("bridge")]
+    Bridge(#[source] PrivError),
+    /// Creating or deleting a tap.
+    #[error("tap")]
+    Tap(#[source] PrivError),
+    /// Listing taps for the pool.
+    #[error("tap pool")]
+    TapPool(#[source] PrivError),
+    /// Applying banger's nftables table.
+    #[error("nat")]
+    Nat(#[source] PrivError),
+    /// Reading the store.
+    #[error("store")]
+    Store(#[from] crate::services::support::StoreCallError),
+    /// A blocking step's worker failed.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+impl ServiceError for NetError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::OperationFailed
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            NetError::Nat(_) => Some(
+                "NAT needs nftables (`nft`) and root; `banger vm set NAME --no-nat` turns it off"
+                    .into(),
+            ),
+            NetError::Bridge(_) | NetError::Tap(_) => Some(
+                "bridges and taps need root (or the root helper); `banger doctor` checks".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Which tap each VM holds (the VM service's handle cache answers): NAT rules name them.
+pub trait TapIndex: Send + Sync + std::fmt::Debug {
+    /// The tap VM `vm_id` holds, if it runs.
+    fn tap_of(&self, vm_id: &str) -> Option<String>;
+}
 
 /// Host networking.
 #[derive(Debug)]
 pub struct HostNetwork {
     infra: Infra,
+    taps: Arc<dyn TapIndex>,
     pool: StdMutex<VecDeque<String>>,
     refilling: AtomicBool,
     /// Serializes NAT syncs so the last one always reflects the latest store.
-    pub nat_lock: tokio::sync::Mutex<()>,
+    nat_lock: tokio::sync::Mutex<()>,
     /// `<name>.vm` records served by the DNS server.
-    pub dns: Arc<DnsRecords>,
+    dns: Arc<DnsRecords>,
     dns_state: StdMutex<DnsState>,
 }
 
@@ -65,15 +117,12 @@ pub fn mac_for(ip: Ipv4Addr) -> String {
     format!("06:00:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
-fn net_err(what: &str, e: &banger_host::PrivError) -> RpcError {
-    RpcError::new(ErrorCode::OperationFailed, format!("{what}: {}", chain(e)))
-}
-
 impl HostNetwork {
-    /// A new service.
-    pub fn new(infra: Infra) -> Self {
+    /// A new service; `taps` tells which tap each running VM holds.
+    pub fn new(infra: Infra, taps: Arc<dyn TapIndex>) -> Self {
         HostNetwork {
             infra,
+            taps,
             pool: StdMutex::default(),
             refilling: AtomicBool::new(false),
             nat_lock: tokio::sync::Mutex::new(()),
@@ -82,15 +131,29 @@ impl HostNetwork {
         }
     }
 
-    fn dns_state(&self) -> std::sync::MutexGuard<'_, DnsState> {
-        self.dns_state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// A copy of the DNS server's state.
     pub fn dns_status(&self) -> DnsState {
-        self.dns_state().clone()
+        lock(&self.dns_state).clone()
+    }
+
+    /// Points `<name>.vm` at `ip`.
+    pub fn dns_set(&self, name: &str, ip: Ipv4Addr) {
+        self.dns.set(name, ip);
+    }
+
+    /// Removes `<name>.vm`.
+    pub fn dns_remove(&self, name: &str) {
+        self.dns.remove(name);
+    }
+
+    /// Replaces every record (startup reconcile).
+    pub fn dns_replace_all(&self, records: impl IntoIterator<Item = (String, Ipv4Addr)>) {
+        self.dns.replace_all(records);
+    }
+
+    /// The records served now, sorted by name.
+    pub fn dns_records(&self) -> Vec<(String, Ipv4Addr)> {
+        self.dns.snapshot()
     }
 
     /// Starts the DNS server on `dns_listen` (unless it is empty). A port already taken is
@@ -98,7 +161,7 @@ impl HostNetwork {
     pub async fn start_dns(&self, shutdown: tokio_util::sync::CancellationToken) {
         let listen = self.infra.config.dns_listen.clone();
         if listen.is_empty() {
-            self.dns_state().error = Some("disabled (dns_listen = \"\")".into());
+            lock(&self.dns_state).error = Some("disabled (dns_listen = \"\")".into());
             return;
         }
         let result = match listen.parse() {
@@ -110,11 +173,11 @@ impl HostNetwork {
         match result {
             Ok(bound) => {
                 info!(listen = %bound, "dns server for .vm started");
-                self.dns_state().listen = Some(bound);
+                lock(&self.dns_state).listen = Some(bound);
             }
             Err(e) => {
                 warn!("dns: {e}");
-                self.dns_state().error = Some(e);
+                lock(&self.dns_state).error = Some(e);
             }
         }
         // Route `vm` through systemd-resolved once the bridge exists.
@@ -130,7 +193,7 @@ impl HostNetwork {
 
     fn sync_resolver(&self) {
         let (Some(addr), None) = ({
-            let st = self.dns_state();
+            let st = lock(&self.dns_state);
             (st.listen, st.resolver)
         }) else {
             return;
@@ -140,35 +203,29 @@ impl HostNetwork {
             .privileged
             .sync_resolver(&self.infra.config.bridge_name, addr)
         {
-            Ok(r) => self.dns_state().resolver = Some(r),
+            Ok(r) => lock(&self.dns_state).resolver = Some(r),
             Err(e) => warn!(
                 "dns: cannot route .vm through systemd-resolved: {}",
-                chain(&e)
+                crate::edge::chain(&e)
             ),
         }
     }
 
-    fn pool(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
-        self.pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Makes sure the bridge exists with its address, up.
-    pub fn ensure_bridge(&self) -> Result<(), RpcError> {
+    pub fn ensure_bridge(&self) -> Result<(), NetError> {
         let c = &self.infra.config;
         self.infra
             .privileged
             .ensure_bridge(&c.bridge_name, c.bridge_ip, c.cidr.prefix_len())
-            .map_err(|e| net_err("bridge", &e))?;
+            .map_err(NetError::Bridge)?;
         self.sync_resolver();
         Ok(())
     }
 
     /// A tap on the bridge for a new VM: an idle one from the pool when there is one (O(1)),
     /// else a new one. The pool is refilled in the background either way.
-    pub fn acquire_tap(self: &Arc<Self>) -> Result<String, RpcError> {
-        let pooled = self.pool().pop_front();
+    pub fn acquire_tap(self: &Arc<Self>) -> Result<String, NetError> {
+        let pooled = lock(&self.pool).pop_front();
         let tap = match pooled {
             Some(t) => t,
             None => {
@@ -176,7 +233,7 @@ impl HostNetwork {
                 self.infra
                     .privileged
                     .create_tap(&t, &self.infra.config.bridge_name)
-                    .map_err(|e| net_err("tap", &e))?;
+                    .map_err(NetError::Tap)?;
                 t
             }
         };
@@ -185,28 +242,25 @@ impl HostNetwork {
     }
 
     /// Deletes a tap (missing is fine).
-    pub fn delete_tap(&self, tap: &str) -> Result<(), RpcError> {
-        self.infra
-            .privileged
-            .delete_tap(tap)
-            .map_err(|e| net_err("tap", &e))
+    pub fn delete_tap(&self, tap: &str) -> Result<(), NetError> {
+        self.infra.privileged.delete_tap(tap).map_err(NetError::Tap)
     }
 
     /// The idle taps, oldest first.
     pub fn idle_taps(&self) -> Vec<String> {
-        self.pool().iter().cloned().collect()
+        lock(&self.pool).iter().cloned().collect()
     }
 
     /// Tops the pool up to `tap_pool_size`, creating the missing taps in parallel. Returns
     /// how many were created.
     pub fn refill(&self) -> usize {
         let want = self.infra.config.tap_pool_size;
-        let missing = want.saturating_sub(self.pool().len());
+        let missing = want.saturating_sub(lock(&self.pool).len());
         if missing == 0 {
             return 0;
         }
         if let Err(e) = self.ensure_bridge() {
-            warn!("tap pool: {}", e.message);
+            warn!("tap pool: {}", crate::edge::chain(&e));
             return 0;
         }
         let bridge = self.infra.config.bridge_name.clone();
@@ -219,7 +273,7 @@ impl HostNetwork {
                         match self.infra.privileged.create_tap(&t, bridge) {
                             Ok(()) => Some(t),
                             Err(e) => {
-                                warn!("tap pool: cannot create {t}: {}", chain(&e));
+                                warn!("tap pool: cannot create {t}: {}", crate::edge::chain(&e));
                                 None
                             }
                         }
@@ -234,7 +288,7 @@ impl HostNetwork {
         let n = made.len();
         let mut surplus = Vec::new();
         {
-            let mut pool = self.pool();
+            let mut pool = lock(&self.pool);
             for t in made {
                 if pool.len() < want {
                     pool.push_back(t);
@@ -254,7 +308,16 @@ impl HostNetwork {
         if self.infra.config.tap_pool_size == 0 || self.refilling.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.spawn_refill();
+        let this = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("tap-pool".into())
+            .spawn(move || {
+                this.refill();
+                this.refilling.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.refilling.store(false, Ordering::Release);
+        }
     }
 
     /// Startup warm-up: only when the bridge already exists. A daemon started for image work
@@ -270,33 +333,20 @@ impl HostNetwork {
         }
     }
 
-    fn spawn_refill(self: &Arc<Self>) {
-        let this = Arc::clone(self);
-        let spawned = std::thread::Builder::new()
-            .name("tap-pool".into())
-            .spawn(move || {
-                this.refill();
-                this.refilling.store(false, Ordering::Release);
-            });
-        if spawned.is_err() {
-            self.refilling.store(false, Ordering::Release);
-        }
-    }
-
     /// Startup: taps named `bt-*` that no live VM uses are re-adopted into the pool (when on
     /// the bridge and the pool has room) or deleted; then the pool is topped up.
-    pub fn reconcile_taps(&self, in_use: &HashSet<String>) -> Result<(), RpcError> {
+    pub fn reconcile_taps(&self, in_use: &HashSet<String>) -> Result<(), NetError> {
         let taps = self
             .infra
             .privileged
             .list_taps(TAP_PREFIX)
-            .map_err(|e| net_err("tap pool", &e))?;
+            .map_err(NetError::TapPool)?;
         let want = self.infra.config.tap_pool_size;
         let bridge = &self.infra.config.bridge_name;
         let mut adopted = 0usize;
         let mut removed = 0usize;
         for t in taps.into_iter().filter(|t| !in_use.contains(&t.name)) {
-            let mut pool = self.pool();
+            let mut pool = lock(&self.pool);
             if pool.contains(&t.name) {
                 continue;
             }
@@ -315,16 +365,73 @@ impl HostNetwork {
         Ok(())
     }
 
-    /// Makes banger's nftables table exactly `spec` (one atomic transaction).
-    pub fn apply_nat(&self, spec: &NatSpec) -> Result<(), RpcError> {
-        self.infra.privileged.sync_nat(spec).map_err(|e| {
-            net_err("nat", &e).with_hint(
-                "NAT needs nftables (`nft`) and root; `banger vm set NAME --no-nat` turns it off",
-            )
+    /// Rebuilds banger's NAT table from the store: running VMs with NAT on that hold a tap.
+    /// Holds `nat_lock` across the whole sync.
+    pub async fn sync_nat(self: &Arc<Self>) -> Result<(), NetError> {
+        let _nat = self.nat_lock.lock().await;
+        let spec = NatSpec {
+            bridge: self.infra.config.bridge_name.clone(),
+            entries: self.nat_entries().await?,
+        };
+        let this = Arc::clone(self);
+        blocking(move || this.infra.privileged.sync_nat(&spec).map_err(NetError::Nat)).await
+    }
+
+    /// The guests that should have NAT: running VMs with `nat` on, with the taps they hold.
+    pub async fn nat_entries(&self) -> Result<Vec<NatEntry>, NetError> {
+        let rows = with_store(&self.infra.store, Store::list_vms).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.vm.nat && r.vm.state == VmState::Running)
+            .filter_map(|r| {
+                Some(NatEntry {
+                    ip: r.vm.guest_ip.parse().ok()?,
+                    tap: self.taps.tap_of(&r.vm.id)?,
+                    vm: r.vm.name,
+                })
+            })
+            .collect())
+    }
+
+    /// Bridge, tap pool, NAT and DNS state (`net status`).
+    pub async fn status(&self) -> Result<NetStatus, NetError> {
+        let cfg = &self.infra.config;
+        let nat = self
+            .nat_entries()
+            .await?
+            .into_iter()
+            .map(|e| NatInfo {
+                vm: e.vm,
+                ip: e.ip.to_string(),
+                tap: e.tap,
+            })
+            .collect();
+        let dns = self.dns_status();
+        Ok(NetStatus {
+            bridge: cfg.bridge_name.clone(),
+            bridge_ip: cfg.bridge_ip.to_string(),
+            cidr: cfg.cidr.to_string(),
+            tap_pool_size: cfg.tap_pool_size,
+            idle_taps: self.idle_taps(),
+            nat,
+            dns: DnsInfo {
+                listen: dns.listen.map(|a| a.to_string()),
+                error: dns.error,
+                records: self
+                    .dns_records()
+                    .into_iter()
+                    .map(|(n, ip)| (n, ip.to_string()))
+                    .collect(),
+                resolver: match dns.resolver {
+                    Some(banger_host::ResolverRouting::Routed) => "routed",
+                    Some(banger_host::ResolverRouting::NoResolved) => "no-resolved",
+                    None => "unknown",
+                }
+                .into(),
+            },
         })
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

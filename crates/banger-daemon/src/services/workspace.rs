@@ -10,17 +10,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
+use banger_api::ErrorCode;
 use banger_api::types::{SshInfo, WorkspaceExport, WorkspacePrepareParams, WorkspacePrepared};
-use banger_api::{ErrorCode, RpcError};
 use banger_config::FileSync;
-use banger_host::GuestAddr;
-use banger_host::workspace::{self as ws, ShipOptions, WorkspaceError};
+use banger_host::workspace::{self as ws, ShipOptions};
+use banger_host::{GuestAddr, GuestIoError};
 use base64::Engine as _;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use super::image::blocking;
-use crate::daemon::Infra;
+use super::support::{ServiceError, WorkerError, blocking, lock};
+use crate::infra::Infra;
 
 /// Where a workspace goes when the caller does not say.
 pub const DEFAULT_GUEST_PATH: &str = "/root/repo";
@@ -43,30 +43,90 @@ pub struct GuestTarget {
     pub addr: GuestAddr,
 }
 
-fn ws_error(e: &WorkspaceError) -> RpcError {
-    let code = match e {
-        WorkspaceError::Git(_) | WorkspaceError::Io { .. } => ErrorCode::OperationFailed,
-        _ => ErrorCode::BadRequest,
-    };
-    let err = RpcError::new(code, e.to_string());
-    match e.hint() {
-        Some(h) => err.with_hint(h),
-        None => err,
+/// What went wrong with a workspace; each variant names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// The host repository cannot be shipped (not a repo, submodules, bad names, git).
+    #[error(transparent)]
+    Repo(ws::WorkspaceError),
+    /// The workspace path is relative.
+    #[error("workspace path {0:?} is not absolute")]
+    PathNotAbsolute(String),
+    /// `--from` without `--branch`.
+    #[error("--from needs --branch")]
+    FromWithoutBranch,
+    /// The guest path is not a place a workspace may go.
+    #[error("guest path {path:?} {why}")]
+    BadGuestPath {
+        /// The path given.
+        path: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// The export base is not a revision.
+    #[error("--base-commit {0:?} is not a valid revision")]
+    BadBaseCommit(String),
+    /// Making the staging dir on the host.
+    #[error("cannot make staging dir")]
+    Staging(#[source] std::io::Error),
+    /// Streaming the workspace into the guest.
+    #[error("workspace import")]
+    Import(#[source] GuestIoError),
+    /// Reading the patch out of the guest.
+    #[error("workspace export")]
+    Export(#[source] GuestIoError),
+    /// The guest side of a step exited non-zero.
+    #[error("{step} failed in the guest (exit {code}): {tail}")]
+    InGuest {
+        /// Which step.
+        step: &'static str,
+        /// Its exit code.
+        code: i32,
+        /// The last lines of its stderr.
+        tail: String,
+    },
+    /// A blocking step's worker failed.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+impl ServiceError for WorkspaceError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            WorkspaceError::Repo(ws::WorkspaceError::Git(_) | ws::WorkspaceError::Io { .. })
+            | WorkspaceError::Staging(_)
+            | WorkspaceError::Import(_)
+            | WorkspaceError::Export(_)
+            | WorkspaceError::InGuest { .. }
+            | WorkspaceError::Worker(_) => ErrorCode::OperationFailed,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            WorkspaceError::Repo(e) => e.hint(),
+            WorkspaceError::FromWithoutBranch => {
+                Some("name the branch to create, e.g. `--branch try --from main`".into())
+            }
+            WorkspaceError::BadGuestPath { .. } => {
+                Some(format!("use a directory such as {DEFAULT_GUEST_PATH}"))
+            }
+            WorkspaceError::InGuest { code, .. } if *code == ws::NO_GIT => Some(
+                "workspaces need git in the guest: install it there (`apt-get install git`) or use an image that has it".into(),
+            ),
+            _ => None,
+        }
     }
 }
 
-fn guest_failed(step: &str, out: &banger_host::CmdOutput) -> RpcError {
+fn in_guest(step: &'static str, out: &banger_host::CmdOutput) -> WorkspaceError {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let tail: Vec<&str> = stderr.trim().lines().rev().take(3).collect();
-    let tail = tail.into_iter().rev().collect::<Vec<_>>().join("; ");
-    let err = RpcError::new(
-        ErrorCode::OperationFailed,
-        format!("{step} failed in the guest (exit {}): {tail}", out.code),
-    );
-    if out.code == ws::NO_GIT {
-        err.with_hint("workspaces need git in the guest: install it there (`apt-get install git`) or use an image that has it")
-    } else {
-        err
+    WorkspaceError::InGuest {
+        step,
+        code: out.code,
+        tail: tail.into_iter().rev().collect::<Vec<_>>().join("; "),
     }
 }
 
@@ -152,10 +212,10 @@ pub fn file_sync_tar(
 }
 
 /// Checks a guest path: absolute, normalized, not `/` and not a system directory.
-pub fn validate_guest_path(p: &str) -> Result<(), RpcError> {
-    let bad = |why: &str| {
-        RpcError::new(ErrorCode::BadRequest, format!("guest path {p:?} {why}"))
-            .with_hint(format!("use a directory such as {DEFAULT_GUEST_PATH}"))
+pub fn validate_guest_path(p: &str) -> Result<(), WorkspaceError> {
+    let bad = |why: &'static str| WorkspaceError::BadGuestPath {
+        path: p.to_owned(),
+        why,
     };
     if !p.starts_with('/') {
         return Err(bad("is not absolute"));
@@ -188,27 +248,24 @@ impl WorkspaceService {
     }
 
     fn lock_for(&self, id: &str) -> Arc<Mutex<()>> {
-        let mut locks = self
-            .workspace_locks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(locks.entry(id.to_owned()).or_default())
+        Arc::clone(
+            lock(&self.workspace_locks)
+                .entry(id.to_owned())
+                .or_default(),
+        )
     }
 
     /// What would ship, computed on the host only.
-    pub async fn plan(&self, p: &WorkspacePrepareParams) -> Result<ws::RepoSnapshot, RpcError> {
+    pub async fn plan(
+        &self,
+        p: &WorkspacePrepareParams,
+    ) -> Result<ws::RepoSnapshot, WorkspaceError> {
         let path = Path::new(&p.path).to_owned();
         if !path.is_absolute() {
-            return Err(RpcError::new(
-                ErrorCode::BadRequest,
-                format!("workspace path {:?} is not absolute", p.path),
-            ));
+            return Err(WorkspaceError::PathNotAbsolute(p.path.clone()));
         }
         if p.from.is_some() && p.branch.is_none() {
-            return Err(
-                RpcError::new(ErrorCode::BadRequest, "--from needs --branch")
-                    .with_hint("name the branch to create, e.g. `--branch try --from main`"),
-            );
+            return Err(WorkspaceError::FromWithoutBranch);
         }
         let opts = ShipOptions {
             branch: p.branch.clone(),
@@ -216,7 +273,7 @@ impl WorkspaceService {
             include_untracked: p.include_untracked,
         };
         let runner = Arc::clone(&self.infra.runner);
-        blocking(move || ws::snapshot(runner.as_ref(), &path, &opts).map_err(|e| ws_error(&e)))
+        blocking(move || ws::snapshot(runner.as_ref(), &path, &opts).map_err(WorkspaceError::Repo))
             .await
     }
 
@@ -226,7 +283,7 @@ impl WorkspaceService {
         target: &GuestTarget,
         snap: ws::RepoSnapshot,
         guest_path: &str,
-    ) -> Result<WorkspacePrepared, RpcError> {
+    ) -> Result<WorkspacePrepared, WorkspaceError> {
         let lock = self.lock_for(&target.id);
         let _held = lock.lock().await;
         let started = Instant::now();
@@ -235,25 +292,15 @@ impl WorkspaceService {
         let guest = Arc::clone(&self.infra.guest);
         let staging_root = self.infra.layout.cache_dir.clone();
         let script = ws::unpack_script(guest_path);
-        let snap = blocking(move || {
-            fs_err::create_dir_all(&staging_root).map_err(|e| {
-                RpcError::new(
-                    ErrorCode::OperationFailed,
-                    format!("cannot make staging dir: {e}"),
-                )
-            })?;
+        let snap = blocking(move || -> Result<_, WorkspaceError> {
+            fs_err::create_dir_all(&staging_root).map_err(WorkspaceError::Staging)?;
             // Removed on drop, whatever happens below.
             let staging = tempfile::Builder::new()
                 .prefix(".workspace-")
                 .tempdir_in(&staging_root)
-                .map_err(|e| {
-                    RpcError::new(
-                        ErrorCode::OperationFailed,
-                        format!("cannot make staging dir: {e}"),
-                    )
-                })?;
+                .map_err(WorkspaceError::Staging)?;
             let dot_git = ws::shallow_git_dir(runner.as_ref(), &snap, staging.path())
-                .map_err(|e| ws_error(&e))?;
+                .map_err(WorkspaceError::Repo)?;
             let mut pack_err = None;
             let mut feed = |w: &mut dyn std::io::Write| {
                 ws::write_tar(&snap, &dot_git, w).map_err(|e| {
@@ -262,14 +309,14 @@ impl WorkspaceService {
                     std::io::Error::other(msg)
                 })
             };
-            let out = guest.exec(&addr, &script, Some(&mut feed)).map_err(|e| {
-                RpcError::new(ErrorCode::OperationFailed, format!("workspace import: {e}"))
-            })?;
+            let out = guest
+                .exec(&addr, &script, Some(&mut feed))
+                .map_err(WorkspaceError::Import)?;
             if let Some(e) = pack_err {
-                return Err(ws_error(&e));
+                return Err(WorkspaceError::Repo(e));
             }
             if out.code != 0 {
-                return Err(guest_failed("workspace import", &out));
+                return Err(in_guest("workspace import", &out));
             }
             Ok(snap)
         })
@@ -288,7 +335,7 @@ impl WorkspaceService {
         let guest = Arc::clone(&self.infra.guest);
         let addr = addr.clone();
         let vm = vm.to_owned();
-        let _ = blocking(move || {
+        let _ = blocking(move || -> Result<(), WorkerError> {
             let mut stream = Vec::new();
             let copied = match file_sync_tar(&entries, &home, &mut stream) {
                 Ok(n) => n,
@@ -317,26 +364,23 @@ impl WorkspaceService {
         target: &GuestTarget,
         guest_path: &str,
         base: &str,
-    ) -> Result<WorkspaceExport, RpcError> {
+    ) -> Result<WorkspaceExport, WorkspaceError> {
         if !ws::valid_rev(base) {
-            return Err(RpcError::new(
-                ErrorCode::BadRequest,
-                format!("--base-commit {base:?} is not a valid revision"),
-            ));
+            return Err(WorkspaceError::BadBaseCommit(base.to_owned()));
         }
         let lock = self.lock_for(&target.id);
         let _held = lock.lock().await;
         let addr = target.addr.clone();
         let guest = Arc::clone(&self.infra.guest);
         let script = ws::export_script(guest_path, base);
-        let out = blocking(move || {
-            guest.exec(&addr, &script, None).map_err(|e| {
-                RpcError::new(ErrorCode::OperationFailed, format!("workspace export: {e}"))
-            })
+        let out = blocking(move || -> Result<_, WorkspaceError> {
+            guest
+                .exec(&addr, &script, None)
+                .map_err(WorkspaceError::Export)
         })
         .await?;
         if out.code != 0 {
-            return Err(guest_failed("workspace export", &out));
+            return Err(in_guest("workspace export", &out));
         }
         Ok(WorkspaceExport {
             base: base.to_owned(),

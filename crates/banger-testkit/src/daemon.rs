@@ -15,7 +15,7 @@ use banger_host::{
 };
 use banger_store::{ImageRecord, KernelRecord, Store};
 
-use crate::daemon::{Daemon, Infra};
+use banger_daemon::{Daemon, Infra};
 
 /// Errors building a test bed.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,8 @@ pub fn small_config() -> Config {
     }
 }
 
-/// Creates (and starts) VM `name` on `daemon` with the config's sizing, NAT as given.
+/// Creates (and starts) VM `name` on `daemon` with the config's sizing, NAT as given; the
+/// error in its wire form (what a client sees).
 pub async fn create_vm(
     daemon: &Daemon,
     name: &str,
@@ -61,8 +62,9 @@ pub async fn create_vm(
     daemon
         .services
         .vm
-        .create(p, &Arc::new(crate::progress::Progress::default()))
+        .create(p, &Arc::new(banger_daemon::progress::Progress::default()))
         .await
+        .map_err(banger_api::RpcError::from)
 }
 
 /// The guest IPs the store says should be NATed: running VMs with `nat` on, sorted.
@@ -197,6 +199,7 @@ impl TestBed {
             privileged: real_privileged.unwrap_or_else(|| Arc::clone(&privileged) as _),
             vmm: custom_vmm.unwrap_or_else(|| Arc::clone(&vmm) as _),
             guest: Arc::clone(&guest) as _,
+            probe: Arc::new(banger_host::RealProbe),
             agent: None,
         };
         Ok(TestBed {
@@ -232,7 +235,7 @@ impl TestBed {
                 out.push(format!("tap {tap}"));
             }
         }
-        for (name, ip) in self.daemon.services.network.dns.snapshot() {
+        for (name, ip) in self.daemon.services.network.dns_records() {
             out.push(format!("dns {name} {ip}"));
         }
         for ip in self.privileged.nat_ips() {
@@ -337,4 +340,19 @@ fn seed_image(
             created_at: now,
         })
         .map_err(setup)
+}
+
+/// A service result in the form a client sees: its error converted at the RPC edge.
+pub trait Wire<T> {
+    /// The result with its error as the wire's `RpcError`.
+    fn wire(self) -> Result<T, banger_api::RpcError>;
+}
+
+impl<T, E> Wire<T> for Result<T, E>
+where
+    banger_api::RpcError: From<E>,
+{
+    fn wire(self) -> Result<T, banger_api::RpcError> {
+        self.map_err(banger_api::RpcError::from)
+    }
 }

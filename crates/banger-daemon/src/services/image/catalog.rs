@@ -1,4 +1,4 @@
-//! `ImageService`, part three: catalog bundles. `image pull NAME` of a catalog name (and
+//! Catalog bundles. `image pull NAME` of a catalog name (and
 //! `vm create --image NAME` when the image is missing) fetches the bundle (sha256 checked,
 //! cached by digest), unpacks exactly `rootfs.ext4` + `manifest.json`, resolves the kernel
 //! (stored, pulled from the kernel catalog, or the distro default) and publishes a managed
@@ -7,24 +7,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use banger_api::types::{ImageInfo, KernelCatalogInfo, KernelInfo};
-use banger_api::{ErrorCode, RpcError};
+use banger_api::types::{ImageExportResult, ImageInfo, KernelCatalogInfo, KernelInfo};
 use banger_config::{ImageCatalogEntry, KernelCatalogEntry, catalog};
 use banger_image::bundle;
-use banger_store::{ImageRecord, KernelRecord};
+use banger_store::{ImageRecord, KernelRecord, Store};
 use tracing::info;
 
-use super::image::{
-    DISTRO_KERNEL_NAME, ImageService, blocking, failed, kernel_info, random_suffix, swap_in,
-    with_store,
-};
-use super::image_pull::Staging;
-use crate::error::chain;
-use crate::progress::{Progress, mb};
-
-fn bundle_err(e: &bundle::BundleError) -> RpcError {
-    RpcError::new(ErrorCode::OperationFailed, chain(e))
-}
+use super::error::{file, io};
+use super::publish::{Existing, Record, Staging};
+use super::{DISTRO_KERNEL_NAME, ImageError, ImageService, Kind, kernel_info};
+use crate::progress::Progress;
+use crate::services::support::{Cancelled, blocking, mb, new_id, with_store};
 
 impl ImageService {
     /// The image catalog entry `name`, if any.
@@ -48,29 +41,25 @@ impl ImageService {
         sha256: &str,
         size: u64,
         progress: &Arc<Progress>,
-    ) -> Result<PathBuf, RpcError> {
+    ) -> Result<PathBuf, ImageError> {
         let digest = format!("sha256:{}", sha256.to_ascii_lowercase());
         let cache = self.cache();
-        let path = cache.path(&digest).ok_or_else(|| {
-            RpcError::new(ErrorCode::BadRequest, format!("bad sha256 {sha256:?}"))
-        })?;
+        let path = cache
+            .path(&digest)
+            .ok_or_else(|| ImageError::UnsupportedDigest(digest.clone()))?;
         if path.is_file() && (size == 0 || cache.has(&digest, size)) {
             return Ok(path);
         }
-        let partial = cache.partial(&digest).map_err(|e| failed("cache", &e))?;
+        let partial = cache.partial(&digest).map_err(ImageError::Cache)?;
         let on_bytes = progress.byte_meter(size);
         tokio::select! {
-            r = bundle::download(url, sha256, size, &partial, &on_bytes) => r.map_err(|e| {
-                bundle_err(&e).with_hint("check the catalog entry's url and sha256 (`banger image list --available`)")
-            })?,
+            r = bundle::download(url, sha256, size, &partial, &on_bytes) => r.map_err(ImageError::FetchBundle)?,
             () = progress.cancelled() => {
                 let _ = fs_err::remove_file(&partial);
-                return Err(crate::progress::cancelled());
+                return Err(Cancelled.into());
             }
         }
-        cache
-            .commit(&partial, &digest)
-            .map_err(|e| failed("cache", &e))
+        cache.commit(&partial, &digest).map_err(ImageError::Cache)
     }
 
     /// A kernel by name: stored, else pulled from the kernel catalog, else (for the distro
@@ -79,27 +68,23 @@ impl ImageService {
         &self,
         name: &str,
         progress: &Arc<Progress>,
-    ) -> Result<KernelRecord, RpcError> {
-        let key = name.to_owned();
-        if let Some(k) = with_store(&self.infra.store, move |s| s.get_kernel(&key)).await?
+    ) -> Result<KernelRecord, ImageError> {
+        if let Some(k) = self.find_kernel(name).await?
             && Path::new(&k.vmlinux_path).exists()
         {
             return Ok(k);
         }
         if self.kernel_entry(name).is_some() {
             self.kernel_pull(name, progress).await?;
-            let key = name.to_owned();
-            return with_store(&self.infra.store, move |s| s.get_kernel(&key))
+            return self
+                .find_kernel(name)
                 .await?
-                .ok_or_else(|| RpcError::new(ErrorCode::OperationFailed, "kernel vanished"));
+                .ok_or(ImageError::Vanished(Kind::Kernel));
         }
         if name == DISTRO_KERNEL_NAME {
             return self.ensure_kernel(name).await;
         }
-        Err(
-            RpcError::new(ErrorCode::NotFound, format!("kernel {name:?} not found"))
-                .with_hint("`banger kernel list --available` shows kernels banger can pull"),
-        )
+        Err(ImageError::KernelNotPullable(name.to_owned()))
     }
 
     /// Pulls the catalog image `entry` as `name`.
@@ -109,7 +94,7 @@ impl ImageService {
         name: &str,
         kernel: Option<&str>,
         progress: &Arc<Progress>,
-    ) -> Result<ImageInfo, RpcError> {
+    ) -> Result<ImageInfo, ImageError> {
         progress.stage("kernel")?;
         let kernel = self
             .kernel_by_ref(kernel.unwrap_or(&entry.kernel_ref), progress)
@@ -120,26 +105,23 @@ impl ImageService {
             .await?;
         progress.stage("unpack")?;
         let images = self.infra.layout.images_dir();
-        fs_err::create_dir_all(&images).map_err(|e| failed("images dir", &e))?;
-        let staging = images.join(format!(".staging-{}", random_suffix()));
-        let mut guard = Staging(Some(staging.clone()));
+        fs_err::create_dir_all(&images).map_err(io("images dir"))?;
+        let mut guard = Staging::under(&images);
+        let staging = guard.path();
         let (st, runner) = (staging.clone(), Arc::clone(&self.infra.runner));
-        let (manifest, size) = blocking(move || {
-            fs_err::create_dir_all(&st).map_err(|e| failed("staging", &e))?;
-            let manifest = bundle::unpack_image(&file, &st).map_err(|e| bundle_err(&e))?;
+        let (manifest, size) = blocking(move || -> Result<_, ImageError> {
+            fs_err::create_dir_all(&st).map_err(io("staging"))?;
+            let manifest = bundle::unpack_image(&file, &st).map_err(ImageError::Bundle)?;
             let rootfs = st.join("rootfs.ext4");
             // The image's /root becomes its work seed.
-            runner
-                .run(
-                    &banger_host::Cmd::new("debugfs")
-                        .arg("-R")
-                        .arg(format!("rdump /root {}", st.display()))
-                        .arg(rootfs.display().to_string()),
-                )
-                .map_err(|e| failed("work seed", &e))?;
+            banger_host::disk::rdump(runner.as_ref(), &rootfs, "/root", &st).map_err(|source| {
+                ImageError::Disk {
+                    step: "work seed",
+                    source,
+                }
+            })?;
             if st.join("root").is_dir() {
-                fs_err::rename(st.join("root"), st.join("work-seed"))
-                    .map_err(|e| failed("work seed", &e))?;
+                fs_err::rename(st.join("root"), st.join("work-seed")).map_err(io("work seed"))?;
             }
             let size = fs_err::metadata(&rootfs).map_or(0, |m| m.len());
             Ok((manifest, size))
@@ -149,7 +131,7 @@ impl ImageService {
         let final_dir = images.join(name);
         let work_seed = final_dir.join("work-seed");
         let record = ImageRecord {
-            id: random_suffix() + &random_suffix(),
+            id: new_id(),
             name: name.to_owned(),
             source: format!("catalog:{}", entry.name),
             managed: true,
@@ -168,10 +150,14 @@ impl ImageService {
             size_bytes: size,
             created_at: self.infra.clock.now_rfc3339(),
         };
-        self.publish(&mut guard, &final_dir, &record).await?;
+        self.publish(
+            Record::Image(record.clone()),
+            Some((&mut guard, &final_dir)),
+            Existing::Refuse,
+        )
+        .await?;
         info!(image = name, bundle = entry.url, "catalog image pulled");
-        let kernels = with_store(&self.infra.store, banger_store::Store::list_kernels).await?;
-        Ok(Self::info(record, &kernels))
+        self.info_of(record).await
     }
 
     /// `kernel pull NAME`: fetches a kernel bundle from the catalog (coalesced with other
@@ -180,14 +166,12 @@ impl ImageService {
         &self,
         name: &str,
         progress: &Arc<Progress>,
-    ) -> Result<KernelInfo, RpcError> {
-        let entry = self.kernel_entry(name).ok_or_else(|| {
-            RpcError::new(ErrorCode::NotFound, format!("kernel {name:?} is not in the catalog"))
-                .with_hint("`banger kernel list --available`; add entries with [[kernel_catalog]] in config.toml")
-        })?;
+    ) -> Result<KernelInfo, ImageError> {
+        let entry = self
+            .kernel_entry(name)
+            .ok_or_else(|| ImageError::KernelNotInCatalog(name.to_owned()))?;
         let _build = self.build.lock().await;
-        let key = name.to_owned();
-        if let Some(k) = with_store(&self.infra.store, move |s| s.get_kernel(&key)).await?
+        if let Some(k) = self.find_kernel(name).await?
             && Path::new(&k.vmlinux_path).exists()
         {
             return Ok(kernel_info(&k));
@@ -196,19 +180,19 @@ impl ImageService {
             .fetch_bundle(&entry.url, &entry.sha256, entry.size, progress)
             .await?;
         let kernels = self.infra.layout.kernels_dir();
-        fs_err::create_dir_all(&kernels).map_err(|e| failed("kernels dir", &e))?;
-        let staging = kernels.join(format!(".staging-{}", random_suffix()));
-        let mut guard = Staging(Some(staging.clone()));
+        fs_err::create_dir_all(&kernels).map_err(io("kernels dir"))?;
+        let mut guard = Staging::under(&kernels);
+        let staging = guard.path();
         let st = staging.clone();
-        let sha = blocking(move || {
-            fs_err::create_dir_all(&st).map_err(|e| failed("staging", &e))?;
-            bundle::unpack_kernel(&file, &st).map_err(|e| bundle_err(&e))?;
-            banger_image::sha256_file(&st.join("vmlinux")).map_err(|e| failed("kernel", &e))
+        let sha = blocking(move || -> Result<_, ImageError> {
+            fs_err::create_dir_all(&st).map_err(io("staging"))?;
+            bundle::unpack_kernel(&file, &st).map_err(ImageError::Bundle)?;
+            banger_image::sha256_file(&st.join("vmlinux")).map_err(super::error::file("kernel"))
         })
         .await?;
         let final_dir = kernels.join(name);
         let record = KernelRecord {
-            id: random_suffix() + &random_suffix(),
+            id: new_id(),
             name: name.to_owned(),
             version: entry.version.clone(),
             source: format!("catalog:{}", entry.url),
@@ -225,18 +209,19 @@ impl ImageService {
             sha256: sha,
             created_at: self.infra.clock.now_rfc3339(),
         };
-        let _publish = self.publication.lock().await;
-        swap_in(&staging, &final_dir).map_err(|e| failed("kernel publish", &e))?;
-        guard.0 = None;
-        let rec = record.clone();
-        with_store(&self.infra.store, move |s| s.upsert_kernel(&rec)).await?;
+        self.publish(
+            Record::Kernel(record.clone()),
+            Some((&mut guard, &final_dir)),
+            Existing::Replace,
+        )
+        .await?;
         info!(kernel = name, "kernel pulled");
         Ok(kernel_info(&record))
     }
 
     /// The kernel catalog with what is pulled.
-    pub async fn kernel_catalog(&self) -> Result<Vec<KernelCatalogInfo>, RpcError> {
-        let stored = with_store(&self.infra.store, banger_store::Store::list_kernels).await?;
+    pub async fn kernel_catalog(&self) -> Result<Vec<KernelCatalogInfo>, ImageError> {
+        let stored = with_store(&self.infra.store, Store::list_kernels).await?;
         Ok(catalog::kernels(&self.infra.config.kernel_catalog)
             .into_iter()
             .map(|e| KernelCatalogInfo {
@@ -250,23 +235,17 @@ impl ImageService {
     }
 
     /// Writes image `name` as a bundle to `output` (absolute path): its rootfs with the work
-    /// seed put back under /root, and a manifest. Prints the sha256 for a catalog entry.
-    pub async fn export(&self, name: &str, output: &str) -> Result<String, RpcError> {
+    /// seed put back under /root, and a manifest; with its sha256 for a catalog entry.
+    pub async fn export(&self, name: &str, output: &str) -> Result<ImageExportResult, ImageError> {
         let out = PathBuf::from(output);
         if !out.is_absolute() {
-            return Err(RpcError::new(
-                ErrorCode::BadRequest,
-                format!("output {output:?} is not an absolute path"),
-            ));
+            return Err(ImageError::NotAbsolute {
+                what: "output",
+                path: output.to_owned(),
+            });
         }
-        let key = name.to_owned();
-        let image = with_store(&self.infra.store, move |s| s.get_image(&key))
-            .await?
-            .ok_or_else(|| {
-                RpcError::new(ErrorCode::NotFound, format!("image {name:?} not found"))
-                    .with_hint("`banger image list` shows images")
-            })?;
-        let kernels = with_store(&self.infra.store, banger_store::Store::list_kernels).await?;
+        let image = self.get_image(name).await?;
+        let kernels = with_store(&self.infra.store, Store::list_kernels).await?;
         let kernel_ref = image
             .kernel_id
             .as_ref()
@@ -286,12 +265,13 @@ impl ImageService {
             arch: "amd64".into(),
             kernel_ref,
         };
-        blocking(move || {
-            fs_err::create_dir_all(&scratch_root).map_err(|e| failed("scratch", &e))?;
-            let scratch = tempfile::tempdir_in(&scratch_root).map_err(|e| failed("scratch", &e))?;
+        let (path, out_path) = (output.to_owned(), out.clone());
+        let sha256 = blocking(move || -> Result<_, ImageError> {
+            fs_err::create_dir_all(&scratch_root).map_err(io("scratch"))?;
+            let scratch = tempfile::tempdir_in(&scratch_root).map_err(io("scratch"))?;
             let rootfs = scratch.path().join("rootfs.ext4");
             banger_host::disk::cow_copy(runner.as_ref(), Path::new(&image.rootfs_path), &rootfs)
-                .map_err(|e| failed("copy rootfs", &e))?;
+                .map_err(ImageError::CopyRootfs)?;
             if let Some(seed) = image.work_seed_path.as_deref().map(Path::new)
                 && seed.is_dir()
             {
@@ -299,15 +279,17 @@ impl ImageService {
             }
             let tmp = out.with_extension("partial");
             let written = bundle::write_image(&rootfs, &manifest, &tmp)
-                .map_err(|e| bundle_err(&e))
-                .and_then(|()| fs_err::rename(&tmp, &out).map_err(|e| failed("output", &e)));
+                .map_err(ImageError::Bundle)
+                .and_then(|()| fs_err::rename(&tmp, &out).map_err(io("output")));
             if written.is_err() {
                 let _ = fs_err::remove_file(&tmp);
             }
             written?;
-            banger_image::sha256_file(&out).map_err(|e| failed("sha256", &e))
+            banger_image::sha256_file(&out).map_err(file("sha256"))
         })
-        .await
+        .await?;
+        let size = fs_err::metadata(&out_path).map_or(0, |m| m.len());
+        Ok(ImageExportResult { path, sha256, size })
     }
 }
 
@@ -316,7 +298,7 @@ fn seed_into(
     runner: &dyn banger_host::CommandRunner,
     seed: &Path,
     rootfs: &Path,
-) -> Result<(), RpcError> {
+) -> Result<(), ImageError> {
     use std::os::unix::fs::PermissionsExt as _;
     let mut files = Vec::new();
     let mut links: Vec<(String, String)> = Vec::new();
@@ -346,6 +328,10 @@ fn seed_into(
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    banger_host::disk::write_entries(runner, rootfs, &files, &links)
-        .map_err(|e| failed("work seed", &e))
+    banger_host::disk::write_entries(runner, rootfs, &files, &links).map_err(|source| {
+        ImageError::Disk {
+            step: "work seed",
+            source,
+        }
+    })
 }

@@ -1,0 +1,83 @@
+//! Startup reconcile: live VMMs are kept, dead ones torn down and their VMs marked stopped;
+//! then DNS records and the NAT table are rebuilt from the store, leftover taps re-adopted
+//! or removed, the tap pool warmed and the managed ssh config rewritten.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use banger_api::types::VmState;
+use banger_store::{Store, VmRecord};
+use tracing::{info, warn};
+
+use super::{VmError, VmService};
+use crate::services::support::{blocking, with_store};
+
+impl VmService {
+    /// See the module doc. Killing `bangerd` never kills VMs: this is what picks them up.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), VmError> {
+        self.reconcile_vms().await?;
+        let rows = with_store(&self.infra.store, Store::list_vms).await?;
+        let running: Vec<&VmRecord> = rows
+            .iter()
+            .map(|r| &r.vm)
+            .filter(|v| v.state == VmState::Running)
+            .collect();
+        self.network.dns_replace_all(
+            running
+                .iter()
+                .filter_map(|v| Some((v.name.clone(), v.guest_ip.parse().ok()?))),
+        );
+        if let Err(e) = self.network.sync_nat().await {
+            warn!("reconcile: {}", crate::edge::chain(&e));
+        }
+        let in_use: HashSet<String> = running
+            .iter()
+            .filter_map(|v| self.handles.get(&v.id).map(|h| h.tap))
+            .collect();
+        let network = Arc::clone(&self.network);
+        blocking(move || -> Result<(), VmError> {
+            if let Err(e) = network.reconcile_taps(&in_use) {
+                warn!("reconcile: {}", crate::edge::chain(&e));
+            }
+            Ok(())
+        })
+        .await?;
+        self.network.warm_if_bridged();
+        self.sync_ssh_config().await;
+        Ok(())
+    }
+
+    async fn reconcile_vms(&self) -> Result<(), VmError> {
+        for row in with_store(&self.infra.store, Store::list_vms).await? {
+            let mut vm = row.vm;
+            match self.handles.read(&vm.id) {
+                Some(h) if self.infra.vmm.is_alive(&h.vmm) => {
+                    info!(
+                        vm = vm.name,
+                        pid = h.vmm.pid,
+                        "reconcile: vmm alive, keeping it"
+                    );
+                    self.handles.adopt(&vm.id, h);
+                    if vm.state != VmState::Running {
+                        vm.state = VmState::Running;
+                        self.save(&vm).await?;
+                    }
+                }
+                other => {
+                    if other.is_some() || vm.state == VmState::Running {
+                        info!(vm = vm.name, "reconcile: vmm gone, tearing down");
+                        let mut quiet = vm.clone();
+                        quiet.nat = false; // NAT is rebuilt once, below.
+                        self.teardown(&quiet).await;
+                    }
+                    if vm.state == VmState::Running {
+                        vm.state = VmState::Stopped;
+                        vm.updated_at = self.infra.clock.now_rfc3339();
+                        self.save(&vm).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
