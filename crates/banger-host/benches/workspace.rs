@@ -57,7 +57,8 @@ fn prepare(repo: &Path, guest: &Path) {
     let mut feed = |w: &mut dyn std::io::Write| {
         workspace::write_tar(&snap, &dot_git, w).map_err(std::io::Error::other)
     };
-    let script = workspace::unpack_script(&guest.display().to_string());
+    let script =
+        workspace::unpack_script(&guest.display().to_string()).expect("a plain path quotes");
     let out = banger_host::guest::run_fed(
         &banger_host::Cmd::new("sh").args(["-c", &script]),
         Some(&mut feed),

@@ -36,6 +36,9 @@ pub enum WorkspaceError {
         /// Its value.
         value: String,
     },
+    /// A value the guest's shell cannot be given quoted (it holds a NUL byte).
+    #[error("{0:?} cannot be quoted for the guest's shell")]
+    Unquotable(String),
     /// A git command failed.
     #[error("git failed")]
     Git(#[from] RunError),
@@ -445,8 +448,12 @@ pub fn write_tar(
     Ok(())
 }
 
-fn q(s: &str) -> String {
-    shlex::try_quote(s).map_or_else(|_| "''".to_owned(), std::borrow::Cow::into_owned)
+/// `s` quoted for the guest's shell; a value that cannot be quoted (a NUL byte) is an
+/// error, never silently replaced.
+fn q(s: &str) -> Result<String, WorkspaceError> {
+    shlex::try_quote(s)
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| WorkspaceError::Unquotable(s.to_owned()))
 }
 
 /// Exit code the guest scripts use when git is missing in the guest.
@@ -456,8 +463,8 @@ pub const NO_GIT: i32 = 90;
 /// was there only once everything unpacked): checks out HEAD from the pack (which also
 /// writes the index with fresh stat data, so nothing is re-hashed), lays the overlay over
 /// it, removes the deleted files, and refreshes the index for the overlay only.
-pub fn unpack_script(guest_path: &str) -> String {
-    format!(
+pub fn unpack_script(guest_path: &str) -> Result<String, WorkspaceError> {
+    Ok(format!(
         "set -e\n\
          command -v git >/dev/null 2>&1 || {{ echo 'git is not installed in the guest' >&2; exit {NO_GIT}; }}\n\
          dst={dst}\n\
@@ -473,15 +480,15 @@ pub fn unpack_script(guest_path: &str) -> String {
          cd /\n\
          rm -rf \"$dst\"\n\
          mv \"$tmp\" \"$dst\"\n",
-        dst = q(guest_path),
-    )
+        dst = q(guest_path)?,
+    ))
 }
 
 /// The guest script that prints a binary-safe patch of everything in `guest_path` that
 /// differs from `base` (commits since, staged, unstaged and untracked-not-ignored files),
 /// without touching the guest repo's own index.
-pub fn export_script(guest_path: &str, base: &str) -> String {
-    format!(
+pub fn export_script(guest_path: &str, base: &str) -> Result<String, WorkspaceError> {
+    Ok(format!(
         "set -e\n\
          command -v git >/dev/null 2>&1 || {{ echo 'git is not installed in the guest' >&2; exit {NO_GIT}; }}\n\
          cd {dir}\n\
@@ -492,9 +499,9 @@ pub fn export_script(guest_path: &str, base: &str) -> String {
          [ -s \"$idx\" ] || git read-tree HEAD\n\
          git add -A\n\
          git diff --cached --binary --full-index {base} --\n",
-        dir = q(guest_path),
-        base = q(base),
-    )
+        dir = q(guest_path)?,
+        base = q(base)?,
+    ))
 }
 
 /// Whether `s` is acceptable as a revision (`--from`, `--base-commit`): printable ASCII
@@ -508,6 +515,18 @@ pub fn valid_rev(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn test_a_value_that_cannot_be_quoted_is_an_error_not_an_empty_string() {
+        let err = unpack_script("/root/a\0b").unwrap_err();
+        assert!(matches!(err, WorkspaceError::Unquotable(_)), "{err}");
+        assert!(export_script("/root/repo", "HEAD\0x").is_err());
+        assert!(
+            unpack_script("/root/my repo, here")
+                .unwrap()
+                .contains("dst='/root/my repo, here'")
+        );
+    }
+
     use super::*;
     use crate::runner::RealRunner;
 
@@ -641,7 +660,7 @@ mod tests {
         let out = RealRunner
             .run(
                 &Cmd::new("sh")
-                    .args(["-c", &unpack_script(&dst.display().to_string())])
+                    .args(["-c", &unpack_script(&dst.display().to_string()).unwrap()])
                     .stdin(stream),
             )
             .unwrap();
@@ -678,10 +697,10 @@ mod tests {
              printf '\\000\\001\\002' > blob.bin",
         );
         let patch = RealRunner
-            .run(
-                &Cmd::new("sh")
-                    .args(["-c", &export_script(&dst.display().to_string(), &snap.head)]),
-            )
+            .run(&Cmd::new("sh").args([
+                "-c",
+                &export_script(&dst.display().to_string(), &snap.head).unwrap(),
+            ]))
             .unwrap()
             .stdout;
         assert_eq!(
@@ -740,7 +759,7 @@ mod tests {
         RealRunner
             .run(
                 &Cmd::new("sh")
-                    .args(["-c", &unpack_script(&dst.display().to_string())])
+                    .args(["-c", &unpack_script(&dst.display().to_string()).unwrap()])
                     .stdin(stream),
             )
             .unwrap();

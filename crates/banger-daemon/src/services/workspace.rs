@@ -291,7 +291,7 @@ impl WorkspaceService {
         let runner = Arc::clone(&self.infra.runner);
         let guest = Arc::clone(&self.infra.guest);
         let staging_root = self.infra.layout.cache_dir.clone();
-        let script = ws::unpack_script(guest_path);
+        let script = ws::unpack_script(guest_path).map_err(WorkspaceError::Repo)?;
         let snap = blocking(move || -> Result<_, WorkspaceError> {
             fs_err::create_dir_all(&staging_root).map_err(WorkspaceError::Staging)?;
             // Removed on drop, whatever happens below.
@@ -372,7 +372,7 @@ impl WorkspaceService {
         let _held = lock.lock().await;
         let addr = target.addr.clone();
         let guest = Arc::clone(&self.infra.guest);
-        let script = ws::export_script(guest_path, base);
+        let script = ws::export_script(guest_path, base).map_err(WorkspaceError::Repo)?;
         let out = blocking(move || -> Result<_, WorkspaceError> {
             guest
                 .exec(&addr, &script, None)

@@ -106,6 +106,11 @@ fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// A path as the value of a QEMU `key=value,...` option: commas doubled (QEMU's escape).
+fn kv(path: &Path) -> String {
+    p(path).replace(',', ",,")
+}
+
 /// The QMP socket of a VM run dir.
 pub fn qmp_socket(run_dir: &Path) -> PathBuf {
     run_dir.join("qmp.sock")
@@ -202,7 +207,7 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
             &format!(
                 "id={},file={},format=raw,if=none,cache=unsafe{ro}",
                 d.id,
-                p(&d.path)
+                kv(&d.path)
             ),
         ]);
         push(&["-device", &format!("virtio-blk-device,drive={}", d.id)]);
@@ -227,7 +232,7 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
         ]);
         push(&[
             "-chardev",
-            &format!("socket,id=vsock0,path={}", p(&vhost_socket(&spec.run_dir))),
+            &format!("socket,id=vsock0,path={}", kv(&vhost_socket(&spec.run_dir))),
         ]);
         // The guest CID is the backend's (`vhost-device-vsock --guest-cid`), not QEMU's.
         push(&["-device", "vhost-user-vsock-device,chardev=vsock0"]);
@@ -235,7 +240,7 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
     push(&["-serial", &format!("file:{}", p(&spec.console_log))]);
     push(&[
         "-qmp",
-        &format!("unix:{},server=on,wait=off", p(&qmp_socket(&spec.run_dir))),
+        &format!("unix:{},server=on,wait=off", kv(&qmp_socket(&spec.run_dir))),
     ]);
     push(&["-pidfile", &p(&spec.run_dir.join("qemu.pid"))]);
     push(&["-daemonize"]);
@@ -379,6 +384,42 @@ mod tests {
             console_log: "/v/console.log".into(),
             vmm_log: "/v/vmm.log".into(),
         }
+    }
+
+    #[test]
+    fn test_paths_with_commas_and_spaces_are_escaped_in_key_value_options() {
+        let mut s = spec();
+        s.drives[0].path = "/home/a b,c/vms/root.ext4".into();
+        s.run_dir = "/run/x,y z".into();
+        s.vsock = Some(crate::vmm::VsockSpec {
+            cid: 3,
+            uds_path: "/run/x,y z/vsock.sock".into(),
+        });
+        let args = qemu_args(&s, Accel::Tcg);
+        let arg_after = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert!(
+            arg_after("-drive").starts_with("id=rootfs,file=/home/a b,,c/vms/root.ext4,format=raw"),
+            "{args:?}"
+        );
+        assert!(
+            arg_after("-chardev").contains("path=/run/x,,y z/"),
+            "{args:?}"
+        );
+        assert!(
+            arg_after("-qmp").starts_with("unix:/run/x,,y z/"),
+            "{args:?}"
+        );
+        assert_eq!(
+            arg_after("-pidfile"),
+            "/run/x,y z/qemu.pid",
+            "plain arguments stay as they are"
+        );
     }
 
     #[test]
