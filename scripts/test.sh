@@ -6,8 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh needs root: the end-to-end tests boot guests in network namespaces" >&2
+  exit 1
+fi
+
 ensure_apt build-essential pkg-config git python3 cpio e2fsprogs iproute2 openssh-client \
-  qemu-system-x86 busybox-static debootstrap procps nftables bind9-dnsutils docker-registry
+  qemu-system-x86 busybox-static debootstrap procps nftables bind9-dnsutils docker-registry \
+  util-linux systemd
 # Guest vsock under QEMU without /dev/vhost-vsock (a vhost-user backend, ~2 min to build once).
 ensure_cargo_tool vhost-device-vsock
 # The unprivileged owner in the end-to-end test of the root helper (a system user, no home).
@@ -31,6 +37,8 @@ BANGER_HOME=$BANGER_E2E_HOME "${CARGO_TARGET_DIR:-target}/debug/banger" image en
 BANGER_HOME=$BANGER_E2E_HOME "${CARGO_TARGET_DIR:-target}/debug/banger" daemon stop >&2
 
 echo "==> tests" >&2
+# A test whose root, tool or prepared home is missing fails here instead of skipping.
+export BANGER_REQUIRE_PRIVILEGED=1
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --profile ci
 else

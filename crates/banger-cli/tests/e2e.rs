@@ -22,10 +22,16 @@ struct Guest {
 
 impl Guest {
     fn new() -> Option<Self> {
-        let Some(shared) = std::env::var_os("BANGER_E2E_HOME").map(PathBuf::from) else {
-            eprintln!("skipping: BANGER_E2E_HOME is not set (scripts/test.sh prepares it)");
+        use banger_testkit::require;
+        if !require::met(&[
+            require::env("BANGER_E2E_HOME"),
+            require::root(),
+            require::tool("ip"),
+            require::tool("qemu-system-x86_64"),
+        ]) {
             return None;
-        };
+        }
+        let shared = PathBuf::from(std::env::var_os("BANGER_E2E_HOME")?);
         let env = Env::new();
         // Its own netns: the real defaults (tap pool, DNS on 127.0.0.1:42069).
         env.write_config_raw("");

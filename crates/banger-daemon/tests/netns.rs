@@ -28,14 +28,9 @@ fn parent_runs_in_netns(test: &str) -> bool {
     if std::env::var_os(IN_NETNS).is_some() {
         return false;
     }
-    let have = |p: &str| {
-        Command::new(p)
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if !rustix::process::geteuid().is_root() || !have("ip") || !have("nft") {
-        eprintln!("skipping {test}: needs root, ip and nft");
+    use banger_testkit::require;
+    if !require::met(&[require::root(), require::tool("ip"), require::tool("nft")]) {
+        eprintln!("{test} skipped");
         return true;
     }
     let ns = format!("bn{}", std::process::id());

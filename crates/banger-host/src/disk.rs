@@ -307,19 +307,11 @@ mod tests {
     use super::*;
     use crate::runner::RealRunner;
 
-    fn have(tool: &str) -> bool {
-        std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
+    use banger_testkit::require::{self, tool};
 
     #[test]
     fn test_make_ext4_write_files_and_read_back() {
-        if !have("mkfs.ext4") || !have("debugfs") {
-            eprintln!("skipping: e2fsprogs missing");
-            return;
-        }
+        banger_testkit::require!(tool("mkfs.ext4"), tool("debugfs"));
         let dir = tempfile::tempdir().unwrap();
         let seed = dir.path().join("seed");
         std::fs::create_dir_all(seed.join("etc")).unwrap();
@@ -394,10 +386,7 @@ mod tests {
 
     #[test]
     fn test_a_tree_owned_by_another_user_lands_owned_by_root() {
-        if !have("mkfs.ext4") || rustix::process::geteuid().as_raw() != 0 {
-            eprintln!("skipping: needs e2fsprogs and root (to chown the tree)");
-            return;
-        }
+        banger_testkit::require!(tool("mkfs.ext4"), require::root());
         let dir = tempfile::tempdir().unwrap();
         let seed = dir.path().join("seed");
         std::fs::create_dir_all(seed.join(".ssh")).unwrap();

@@ -480,13 +480,12 @@ mod tests {
     #[test]
     fn test_an_unauthorized_uid_is_refused() {
         // The helper serves uid 4242 (and root); a process running as nobody is refused.
-        if rustix::process::getuid().as_raw() != 0
-            || crate::process::find_in_path("setpriv").is_none()
-            || !Path::new("/usr/bin/python3").exists()
-        {
-            eprintln!("skipping: needs root and setpriv to act as another uid");
-            return;
-        }
+        use banger_testkit::require;
+        banger_testkit::require!(
+            require::root(),
+            require::tool("setpriv"),
+            require::file("/usr/bin/python3")
+        );
         let (dir, sock, fake) = start(4242);
         // Let `nobody` reach the socket, so only the peer-credential check can refuse it.
         use std::os::unix::fs::PermissionsExt as _;

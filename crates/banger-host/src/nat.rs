@@ -283,11 +283,7 @@ mod tests {
         }
     }
 
-    fn nft_available() -> bool {
-        RealRunner
-            .output(&Cmd::new("nft").arg("--version"))
-            .is_ok_and(|o| o.code == 0)
-    }
+    use banger_testkit::require::{self, tool};
 
     /// `nft -c` (check mode: parsed and validated by the kernel, never committed).
     fn nft_check(json: &str) -> Result<(), String> {
@@ -307,10 +303,7 @@ mod tests {
 
     #[test]
     fn test_every_generated_ruleset_passes_nft_check() {
-        if !nft_available() {
-            eprintln!("skipping: nft is not installed");
-            return;
-        }
+        banger_testkit::require!(tool("nft"));
         for n in [0, 1, 3, 20] {
             let json = ruleset_json(&spec(n));
             nft_check(&json).unwrap_or_else(|e| panic!("{n} entries: {e}\n{json}"));
@@ -325,7 +318,7 @@ mod tests {
             ips in proptest::collection::btree_set(2u32..250, 0..12),
             bridge in "[a-z][a-z0-9-]{0,11}",
         ) {
-            if !nft_available() {
+            if !require::met(&[tool("nft")]) {
                 return Ok(());
             }
             let spec = NatSpec {

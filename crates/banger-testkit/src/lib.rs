@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod dns;
 pub mod fake_firecracker;
 pub mod registry;
+pub mod require;
 pub mod spec;
 
 pub use fake_firecracker::{FakeFirecracker, JournalEntry};
