@@ -12,6 +12,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use banger_testkit::git::git;
 use common::{Env, banger_bin, bangerd_bin, stderr};
 use serde_json::Value;
 
@@ -452,21 +453,6 @@ fn e2e_nat_dns_and_ports() {
     g.ok(&["vm", "delete", "n2"]);
     drop(up);
     g.assert_nothing_left();
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 #[test]

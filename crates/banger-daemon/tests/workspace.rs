@@ -16,33 +16,14 @@ use banger_api::types::{VmState, WorkspaceExportParams, WorkspacePrepareParams};
 use banger_config::Config;
 use banger_daemon::services::Lifecycle;
 use banger_testkit::daemon::{TestBed, Wire, create_vm, small_config};
+use banger_testkit::git;
 use base64::Engine as _;
 
-fn sh(dir: &Path, script: &str) {
-    let out = std::process::Command::new("sh")
-        .args(["-c", script])
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn repo() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    sh(
-        d.path(),
-        "git init -q -b main && echo a > tracked && echo '*.log' > .gitignore && git add -A && \
+    git::repo(
+        "echo a > tracked && echo '*.log' > .gitignore && git add -A && \
          git commit -qm one && echo u > untracked && echo i > ignored.log",
-    );
-    d
+    )
 }
 
 fn params(vm: &str, path: &Path) -> WorkspacePrepareParams {

@@ -30,23 +30,9 @@ fn make_repo(dir: &Path) {
         }
         std::fs::write(sub.join(format!("f{i:04}.bin")), &data).unwrap();
     }
-    let git = |args: &[&str]| {
-        let ok = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "b")
-            .env("GIT_AUTHOR_EMAIL", "b@example.com")
-            .env("GIT_COMMITTER_NAME", "b")
-            .env("GIT_COMMITTER_EMAIL", "b@example.com")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "git {args:?}");
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-qm", "bench"]);
+    banger_testkit::git::git(dir, &["init", "-q", "-b", "main"]);
+    banger_testkit::git::git(dir, &["add", "-A"]);
+    banger_testkit::git::git(dir, &["commit", "-qm", "bench"]);
 }
 
 fn prepare(repo: &Path, guest: &Path) {

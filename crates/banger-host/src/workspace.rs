@@ -530,33 +530,15 @@ mod tests {
     use super::*;
     use crate::runner::RealRunner;
 
-    fn sh(dir: &Path, script: &str) {
-        let out = std::process::Command::new("sh")
-            .args(["-c", script])
-            .current_dir(dir)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    use banger_testkit::git::sh;
 
     fn repo() -> tempfile::TempDir {
-        let d = tempfile::tempdir().unwrap();
-        sh(
-            d.path(),
-            "git init -q -b main && git config user.name Ada && git config user.email ada@example.com && \
+        banger_testkit::git::repo(
+            "git config user.name Ada && git config user.email ada@example.com && \
              git remote add origin https://example.com/r.git && \
              mkdir -p src && echo a > src/a && echo b > b && ln -s b link && echo '*.log' > .gitignore && \
              git add -A && git commit -qm one && echo u > untracked && echo i > x.log && echo c >> b",
-        );
-        d
+        )
     }
 
     #[test]

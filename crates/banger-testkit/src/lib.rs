@@ -10,6 +10,7 @@
 pub mod daemon;
 pub mod dns;
 pub mod fake_firecracker;
+pub mod git;
 pub mod registry;
 pub mod require;
 pub mod spec;
