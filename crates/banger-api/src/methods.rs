@@ -1,6 +1,8 @@
 //! The daemon's methods, one unit struct each.
 //!
-//! `ALL` lists every method name; a daemon test pins its dispatch table against it.
+//! `ALL` lists every method name; [`for_each_method!`](crate::for_each_method) hands the
+//! list of method types to a macro, which is how the daemon's dispatch table is generated
+//! (a method without a handler does not compile).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,7 +27,7 @@ pub trait Method {
 }
 
 macro_rules! methods {
-    ($($(#[$doc:meta])* $ty:ident = $name:literal ($params:ty) -> $result:ty;)*) => {
+    (($d:tt) $($(#[$doc:meta])* $ty:ident = $name:literal ($params:ty) -> $result:ty;)*) => {
         $(
             $(#[$doc])*
             #[derive(Debug, Clone, Copy)]
@@ -38,10 +40,19 @@ macro_rules! methods {
         )*
         /// Every method name the protocol defines.
         pub const ALL: &[&str] = &[$($name),*];
+
+        /// Invokes macro `$m` with every method type: `$m!(Ping, Shutdown, ...)`.
+        #[macro_export]
+        macro_rules! for_each_method {
+            ($d m:ident) => {
+                $d m!($($ty),*)
+            };
+        }
     };
 }
 
 methods! {
+    ($)
     /// Liveness and identity of the daemon.
     Ping = "ping" (Empty) -> PingResult;
     /// Asks the daemon to stop gracefully. Running VMs keep running.
