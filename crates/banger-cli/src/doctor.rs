@@ -174,12 +174,25 @@ pub(crate) fn checks(f: &dyn Facts, cfg: &Config, d: &DaemonFacts) -> Vec<Check>
             Some("run banger on a host or VM with nested virtualization for KVM speed".into()),
         )
     });
-    let firecracker = cfg
-        .firecracker_bin
-        .clone()
-        .filter(|p| p.is_file())
-        .or_else(|| f.which("firecracker"));
-    let (choice, why) = banger_host::vmm::choose(&cfg.vmm.to_string(), firecracker.clone(), kvm_ok);
+    // The same choice bangerd makes, over this doctor's facts.
+    struct Vf<'a>(&'a dyn Facts, bool);
+    impl banger_host::vmm::VmmFacts for Vf<'_> {
+        fn which(&self, program: &str) -> Option<PathBuf> {
+            self.0.which(program)
+        }
+        fn kvm_usable(&self) -> bool {
+            self.1
+        }
+    }
+    let banger_host::vmm::Resolved {
+        choice,
+        why,
+        firecracker,
+    } = banger_host::vmm::resolve_vmm(
+        &cfg.vmm.to_string(),
+        cfg.firecracker_bin.as_deref(),
+        &Vf(f, kvm_ok),
+    );
     // Firecracker asked for but absent, or without a KVM that can run it: it cannot work.
     let backend_level = match &choice {
         banger_host::vmm::Choice::Firecracker(_) if firecracker.is_none() || !kvm_ok => Level::Fail,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use banger_config::{Config, Layout, env};
 use banger_daemon::{Daemon, Infra, bind_socket, logging, serve};
-use banger_host::vmm::{self, Choice, FirecrackerVmm, QemuVmm, Vmm, kvm_usable};
+use banger_host::vmm::{self, Choice, FirecrackerVmm, QemuVmm, Vmm};
 use banger_host::{CommandRunner, InProcessPrivileged, RealRunner, SystemClock};
 use banger_store::{SchemaState, Store};
 use clap::Parser;
@@ -243,13 +243,13 @@ fn find_agent() -> Option<std::path::PathBuf> {
 
 /// Picks the VMM backend: Firecracker when chosen (or auto and usable), else QEMU.
 fn select_vmm(config: &Config) -> Arc<dyn Vmm> {
-    let firecracker = config
-        .firecracker_bin
-        .clone()
-        .or_else(|| banger_host::process::find_in_path("firecracker"));
-    let (choice, why) = vmm::choose(&config.vmm.to_string(), firecracker, kvm_usable());
-    info!("vmm backend: {why}");
-    match choice {
+    let resolved = vmm::resolve_vmm(
+        &config.vmm.to_string(),
+        config.firecracker_bin.as_deref(),
+        &vmm::RealVmmFacts,
+    );
+    info!("vmm backend: {}", resolved.why);
+    match resolved.choice {
         Choice::Firecracker(bin) => Arc::new(FirecrackerVmm::new(bin)),
         Choice::Qemu(accel) => {
             let qemu = config

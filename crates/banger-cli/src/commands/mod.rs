@@ -187,20 +187,16 @@ fn doctor_fix(layout: &Layout, yes: bool) -> anyhow::Result<()> {
         .ensure_dirs()
         .context("cannot create banger's directories")?;
     output::status("fix: directories exist");
-    let key = layout.ssh_dir().join("id_ed25519");
-    if key.with_extension("pub").exists() {
-        output::status("fix: ssh key exists");
-    } else {
-        std::fs::create_dir_all(layout.ssh_dir())?;
-        let made = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "banger", "-f"])
-            .arg(&key)
-            .status()
-            .context("cannot run ssh-keygen")?;
-        anyhow::ensure!(made.success(), "ssh-keygen failed: {made}");
-        output::status(&format!("fix: made the ssh key {}", key.display()));
-    }
     let config = banger_config::Config::load(&layout.config_path)?;
+    // The daemon's own key step: race-safe, at `ssh_key_path` when configured.
+    let key = layout.ssh_key_path(&config);
+    let made =
+        banger_host::sshkey::ensure(&banger_host::RealRunner, &banger_host::SystemClock, &key)
+            .with_context(|| format!("cannot make the ssh key {}", key.display()))?;
+    output::status(&match made {
+        banger_host::sshkey::KeyState::Made => format!("fix: made the ssh key {}", key.display()),
+        banger_host::sshkey::KeyState::Existed => "fix: ssh key exists".to_owned(),
+    });
     let host = crate::doctor::RealFacts {
         db: layout.db_path(),
         ssh_config: layout.ssh_config_path(),

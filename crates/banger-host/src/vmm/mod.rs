@@ -9,7 +9,7 @@ pub mod firecracker;
 pub mod qemu;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -225,6 +225,54 @@ pub fn choose(kind: &str, firecracker: Option<PathBuf>, kvm: bool) -> (Choice, S
     }
 }
 
+/// What the VMM choice reads from the host.
+pub trait VmmFacts {
+    /// `program` on `PATH`.
+    fn which(&self, program: &str) -> Option<PathBuf>;
+    /// Whether KVM can really run a guest here ([`kvm_usable`]).
+    fn kvm_usable(&self) -> bool;
+}
+
+/// The real host.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealVmmFacts;
+
+impl VmmFacts for RealVmmFacts {
+    fn which(&self, program: &str) -> Option<PathBuf> {
+        crate::process::find_in_path(program)
+    }
+    fn kvm_usable(&self) -> bool {
+        kvm_usable()
+    }
+}
+
+/// The VMM choice `bangerd` makes and `doctor` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The backend.
+    pub choice: Choice,
+    /// Why, in one line.
+    pub why: String,
+    /// The Firecracker binary found (configured and a file, else on `PATH`).
+    pub firecracker: Option<PathBuf>,
+}
+
+/// The one VMM choice of `bangerd` and `doctor`: config `vmm` (`auto`, `firecracker`,
+/// `qemu`), the configured `firecracker_bin` when it is a file (else `firecracker` on
+/// `PATH`), and whether KVM can run a guest; see [`choose`].
+pub fn resolve_vmm(kind: &str, firecracker_bin: Option<&Path>, facts: &dyn VmmFacts) -> Resolved {
+    let firecracker = firecracker_bin
+        .filter(|p| p.is_file())
+        .map(Path::to_owned)
+        .or_else(|| facts.which("firecracker"));
+    let (choice, why) = choose(kind, firecracker.clone(), facts.kvm_usable());
+    Resolved {
+        choice,
+        why,
+        firecracker,
+    }
+}
+
 /// `kvm` or `tcg`.
 pub fn accel_name(a: Accel) -> &'static str {
     match a {
@@ -297,6 +345,37 @@ impl Vmm for FakeVmm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Facts(Option<&'static str>, bool);
+    impl VmmFacts for Facts {
+        fn which(&self, program: &str) -> Option<PathBuf> {
+            (program == "firecracker").then_some(self.0?.into())
+        }
+        fn kvm_usable(&self) -> bool {
+            self.1
+        }
+    }
+
+    #[test]
+    fn test_resolve_vmm_uses_a_configured_binary_only_when_it_is_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("firecracker");
+        std::fs::write(&bin, "").unwrap();
+        let r = resolve_vmm("auto", Some(&bin), &Facts(Some("/p/firecracker"), true));
+        assert_eq!(r.choice, Choice::Firecracker(bin.clone()));
+        assert_eq!(r.firecracker, Some(bin));
+        let missing = dir.path().join("nope");
+        let r = resolve_vmm("auto", Some(&missing), &Facts(Some("/p/firecracker"), true));
+        assert_eq!(
+            r.firecracker,
+            Some(PathBuf::from("/p/firecracker")),
+            "falls back to PATH"
+        );
+        let r = resolve_vmm("auto", Some(&missing), &Facts(None, true));
+        assert_eq!(r.choice, Choice::Qemu(Accel::Kvm));
+        let r = resolve_vmm("auto", None, &Facts(Some("/p/firecracker"), false));
+        assert_eq!(r.choice, Choice::Qemu(Accel::Tcg), "{}", r.why);
+    }
 
     #[test]
     fn test_choose_backend() {
