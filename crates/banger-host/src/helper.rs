@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ifname::InvalidArg;
 use crate::nat::NatSpec;
 use crate::privileged::{PrivError, PrivilegedOps, ResolverRouting, TapLink, validate_ifname};
 
@@ -107,11 +108,7 @@ pub struct Policy {
 }
 
 fn invalid(what: &'static str, value: &dyn std::fmt::Display, why: &'static str) -> PrivError {
-    PrivError::Invalid {
-        what,
-        value: value.to_string(),
-        why,
-    }
+    InvalidArg::new(what, value, why).into()
 }
 
 /// A tap name banger makes: `bt-` and 12 lowercase hex digits.

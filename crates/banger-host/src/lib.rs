@@ -5,6 +5,7 @@ pub mod clock;
 pub mod disk;
 pub mod guest;
 pub mod helper;
+pub mod ifname;
 pub mod kvm;
 pub mod nat;
 pub mod privileged;

@@ -29,7 +29,7 @@ use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde::{Deserialize, Serialize};
 
-use crate::privileged::{PrivError, validate_ifname};
+use crate::ifname::{InvalidArg, validate_ifname};
 
 /// The name of banger's table (family `ip`).
 pub const TABLE: &str = "banger";
@@ -56,7 +56,7 @@ pub struct NatSpec {
 
 impl NatSpec {
     /// Checks every field before anything is built or run.
-    pub fn validate(&self) -> Result<(), PrivError> {
+    pub fn validate(&self) -> Result<(), InvalidArg> {
         validate_ifname("bridge name", &self.bridge)?;
         for e in &self.entries {
             validate_ifname("tap name", &e.tap)?;
@@ -65,21 +65,21 @@ impl NatSpec {
                 || e.ip.is_broadcast()
                 || e.ip.is_multicast()
             {
-                return Err(PrivError::Invalid {
-                    what: "guest address",
-                    value: e.ip.to_string(),
-                    why: "must be a unicast address",
-                });
+                return Err(InvalidArg::new(
+                    "guest address",
+                    e.ip,
+                    "must be a unicast address",
+                ));
             }
             if e.vm.is_empty()
                 || e.vm.len() > 63
                 || !e.vm.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             {
-                return Err(PrivError::Invalid {
-                    what: "vm name",
-                    value: e.vm.clone(),
-                    why: "must be 1-63 letters, digits or '-'",
-                });
+                return Err(InvalidArg::new(
+                    "vm name",
+                    &e.vm,
+                    "must be 1-63 letters, digits or '-'",
+                ));
             }
         }
         Ok(())

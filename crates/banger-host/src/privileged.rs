@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ifname::InvalidArg;
+pub use crate::ifname::validate_ifname;
 use crate::nat::{NatSpec, ruleset_json};
 use crate::runner::{Cmd, CommandRunner, RunError};
 
@@ -35,45 +37,14 @@ pub enum ResolverRouting {
 #[derive(Debug, thiserror::Error)]
 pub enum PrivError {
     /// An argument failed validation; nothing was run.
-    #[error("invalid {what} {value:?}: {why}")]
-    Invalid {
-        /// Which argument.
-        what: &'static str,
-        /// Its value.
-        value: String,
-        /// Why it is refused.
-        why: &'static str,
-    },
+    #[error(transparent)]
+    Invalid(#[from] InvalidArg),
     /// The host command failed.
     #[error(transparent)]
     Run(#[from] RunError),
     /// The root helper refused or failed the request, or could not be reached.
     #[error("{0}")]
     Helper(String),
-}
-
-/// Checks a Linux interface name (1–15 of `[A-Za-z0-9_.-]`).
-pub fn validate_ifname(what: &'static str, name: &str) -> Result<(), PrivError> {
-    let invalid = |why| {
-        Err(PrivError::Invalid {
-            what,
-            value: name.to_owned(),
-            why,
-        })
-    };
-    if name.is_empty() || name.len() > 15 {
-        return invalid("must be 1 to 15 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return invalid("may only contain letters, digits, '-', '_' and '.'");
-    }
-    if name == "." || name == ".." {
-        return invalid("is reserved");
-    }
-    Ok(())
 }
 
 /// Operations that need root (CAP_NET_ADMIN).
@@ -161,11 +132,9 @@ impl PrivilegedOps for InProcessPrivileged {
     fn ensure_bridge(&self, bridge: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), PrivError> {
         validate_ifname("bridge name", bridge)?;
         if !(8..=30).contains(&prefix) {
-            return Err(PrivError::Invalid {
-                what: "prefix length",
-                value: prefix.to_string(),
-                why: "must be between 8 and 30",
-            });
+            return Err(
+                InvalidArg::new("prefix length", prefix, "must be between 8 and 30").into(),
+            );
         }
         // Concurrent callers may race between the check and the add: an add that fails
         // because the other one won is fine, so each failure is re-checked before it counts.
