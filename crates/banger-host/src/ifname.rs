@@ -16,7 +16,11 @@ pub struct InvalidArg {
 
 impl InvalidArg {
     /// `value` refused as `what` because `why`.
-    pub fn new(what: &'static str, value: impl ToString, why: &'static str) -> Self {
+    pub fn new(
+        what: &'static str,
+        value: &(impl std::fmt::Display + ?Sized),
+        why: &'static str,
+    ) -> Self {
         InvalidArg {
             what,
             value: value.to_string(),

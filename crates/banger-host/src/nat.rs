@@ -67,7 +67,7 @@ impl NatSpec {
             {
                 return Err(InvalidArg::new(
                     "guest address",
-                    e.ip,
+                    &e.ip,
                     "must be a unicast address",
                 ));
             }

@@ -133,7 +133,7 @@ impl PrivilegedOps for InProcessPrivileged {
         validate_ifname("bridge name", bridge)?;
         if !(8..=30).contains(&prefix) {
             return Err(
-                InvalidArg::new("prefix length", prefix, "must be between 8 and 30").into(),
+                InvalidArg::new("prefix length", &prefix, "must be between 8 and 30").into(),
             );
         }
         // Concurrent callers may race between the check and the add: an add that fails
