@@ -635,7 +635,8 @@ impl SshInfo {
             "-o".into(),
             "IdentitiesOnly=yes".into(),
             "-o".into(),
-            format!("UserKnownHostsFile={}", self.known_hosts),
+            // Quoted: ssh splits this option's value at whitespace (several files).
+            format!("UserKnownHostsFile=\"{}\"", self.known_hosts),
             "-o".into(),
             "StrictHostKeyChecking=yes".into(),
             "-o".into(),

@@ -23,6 +23,11 @@ struct Guest {
 
 impl Guest {
     fn new() -> Option<Self> {
+        Self::with_prefix("bt")
+    }
+
+    /// A guest host whose `BANGER_HOME` directory name starts with `prefix`.
+    fn with_prefix(prefix: &str) -> Option<Self> {
         use banger_testkit::require;
         if !require::met(&[
             require::env("BANGER_E2E_HOME"),
@@ -33,14 +38,14 @@ impl Guest {
             return None;
         }
         let shared = PathBuf::from(std::env::var_os("BANGER_E2E_HOME")?);
-        let env = Env::new();
+        let env = Env::with_prefix(prefix);
         // Its own netns: the real defaults (tap pool, DNS on 127.0.0.1:42069).
         env.write_config_raw("");
         std::fs::create_dir_all(env.home().join("state")).unwrap();
         std::fs::copy(shared.join("state/state.db"), env.db()).unwrap();
         let netns = format!(
             "bt{}",
-            &env.home().file_name().unwrap().to_string_lossy()[2..]
+            &env.home().file_name().unwrap().to_string_lossy()[prefix.len()..]
         );
         let netns: String = netns.chars().filter(char::is_ascii_alphanumeric).collect();
         assert!(
@@ -179,7 +184,17 @@ impl Drop for Guest {
 
 #[test]
 fn e2e_vm_run_rm_propagates_exit_code_and_leaves_nothing() {
-    let Some(g) = Guest::new() else { return };
+    // A BANGER_HOME with a space and a comma: every path banger builds from it (QEMU
+    // options, debugfs scripts, ssh options) must survive it.
+    let Some(g) = Guest::with_prefix("bt a,b") else {
+        return;
+    };
+    assert!(g.env.home().display().to_string().contains(" a,b"));
+    g.ok(&["vm", "create", "--name", "t0"]);
+    let out = g.run(&["vm", "exec", "t0", "--", "sh", "-c", "echo hi; exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hi");
+    g.ok(&["vm", "delete", "t0"]);
     let out = g.run(&[
         "vm",
         "run",

@@ -929,3 +929,71 @@ async fn test_vm_create_with_an_oci_reference_pulls_it_once() {
     assert_eq!(err.kind(), ErrorCode::BadRequest);
     assert!(tb.daemon.infra.store.get_vm("bad").unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_an_oci_reference_never_means_a_local_image_that_shares_its_default_name() {
+    let reg = registry();
+    let tb = TestBed::new(small_config()).unwrap();
+    // `<registry>/team/test:image` and `<registry>/other/test:image` both default to
+    // `test-image`: the name of the test bed's own (non-OCI) image.
+    for repo in ["team/test", "other/test"] {
+        let layer = reg
+            .push_layer(repo, &layer_tar(&[file("from", repo, 0o644, 0)]), true)
+            .unwrap();
+        reg.push_image(repo, "image", "amd64", &[layer], &serde_json::json!({}))
+            .unwrap();
+    }
+    let create = |name: &str, image: String| {
+        let vms = Arc::clone(&tb.daemon.services.vm);
+        let name = name.to_owned();
+        async move {
+            vms.create(
+                banger_api::types::VmCreateParams {
+                    name: Some(name),
+                    image: Some(image),
+                    no_start: true,
+                    ..Default::default()
+                },
+                &Arc::default(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let team = format!("{}/team/test:image", reg.addr);
+    let other = format!("{}/other/test:image", reg.addr);
+    let a = create("t1", team.clone()).await;
+    assert_ne!(a.image, "test-image", "the local image was not booted");
+    assert!(a.image.starts_with("test-image-"), "{}", a.image);
+    let shown = tb.daemon.services.image.show(&a.image).await.unwrap();
+    assert_eq!(shown.source, format!("oci:{team}"));
+    let b = create("o1", other.clone()).await;
+    assert!(b.image.starts_with("test-image-"), "{}", b.image);
+    assert_ne!(b.image, a.image, "two references, two images");
+    assert_eq!(
+        tb.daemon
+            .services
+            .image
+            .show(&b.image)
+            .await
+            .unwrap()
+            .source,
+        format!("oci:{other}")
+    );
+    // The same reference again finds its image (no second pull), and the local image is
+    // untouched.
+    let again = create("t2", team).await;
+    assert_eq!(again.image, a.image);
+    let local = tb.daemon.services.image.show("test-image").await.unwrap();
+    assert_eq!(local.source, "test");
+    assert_eq!(
+        tb.daemon
+            .services
+            .image
+            .show(&a.image)
+            .await
+            .unwrap()
+            .used_by,
+        ["t1", "t2"]
+    );
+}

@@ -130,3 +130,20 @@ fn test_store_vm_roundtrip_and_constraints() {
     assert!(!store.delete_vm("a1").unwrap());
     assert!(store.delete_image("img1").unwrap());
 }
+
+#[test]
+fn test_concurrent_opens_of_a_fresh_database_all_succeed() {
+    // Processes cold-starting together (several `banger` commands at once) open one new
+    // database concurrently; none may fail with "database is locked".
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let opened: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..6).map(|_| s.spawn(|| Store::open(&path))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for o in opened {
+            o.unwrap();
+        }
+    }
+}

@@ -31,8 +31,13 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Self {
+        Self::with_prefix("bt")
+    }
+
+    /// A home whose directory name starts with `prefix` (e.g. with a space and a comma).
+    pub fn with_prefix(prefix: &str) -> Self {
         let dir = tempfile::Builder::new()
-            .prefix("bt")
+            .prefix(prefix)
             .tempdir_in("/tmp")
             .unwrap();
         let env = Env { dir };

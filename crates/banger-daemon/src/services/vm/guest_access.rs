@@ -37,8 +37,8 @@ pub fn ssh_config_text(key: &Path, known_hosts: &Path, vms: &[(String, String, S
     }
     let _ = write!(
         out,
-        "\nHost *.vm\n    User root\n    IdentityFile {}\n    IdentitiesOnly yes\n    \
-         UserKnownHostsFile {}\n    StrictHostKeyChecking yes\n    LogLevel ERROR\n",
+        "\nHost *.vm\n    User root\n    IdentityFile \"{}\"\n    IdentitiesOnly yes\n    \
+         UserKnownHostsFile \"{}\"\n    StrictHostKeyChecking yes\n    LogLevel ERROR\n",
         key.display(),
         known_hosts.display()
     );
