@@ -11,24 +11,10 @@ use banger_api::RpcError;
 use crate::progress::OpError;
 use crate::services::image::ImageError;
 use crate::services::network::NetError;
+pub use crate::services::support::chain;
 use crate::services::support::{Cancelled, ServiceError};
 use crate::services::vm::VmError;
 use crate::services::workspace::WorkspaceError;
-
-/// An error and its sources joined with `: `.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.is_empty() {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
 
 /// The wire form of a service error.
 pub fn rpc_error(err: &dyn ServiceError) -> RpcError {

@@ -17,7 +17,7 @@ use banger_host::nat::{NatEntry, NatSpec};
 use banger_store::Store;
 use tracing::{info, warn};
 
-use super::support::{ServiceError, WorkerError, blocking, lock, with_store};
+use super::support::{ServiceError, WorkerError, blocking, chain, lock, with_store};
 use crate::dns::DnsRecords;
 use crate::infra::Infra;
 
@@ -206,7 +206,7 @@ impl HostNetwork {
             Ok(r) => lock(&self.dns_state).resolver = Some(r),
             Err(e) => warn!(
                 "dns: cannot route .vm through systemd-resolved: {}",
-                crate::edge::chain(&e)
+                chain(&e)
             ),
         }
     }
@@ -260,7 +260,7 @@ impl HostNetwork {
             return 0;
         }
         if let Err(e) = self.ensure_bridge() {
-            warn!("tap pool: {}", crate::edge::chain(&e));
+            warn!("tap pool: {}", chain(&e));
             return 0;
         }
         let bridge = self.infra.config.bridge_name.clone();
@@ -273,7 +273,7 @@ impl HostNetwork {
                         match self.infra.privileged.create_tap(&t, bridge) {
                             Ok(()) => Some(t),
                             Err(e) => {
-                                warn!("tap pool: cannot create {t}: {}", crate::edge::chain(&e));
+                                warn!("tap pool: cannot create {t}: {}", chain(&e));
                                 None
                             }
                         }

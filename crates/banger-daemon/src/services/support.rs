@@ -69,6 +69,21 @@ pub(crate) fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
+/// An error and its sources joined with `: `.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// `names` without repeats, first occurrence order kept.
 pub(crate) fn unique_names(names: &[String]) -> Vec<&String> {
     let mut unique: Vec<&String> = Vec::new();
@@ -81,7 +96,7 @@ pub(crate) fn unique_names(names: &[String]) -> Vec<&String> {
 }
 
 /// What the RPC edge needs from a service error: its kind and, when there is a fix, a hint.
-/// The message is the error's `Display` plus its sources; the edge (`crate::edge`) is the
+/// The message is the error's `Display` plus its sources; the RPC edge (`edge.rs`) is the
 /// one place that turns a service error into the wire's `RpcError`.
 pub trait ServiceError: std::error::Error + Send + Sync + 'static {
     /// The wire error kind.

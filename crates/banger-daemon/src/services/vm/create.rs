@@ -15,7 +15,7 @@ use super::{VmError, VmService};
 use crate::ops::OpRegistry;
 use crate::progress::{AsyncOps, OpError, OpOutput, Progress};
 use crate::services::network::allocate_ip;
-use crate::services::support::{Cancelled, new_id, with_store};
+use crate::services::support::{Cancelled, chain, new_id, with_store};
 
 const ADJECTIVES: &[&str] = &[
     "brisk", "calm", "eager", "fuzzy", "gentle", "happy", "jolly", "keen", "lucky", "mellow",
@@ -193,7 +193,7 @@ impl VmService {
         let boot_failed = !progress.is_cancelled()
             && progress.stage_names().last().map(String::as_str) == Some("boot");
         if keep_failed_boot && boot_failed {
-            let why = crate::edge::chain(&err);
+            let why = chain(&err);
             warn!(
                 vm = vm.name,
                 "boot failed, keeping the vm for its logs: {why}"
@@ -211,11 +211,7 @@ impl VmService {
                 source: Box::new(err),
             };
         }
-        warn!(
-            vm = vm.name,
-            "create failed, undoing: {}",
-            crate::edge::chain(&err)
-        );
+        warn!(vm = vm.name, "create failed, undoing: {}", chain(&err));
         self.teardown(&vm).await;
         let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
         let id = vm.id.clone();

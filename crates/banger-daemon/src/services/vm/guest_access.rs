@@ -14,7 +14,7 @@ use banger_store::{Store, VmRecord};
 use tracing::{info, warn};
 
 use super::{VmError, VmService};
-use crate::services::support::{blocking, with_store};
+use crate::services::support::{blocking, chain, with_store};
 use crate::services::workspace::{DEFAULT_GUEST_PATH, GuestTarget, prepared, validate_guest_path};
 
 /// The known_hosts alias a VM's host key is pinned under.
@@ -198,7 +198,7 @@ impl VmService {
         })
         .await;
         if let Err(e) = written {
-            warn!("ssh config: {}", crate::edge::chain(&e));
+            warn!("ssh config: {}", chain(&e));
         }
     }
 }

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::{BootFailure, Handles, VmError, VmService, vm_info};
 use crate::progress::Progress;
 use crate::services::network::mac_for;
-use crate::services::support::{Cancelled, blocking, lock, unique_names, with_store};
+use crate::services::support::{Cancelled, blocking, chain, lock, unique_names, with_store};
 
 /// A lifecycle operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +223,7 @@ impl VmService {
         if vm.nat
             && let Err(e) = self.network.sync_nat().await
         {
-            warn!(vm = vm.name, "{}", crate::edge::chain(&e));
+            warn!(vm = vm.name, "{}", chain(&e));
         }
     }
 
@@ -283,7 +283,7 @@ impl VmService {
                 if let Err(e) = self.start_locked(&mut vm, &kernel, &progress).await {
                     self.teardown(&vm).await;
                     vm.state = VmState::Error;
-                    vm.last_error = Some(crate::edge::chain(&e));
+                    vm.last_error = Some(chain(&e));
                     vm.updated_at = self.infra.clock.now_rfc3339();
                     self.save(&vm).await?;
                     return Err(e);

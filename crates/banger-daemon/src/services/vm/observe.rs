@@ -9,7 +9,7 @@ use banger_store::{Store, VmRecord, VmRow};
 use tracing::{info, warn};
 
 use super::{Handles, VmError, VmService};
-use crate::services::support::{blocking, lock, unique_names, with_store};
+use crate::services::support::{blocking, chain, lock, unique_names, with_store};
 
 /// Ports that are probably web servers, and their scheme.
 fn web_scheme(port: u16) -> Option<&'static str> {
@@ -161,7 +161,7 @@ impl VmService {
                 });
             }
             Ok(Err(e)) => out.error = Some(format!("guest stats: {e}")),
-            Err(e) => out.error = Some(format!("guest stats: {}", crate::edge::chain(&e))),
+            Err(e) => out.error = Some(format!("guest stats: {}", chain(&e))),
         }
         out
     }
@@ -199,7 +199,7 @@ impl VmService {
                 match self.stop_locked(&mut vm).await {
                     Ok(()) => stopped.push(vm.name.clone()),
                     Err(e) => {
-                        warn!(vm = %vm.name, "cannot stop stale vm: {}", crate::edge::chain(&e));
+                        warn!(vm = %vm.name, "cannot stop stale vm: {}", chain(&e));
                     }
                 }
             }

@@ -10,7 +10,7 @@ use banger_store::{Store, VmRecord};
 use tracing::{info, warn};
 
 use super::{VmError, VmService};
-use crate::services::support::{blocking, with_store};
+use crate::services::support::{blocking, chain, with_store};
 
 impl VmService {
     /// See the module doc. Killing `bangerd` never kills VMs: this is what picks them up.
@@ -28,7 +28,7 @@ impl VmService {
                 .filter_map(|v| Some((v.name.clone(), v.guest_ip.parse().ok()?))),
         );
         if let Err(e) = self.network.sync_nat().await {
-            warn!("reconcile: {}", crate::edge::chain(&e));
+            warn!("reconcile: {}", chain(&e));
         }
         let in_use: HashSet<String> = running
             .iter()
@@ -37,7 +37,7 @@ impl VmService {
         let network = Arc::clone(&self.network);
         blocking(move || -> Result<(), VmError> {
             if let Err(e) = network.reconcile_taps(&in_use) {
-                warn!("reconcile: {}", crate::edge::chain(&e));
+                warn!("reconcile: {}", chain(&e));
             }
             Ok(())
         })
