@@ -257,11 +257,8 @@ fn select_vmm(config: &Config) -> Arc<dyn Vmm> {
                 .clone()
                 .or_else(|| banger_host::process::find_in_path("qemu-system-x86_64"))
                 .unwrap_or_else(|| "qemu-system-x86_64".into());
-            let vhost = banger_host::process::find_in_path("vhost-device-vsock").or_else(|| {
-                let p = std::env::var_os("HOME")
-                    .map(|h| std::path::PathBuf::from(h).join(".cargo/bin/vhost-device-vsock"))?;
-                p.is_file().then_some(p)
-            });
+            let vhost =
+                banger_host::HostProbe::which(&banger_host::RealProbe, "vhost-device-vsock");
             match &vhost {
                 Some(v) => info!("vsock: vhost-device-vsock at {}", v.display()),
                 None => tracing::warn!(

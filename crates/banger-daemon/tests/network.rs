@@ -347,3 +347,41 @@ async fn ports_come_from_the_guest_with_endpoints() {
         ErrorCode::NotRunning
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_on_a_host_without_nft_is_refused_before_anything_is_created() {
+    let bed = TestBed::new(small_config()).unwrap();
+    let vms = &bed.daemon.services.vm;
+    create(&bed, "plain", false).await;
+    bed.probe.missing.lock().unwrap().push("nft".into());
+    let runs = bed.runner.calls().len();
+    let priv_calls = bed.privileged.calls.lock().unwrap().len();
+    let launches = bed.vmm.launches.lock().unwrap().len();
+    let err = create_vm(&bed.daemon, "natted", true).await.unwrap_err();
+    assert!(
+        err.message.contains("`nft` is not installed"),
+        "{}",
+        err.message
+    );
+    assert!(err.data.hint.as_deref().unwrap().contains("nftables"));
+    assert!(bed.daemon.infra.store.get_vm("natted").unwrap().is_none());
+    assert_eq!(bed.runner.calls().len(), runs, "no disk was made");
+    assert_eq!(bed.privileged.calls.lock().unwrap().len(), priv_calls);
+    assert_eq!(
+        bed.vmm.launches.lock().unwrap().len(),
+        launches,
+        "nothing booted"
+    );
+    // Turning NAT on later is refused the same way, and the VM is unchanged.
+    let err = vms.set(set("plain", Some(true))).await.wire().unwrap_err();
+    assert!(
+        err.message.contains("`nft` is not installed"),
+        "{}",
+        err.message
+    );
+    assert!(!vms.show("plain").await.unwrap().nat);
+    // Without NAT nothing needs nft.
+    vms.set(set("plain", Some(false))).await.unwrap();
+    vms.lifecycle("plain", Lifecycle::Delete).await.unwrap();
+    assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());
+}

@@ -2,6 +2,7 @@
 //! VMM process's CPU time and resident memory (stats, the poller). Behind [`HostProbe`] so
 //! tests fix them.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,6 +16,10 @@ pub trait HostProbe: Send + Sync + std::fmt::Debug {
     fn cpu_time(&self, pid: u32, start: u64) -> Option<Duration>;
     /// Resident memory of process `pid` in KiB.
     fn rss_kib(&self, pid: u32) -> Option<u64>;
+    /// Where host program `name` is: on `PATH`, else in `/usr/sbin` or `/sbin` (root's
+    /// tools, often off an unprivileged user's `PATH`), else `~/.cargo/bin` (where
+    /// `cargo install` puts tools such as `vhost-device-vsock`).
+    fn which(&self, name: &str) -> Option<PathBuf>;
 }
 
 /// Reads `/proc` and the scheduler.
@@ -34,6 +39,20 @@ impl HostProbe for RealProbe {
     fn rss_kib(&self, pid: u32) -> Option<u64> {
         crate::process::rss_kib(pid)
     }
+    fn which(&self, name: &str) -> Option<PathBuf> {
+        let cargo_bin = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
+        crate::process::find_in_path(name).or_else(|| {
+            [
+                Some(PathBuf::from("/usr/sbin")),
+                Some(PathBuf::from("/sbin")),
+                cargo_bin,
+            ]
+            .into_iter()
+            .flatten()
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+        })
+    }
 }
 
 /// Fixed answers a test sets: host size, and per-pid CPU time and RSS.
@@ -45,6 +64,8 @@ pub struct FakeProbe {
     pub memory_mib: u64,
     /// `(pid, cpu time, rss KiB)` of processes that exist.
     pub processes: Mutex<Vec<(u32, Duration, u64)>>,
+    /// Programs this host lacks (every other one is at `/usr/bin/<name>`).
+    pub missing: Mutex<Vec<String>>,
 }
 
 impl Default for FakeProbe {
@@ -53,6 +74,7 @@ impl Default for FakeProbe {
             cpus: 2,
             memory_mib: 8192,
             processes: Mutex::default(),
+            missing: Mutex::default(),
         }
     }
 }
@@ -80,5 +102,12 @@ impl HostProbe for FakeProbe {
     }
     fn rss_kib(&self, pid: u32) -> Option<u64> {
         self.process(pid).map(|p| p.2)
+    }
+    fn which(&self, name: &str) -> Option<PathBuf> {
+        let missing = self
+            .missing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (!missing.iter().any(|m| m == name)).then(|| PathBuf::from("/usr/bin").join(name))
     }
 }

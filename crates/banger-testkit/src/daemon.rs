@@ -82,6 +82,37 @@ pub fn nat_wanted(daemon: &Daemon) -> Vec<std::net::Ipv4Addr> {
     ips
 }
 
+/// Host facts of a test bed: the real host's CPUs, memory and processes (the fake VMM's
+/// processes are real), and host programs as the test says: all present unless listed in
+/// `missing`.
+#[derive(Debug, Default)]
+pub struct BedProbe {
+    /// Programs the "host" lacks.
+    pub missing: Mutex<Vec<String>>,
+}
+
+impl banger_host::HostProbe for BedProbe {
+    fn host_cpus(&self) -> u32 {
+        banger_host::RealProbe.host_cpus()
+    }
+    fn host_memory_mib(&self) -> u64 {
+        banger_host::RealProbe.host_memory_mib()
+    }
+    fn cpu_time(&self, pid: u32, start: u64) -> Option<std::time::Duration> {
+        banger_host::RealProbe.cpu_time(pid, start)
+    }
+    fn rss_kib(&self, pid: u32) -> Option<u64> {
+        banger_host::RealProbe.rss_kib(pid)
+    }
+    fn which(&self, name: &str) -> Option<PathBuf> {
+        let missing = self
+            .missing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (!missing.iter().any(|m| m == name)).then(|| PathBuf::from("/usr/bin").join(name))
+    }
+}
+
 /// The image every test bed has.
 pub const TEST_IMAGE: &str = "test-image";
 
@@ -102,6 +133,8 @@ pub struct TestBed {
     pub vmm: Arc<FakeVmm>,
     /// The guest.
     pub guest: Arc<FakeGuest>,
+    /// Host facts (programs present or missing).
+    pub probe: Arc<BedProbe>,
 }
 
 impl TestBed {
@@ -190,6 +223,7 @@ impl TestBed {
         let privileged = Arc::new(FakePrivileged::default());
         let vmm = Arc::new(FakeVmm::default());
         let guest = Arc::new(FakeGuest::default());
+        let probe = Arc::new(BedProbe::default());
         let infra = Infra {
             layout,
             config: Arc::new(config),
@@ -199,7 +233,7 @@ impl TestBed {
             privileged: real_privileged.unwrap_or_else(|| Arc::clone(&privileged) as _),
             vmm: custom_vmm.unwrap_or_else(|| Arc::clone(&vmm) as _),
             guest: Arc::clone(&guest) as _,
-            probe: Arc::new(banger_host::RealProbe),
+            probe: Arc::clone(&probe) as _,
             agent: None,
         };
         Ok(TestBed {
@@ -210,6 +244,7 @@ impl TestBed {
             privileged,
             vmm,
             guest,
+            probe,
         })
     }
 

@@ -30,12 +30,19 @@ pub(crate) fn fix(layout: &Layout, yes: bool) -> anyhow::Result<()> {
     };
     let rows = super::checks(&host, &config, &super::DaemonFacts::default());
     let packages = super::packages_to_install(&rows);
-    if packages.is_empty() {
-        output::status("fix: no packages missing");
+    let crates = super::crates_to_install(&rows);
+    if packages.is_empty() && crates.is_empty() {
+        output::status("fix: nothing missing");
         return Ok(());
     }
     let list = packages.join(" ");
-    if !banger_host::process::running_as_root() {
+    let crate_list = crates.join(" ");
+    let what = match (packages.is_empty(), crates.is_empty()) {
+        (false, false) => format!("{list} with apt-get and {crate_list} with cargo install"),
+        (false, true) => format!("{list} with apt-get"),
+        _ => format!("{crate_list} with cargo install"),
+    };
+    if !packages.is_empty() && !banger_host::process::running_as_root() {
         return Err(output::Hinted::new(
             format!("missing packages: {list}"),
             format!("sudo apt-get install -y {list}"),
@@ -45,28 +52,38 @@ pub(crate) fn fix(layout: &Layout, yes: bool) -> anyhow::Result<()> {
     if !yes {
         if !std::io::stdin().is_terminal() {
             return Err(output::Hinted::new(
-                format!("would install: {list}"),
+                format!("would install {what}"),
                 "run in a terminal to confirm, or add --yes",
             )
             .into());
         }
         let mut err = std::io::stderr();
-        write!(err, "install {list} with apt-get? [y/N] ")?;
+        write!(err, "install {what}? [y/N] ")?;
         err.flush()?;
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            output::status("fix: packages not installed");
+            output::status("fix: nothing installed");
             return Ok(());
         }
     }
-    let status = std::process::Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&packages)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("cannot run apt-get")?;
-    anyhow::ensure!(status.success(), "apt-get install {list} failed: {status}");
-    output::status(&format!("fix: installed {list}"));
+    if !packages.is_empty() {
+        let status = std::process::Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("cannot run apt-get")?;
+        anyhow::ensure!(status.success(), "apt-get install {list} failed: {status}");
+        output::status(&format!("fix: installed {list}"));
+    }
+    for krate in crates {
+        let status = std::process::Command::new("cargo")
+            .args(["install", "--locked", krate])
+            .status()
+            .context("cannot run cargo (install Rust with rustup first)")?;
+        anyhow::ensure!(status.success(), "cargo install {krate} failed: {status}");
+        output::status(&format!("fix: installed {krate}"));
+    }
     Ok(())
 }

@@ -44,15 +44,18 @@ pub(crate) struct Check {
     /// Debian packages that fix this row (`doctor --fix` installs them after asking).
     #[serde(skip)]
     pub(crate) packages: Vec<&'static str>,
+    /// Crates whose binaries fix this row (`doctor --fix` cargo-installs them after asking).
+    #[serde(skip)]
+    pub(crate) crates: Vec<&'static str>,
 }
 
-/// The Debian packages `doctor --fix` would install for `rows`, each once, in order.
-pub(crate) fn packages_to_install(rows: &[Check]) -> Vec<&'static str> {
+/// What `field` of failing and warning `rows` names, each once, in order.
+fn wanted(rows: &[Check], field: fn(&Check) -> &[&'static str]) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for p in rows
         .iter()
         .filter(|c| c.level != Level::Pass)
-        .flat_map(|c| c.packages.iter())
+        .flat_map(|c| field(c).iter())
     {
         if !out.contains(p) {
             out.push(p);
@@ -61,9 +64,24 @@ pub(crate) fn packages_to_install(rows: &[Check]) -> Vec<&'static str> {
     out
 }
 
+/// The Debian packages `doctor --fix` would install for `rows`, each once, in order.
+pub(crate) fn packages_to_install(rows: &[Check]) -> Vec<&'static str> {
+    wanted(rows, |c| &c.packages)
+}
+
+/// The crates `doctor --fix` would `cargo install` for `rows`, each once, in order.
+pub(crate) fn crates_to_install(rows: &[Check]) -> Vec<&'static str> {
+    wanted(rows, |c| &c.crates)
+}
+
 impl Check {
     pub(super) fn with_packages(mut self, packages: &[&'static str]) -> Self {
         self.packages = packages.to_vec();
+        self
+    }
+
+    pub(super) fn with_crates(mut self, crates: &[&'static str]) -> Self {
+        self.crates = crates.to_vec();
         self
     }
 }
@@ -80,6 +98,7 @@ pub(super) fn row(
         detail: detail.into(),
         hint,
         packages: Vec::new(),
+        crates: Vec::new(),
     }
 }
 

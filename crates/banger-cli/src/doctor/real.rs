@@ -54,12 +54,7 @@ impl Facts for RealFacts {
     }
 
     fn which(&self, program: &str) -> Option<PathBuf> {
-        banger_host::process::find_in_path(program).or_else(|| {
-            ["/usr/sbin", "/sbin"]
-                .iter()
-                .map(|d| Path::new(d).join(program))
-                .find(|p| p.is_file())
-        })
+        banger_host::HostProbe::which(&banger_host::RealProbe, program)
     }
 
     fn version(&self, program: &Path) -> Option<String> {

@@ -39,6 +39,9 @@ pub enum NetError {
     /// Applying banger's nftables table.
     #[error("nat")]
     Nat(#[source] PrivError),
+    /// NAT was asked for on a host without `nft`.
+    #[error("nat needs nftables, and `nft` is not installed on this host")]
+    NftMissing,
     /// Reading the store.
     #[error("store")]
     Store(#[from] crate::services::support::StoreCallError),
@@ -56,6 +59,9 @@ impl ServiceError for NetError {
             NetError::Nat(_) => Some(
                 "NAT needs nftables (`nft`) and root; `banger vm set NAME --no-nat` turns it off"
                     .into(),
+            ),
+            NetError::NftMissing => Some(
+                "`apt-get install nftables` (or `banger doctor --fix`), or go without --nat".into(),
             ),
             NetError::Bridge(_) | NetError::Tap(_) => Some(
                 "bridges and taps need root (or the root helper); `banger doctor` checks".into(),
@@ -361,6 +367,15 @@ impl HostNetwork {
         }
         if adopted + removed > 0 {
             info!(adopted, removed, "tap pool: reconciled leftover taps");
+        }
+        Ok(())
+    }
+
+    /// Whether NAT can work here: checked before a VM with NAT is created or gets NAT, so
+    /// a missing `nft` fails at once instead of after a full boot.
+    pub fn check_nat_possible(&self) -> Result<(), NetError> {
+        if self.infra.probe.which("nft").is_none() {
+            return Err(NetError::NftMissing);
         }
         Ok(())
     }

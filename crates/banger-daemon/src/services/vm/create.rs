@@ -82,6 +82,9 @@ impl VmService {
             validate_name(name)?;
         }
         let sizing = self.sizing(&p)?;
+        if p.nat {
+            self.network.check_nat_possible()?;
+        }
         let image_name = p
             .image
             .clone()

@@ -138,6 +138,9 @@ impl VmService {
             return Err(VmError::NothingToChange);
         }
         check_cpu_memory(p.vcpu, p.memory_mib, self.infra.probe.host_memory_mib())?;
+        if p.nat == Some(true) {
+            self.network.check_nat_possible()?;
+        }
         let (_guard, row) = self.lock_vm(&p.name).await?;
         let mut vm = row.vm;
         let alive = self.vmm_alive(&vm.id);
