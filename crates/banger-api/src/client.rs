@@ -7,7 +7,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::error::RpcError;
-use crate::frame::{Frame, FrameReader, Request, Response};
+use crate::frame::{Frame, FrameReader, Incoming, Request, Response};
 use crate::methods::Method;
 
 /// Errors of [`Client`].
@@ -95,11 +95,56 @@ impl Client {
         Ok(())
     }
 
-    /// Reads the next response frame.
-    pub async fn read_response(&mut self) -> Result<Response, ClientError> {
+    /// Calls a method whose result streams: every chunk goes to `on_chunk` (stream name,
+    /// bytes) as it arrives, then the final result is returned. An error from `on_chunk`
+    /// (e.g. stdout closed) ends the call; dropping the connection cancels the request.
+    pub async fn call_streaming<M: Method>(
+        &mut self,
+        params: &M::Params,
+        on_chunk: &mut (dyn FnMut(&str, &[u8]) -> std::io::Result<()> + Send),
+    ) -> Result<M::Result, ClientError> {
+        let params = serde_json::to_value(params).map_err(ClientError::Decode)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut line =
+            serde_json::to_vec(&Request::new(id, M::NAME, params)).map_err(ClientError::Decode)?;
+        line.push(b'\n');
+        self.send_bytes(&line).await?;
+        loop {
+            match self.read_incoming().await? {
+                Incoming::Chunk(chunk) => {
+                    let bytes = chunk.bytes().map_err(|e| {
+                        ClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                    })?;
+                    on_chunk(&chunk.chunk.stream, &bytes)?;
+                }
+                Incoming::Response(response) => {
+                    return match (response.result, response.error) {
+                        (_, Some(err)) => Err(ClientError::Rpc(err)),
+                        (result, None) => {
+                            serde_json::from_value(result.unwrap_or(serde_json::Value::Null))
+                                .map_err(ClientError::Decode)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// Reads the next frame: a chunk or a response.
+    pub async fn read_incoming(&mut self) -> Result<Incoming, ClientError> {
         match self.reader.next_frame().await? {
-            Some(Frame::Line(line)) => serde_json::from_slice(&line).map_err(ClientError::Decode),
+            Some(Frame::Line(line)) => Incoming::parse(&line).map_err(ClientError::Decode),
             Some(Frame::Oversize) | None => Err(ClientError::Closed),
+        }
+    }
+
+    /// Reads the next response frame (chunks of a stream are skipped).
+    pub async fn read_response(&mut self) -> Result<Response, ClientError> {
+        loop {
+            if let Incoming::Response(r) = self.read_incoming().await? {
+                return Ok(r);
+            }
         }
     }
 }

@@ -3,6 +3,13 @@
 //! One JSON object per line, `\n`-terminated (a trailing `\r` is tolerated). A line longer
 //! than [`MAX_FRAME_BYTES`] is reported as [`Frame::Oversize`] and skipped up to its newline,
 //! so the connection stays usable for the next request. Empty lines are ignored.
+//!
+//! Streams: before the final [`Response`] to a request, the daemon may send any number of
+//! [`Chunk`] frames with the same `id` (`{"jsonrpc":"2.0","id":N,"chunk":{"stream":"console",
+//! "data":"<base64>"}}`), each carrying at most [`MAX_CHUNK_BYTES`] bytes, so every frame
+//! stays under the frame cap while the total is unbounded. Flow control is the socket's: a
+//! client that reads slowly stalls the daemon's writer, which stalls the producer (a bounded
+//! queue sits between them). A client that goes away cancels the request.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -89,6 +96,79 @@ impl Response {
     }
 }
 
+/// Largest payload of one [`Chunk`] (its base64 stays well under [`MAX_FRAME_BYTES`]).
+pub const MAX_CHUNK_BYTES: usize = 256 << 10;
+
+/// One piece of a streamed result, sent before the request's final [`Response`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Always `"2.0"`.
+    pub jsonrpc: String,
+    /// The request's id.
+    pub id: Value,
+    /// The payload.
+    pub chunk: ChunkData,
+}
+
+/// A chunk's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkData {
+    /// Which stream of the request it belongs to (`console`, `vmm`, `stdout`, ...).
+    pub stream: String,
+    /// The bytes, base64 (standard alphabet, padded).
+    pub data: String,
+}
+
+impl Chunk {
+    /// A chunk of `bytes` (at most [`MAX_CHUNK_BYTES`]) on `stream` for request `id`.
+    pub fn new(id: Value, stream: &str, bytes: &[u8]) -> Self {
+        use base64::Engine as _;
+        Chunk {
+            jsonrpc: "2.0".to_owned(),
+            id,
+            chunk: ChunkData {
+                stream: stream.to_owned(),
+                data: base64::engine::general_purpose::STANDARD.encode(bytes),
+            },
+        }
+    }
+
+    /// The chunk as one line.
+    pub fn to_line(&self) -> Vec<u8> {
+        // A struct of strings and a JSON value always serializes.
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
+        line.push(b'\n');
+        line
+    }
+
+    /// The payload's bytes.
+    pub fn bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(&self.chunk.data)
+    }
+}
+
+/// What a client reads: a chunk of a stream, or the final response.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// Part of a streamed result.
+    Chunk(Chunk),
+    /// The final response.
+    Response(Response),
+}
+
+impl Incoming {
+    /// Parses one line.
+    pub fn parse(line: &[u8]) -> Result<Self, serde_json::Error> {
+        let value: Value = serde_json::from_slice(line)?;
+        if value.get("chunk").is_some() {
+            serde_json::from_value(value).map(Incoming::Chunk)
+        } else {
+            serde_json::from_value(value).map(Incoming::Response)
+        }
+    }
+}
+
 /// One frame read from the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -114,6 +194,12 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
     /// A reader that caps frames at `max` bytes.
     pub fn with_max(inner: R, max: usize) -> Self {
         FrameReader { inner, max }
+    }
+
+    /// Waits until the peer sent more bytes (`Ok(false)`, nothing is consumed) or closed the
+    /// connection (`Ok(true)`).
+    pub async fn at_eof(&mut self) -> std::io::Result<bool> {
+        Ok(self.inner.fill_buf().await?.is_empty())
     }
 
     /// The next frame, or `None` at end of stream. A final line without a newline counts.
@@ -162,6 +248,28 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn test_chunks_and_responses_are_told_apart_and_chunks_round_trip() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let chunk = Chunk::new(Value::from(7), "stdout", &bytes);
+        let line = chunk.to_line();
+        match Incoming::parse(&line[..line.len() - 1]).unwrap() {
+            Incoming::Chunk(c) => {
+                assert_eq!(c.id, Value::from(7));
+                assert_eq!(c.chunk.stream, "stdout");
+                assert_eq!(c.bytes().unwrap(), bytes);
+            }
+            other @ Incoming::Response(_) => panic!("{other:?}"),
+        }
+        let full = Chunk::new(Value::from(1), "x", &vec![0xff; MAX_CHUNK_BYTES]).to_line();
+        assert!(full.len() < MAX_FRAME_BYTES, "a full chunk fits a frame");
+        let resp = Response::ok(Value::from(7), Value::from("done")).to_line();
+        assert!(matches!(
+            Incoming::parse(&resp[..resp.len() - 1]).unwrap(),
+            Incoming::Response(_)
+        ));
+    }
     use proptest::prelude::*;
 
     use super::*;

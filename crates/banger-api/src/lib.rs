@@ -18,7 +18,7 @@ pub use frame::{MAX_FRAME_BYTES, Request, Response};
 pub use methods::Method;
 
 /// Version of the wire protocol. Bumped on any incompatible change of a method.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The crate version of this build (the CLI and the daemon compare it to detect a stale daemon).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

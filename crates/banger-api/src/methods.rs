@@ -12,9 +12,14 @@ use crate::types::{
     ImageExportResult, ImageInfo, ImagePullParams, ImageRegisterParams, KernelCatalogInfo,
     KernelImportParams, KernelInfo, NameParams, NetStatus, OpBegun, OpRef, OpStatus,
     OpStatusParams, OperationsListResult, PingResult, SshInfo, VmCreateParams, VmInfo,
-    VmListResult, VmLogs, VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams, VmStats,
-    WorkspaceExport, WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
+    VmListResult, VmLogsParams, VmLogsResult, VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams,
+    VmStats, WorkspaceExport, WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
 };
+
+/// Methods whose results stream as chunks before the final response. A client that goes
+/// away during one of these cancels it (they have no side effects to undo); other requests
+/// run to completion whatever the client does.
+pub const STREAMING: &[&str] = &[VmLogsGet::NAME];
 
 /// A typed RPC method.
 pub trait Method {
@@ -83,8 +88,8 @@ methods! {
     VmDelete = "vm.delete" (VmRefs) -> VmOpResult;
     /// How to ssh into a running VM.
     VmSsh = "vm.ssh" (VmRef) -> SshInfo;
-    /// VMM and console logs of a VM.
-    VmLogsGet = "vm.logs" (VmRef) -> VmLogs;
+    /// A VM's console or VMM log, streamed as chunks (`tail`, `follow`).
+    VmLogsGet = "vm.logs" (VmLogsParams) -> VmLogsResult;
     /// Changes a VM's settings (NAT live; vcpu and memory when stopped).
     VmSet = "vm.set" (VmSetParams) -> VmInfo;
     /// Listening TCP/UDP ports in running VMs.

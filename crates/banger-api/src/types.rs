@@ -434,13 +434,50 @@ pub struct SshInfo {
     pub workdir: Option<String>,
 }
 
-/// Result of `vm.logs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VmLogs {
+/// Which log of a VM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSource {
+    /// The guest's serial console.
+    #[default]
+    Console,
     /// The VMM's own log.
-    pub vmm: String,
-    /// The guest serial console.
-    pub console: String,
+    Vmm,
+}
+
+impl LogSource {
+    /// The stream name its chunks carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogSource::Console => "console",
+            LogSource::Vmm => "vmm",
+        }
+    }
+}
+
+/// Params of `vm.logs` (the log streams as chunks named after `source`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmLogsParams {
+    /// VM name or id.
+    pub name: String,
+    /// Which log.
+    #[serde(default)]
+    pub source: LogSource,
+    /// Only the last this many lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<u64>,
+    /// Keep streaming what is appended (like `tail -f`) until the VM stops or the client
+    /// goes away.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+/// Result of `vm.logs`, after its chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmLogsResult {
+    /// Bytes streamed.
+    pub bytes: u64,
 }
 
 /// Params of `kernel.import`.

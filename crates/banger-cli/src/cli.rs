@@ -177,10 +177,22 @@ pub(crate) enum VmCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show a VM's VMM log and serial console log.
+    /// Show a VM's serial console log (or with --vmm the VMM's log); any size, streamed.
     Logs {
         /// VM name or id.
         name: String,
+        /// Keep printing what is appended until the VM stops (Ctrl-C to stop earlier).
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// The guest's serial console (the default).
+        #[arg(long, conflicts_with = "vmm")]
+        console: bool,
+        /// The VMM's own log instead of the console.
+        #[arg(long)]
+        vmm: bool,
     },
     /// Show one VM.
     Show {

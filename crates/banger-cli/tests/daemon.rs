@@ -25,7 +25,7 @@ fn rpc_line(stream: &mut UnixStream, reader: &mut BufReader<UnixStream>, line: &
 
 fn request(method: &str, params: Value) -> Vec<u8> {
     let mut line = serde_json::to_vec(
-        &json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params, "protocol": 1}),
+        &json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params, "protocol": banger_api::PROTOCOL_VERSION}),
     )
     .unwrap();
     line.push(b'\n');

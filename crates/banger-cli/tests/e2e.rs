@@ -194,6 +194,18 @@ fn e2e_vm_run_rm_propagates_exit_code_and_leaves_nothing() {
     let out = g.run(&["vm", "exec", "t0", "--", "sh", "-c", "echo hi; exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hi");
+    // The console log streams (here its last 3 lines), and so does the VMM's.
+    let logs = |args: &[&str]| {
+        let out = g.run(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out.stdout
+    };
+    let tail = logs(&["vm", "logs", "t0", "--tail", "3"]);
+    let lines = tail.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+    assert!((1..=3).contains(&lines), "{}", String::from_utf8_lossy(&tail));
+    let whole = logs(&["vm", "logs", "t0"]);
+    assert!(whole.ends_with(&tail), "the tail is the end of the whole log");
+    logs(&["vm", "logs", "t0", "--vmm"]);
     g.ok(&["vm", "delete", "t0"]);
     let out = g.run(&[
         "vm",

@@ -16,23 +16,34 @@ use serde_json::Value;
 use crate::daemon::Daemon;
 use crate::edge;
 use crate::services::{ImageService, Lifecycle};
+use crate::stream::StreamOut;
 
 /// How the daemon serves method `Self`.
 trait Handler: Method {
-    /// Runs the method on `d` with decoded params.
+    /// Runs the method on `d` with decoded params; a streaming method writes its output to
+    /// `out` (sent as chunks before the result).
     fn handle(
         d: &Daemon,
         p: Self::Params,
+        out: StreamOut,
     ) -> impl Future<Output = Result<Self::Result, RpcError>> + Send;
 }
 
-/// `serve!(Method, |daemon, params| expr)`: implements [`Handler`] for `methods::Method`
-/// with `Ok(expr)` as the body (`?` inside converts service errors at the edge).
+/// `serve!(Method, |daemon, params| expr)` (or `|daemon, params, out|` for a method that
+/// streams): implements [`Handler`] for `methods::Method` with `Ok(expr)` as the body (`?`
+/// inside converts service errors at the edge).
 macro_rules! serve {
     ($m:ident, |$d:ident, $p:pat_param| $body:expr) => {
+        serve!($m, |$d, $p, _out| $body);
+    };
+    ($m:ident, |$d:ident, $p:pat_param, $out:ident| $body:expr) => {
         impl Handler for methods::$m {
             #[allow(unused_variables)]
-            async fn handle($d: &Daemon, $p: Self::Params) -> Result<Self::Result, RpcError> {
+            async fn handle(
+                $d: &Daemon,
+                $p: Self::Params,
+                $out: StreamOut,
+            ) -> Result<Self::Result, RpcError> {
                 Ok($body)
             }
         }
@@ -90,7 +101,7 @@ serve!(VmRestart, |d, p| many(d, p, Lifecycle::Restart).await);
 serve!(VmKill, |d, p| many(d, p, Lifecycle::Kill).await);
 serve!(VmDelete, |d, p| many(d, p, Lifecycle::Delete).await);
 serve!(VmSsh, |d, p| d.services.vm.ssh_info(&p.name).await?);
-serve!(VmLogsGet, |d, p| d.services.vm.logs(&p.name).await?);
+serve!(VmLogsGet, |d, p, out| d.services.vm.logs(p, &out).await?);
 serve!(VmSet, |d, p| d.services.vm.set(p).await?);
 serve!(VmPortsGet, |d, p| edge::port_outcomes(
     d.services.vm.ports_many(&p.names).await
@@ -187,7 +198,7 @@ serve!(KernelShow, |d, p| d
 serve!(KernelRm, |d, p| d.services.image.kernel_rm(&p.name).await?);
 
 /// Decodes params for `M`, runs its handler, encodes its result.
-async fn call<M: Handler>(d: &Daemon, params: Value) -> Result<Value, RpcError> {
+async fn call<M: Handler>(d: &Daemon, params: Value, out: StreamOut) -> Result<Value, RpcError> {
     let params = if params.is_null() {
         Value::Object(serde_json::Map::new())
     } else {
@@ -199,7 +210,7 @@ async fn call<M: Handler>(d: &Daemon, params: Value) -> Result<Value, RpcError> 
             format!("invalid params for {}: {e}", M::NAME),
         )
     })?;
-    let result = M::handle(d, params).await?;
+    let result = M::handle(d, params, out).await?;
     serde_json::to_value(result).map_err(|e| {
         RpcError::new(
             ErrorCode::OperationFailed,
@@ -208,12 +219,17 @@ async fn call<M: Handler>(d: &Daemon, params: Value) -> Result<Value, RpcError> 
     })
 }
 
-/// Runs one method.
-pub async fn dispatch(daemon: &Daemon, method: &str, params: Value) -> Result<Value, RpcError> {
+/// Runs one method; a streaming one writes its output to `out`.
+pub async fn dispatch(
+    daemon: &Daemon,
+    method: &str,
+    params: Value,
+    out: StreamOut,
+) -> Result<Value, RpcError> {
     macro_rules! route {
         ($($m:ident),*) => {
             match method {
-                $(methods::$m::NAME => call::<methods::$m>(daemon, params).await,)*
+                $(methods::$m::NAME => call::<methods::$m>(daemon, params, out).await,)*
                 other => Err(RpcError::new(
                     ErrorCode::UnknownMethod,
                     format!("unknown method {other:?}"),

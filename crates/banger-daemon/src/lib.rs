@@ -16,6 +16,7 @@ pub mod ops;
 pub mod progress;
 pub mod server;
 pub mod services;
+pub mod stream;
 
 pub use daemon::{Daemon, Services, wire_services};
 pub use infra::Infra;

@@ -10,10 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_api::frame::{Frame, FrameReader};
+use banger_api::frame::{Chunk, Frame, FrameReader};
 use banger_api::{ErrorCode, PROTOCOL_VERSION, Request, Response, RpcError};
 use serde_json::Value;
 use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -21,6 +22,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::daemon::Daemon;
 use crate::dispatch::dispatch;
 use crate::ops::new_op_id;
+use crate::stream::StreamOut;
 
 /// Errors binding the socket.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +148,13 @@ async fn handle_connection(daemon: &Daemon, stream: UnixStream) {
                     .with_op_id(op_id),
                 )
             }
-            Ok(Some(Frame::Line(line))) => handle_line(daemon, &line).await,
+            Ok(Some(Frame::Line(line))) => {
+                match handle_line(daemon, &line, &mut reader, &mut write).await {
+                    Some(response) => response,
+                    // The client went away mid-stream; the request was cancelled.
+                    None => return,
+                }
+            }
         };
         if write.write_all(&response.to_line()).await.is_err() {
             return;
@@ -154,7 +162,14 @@ async fn handle_connection(daemon: &Daemon, stream: UnixStream) {
     }
 }
 
-async fn handle_line(daemon: &Daemon, line: &[u8]) -> Response {
+/// Answers one request line; chunks of a streamed result are written to `write` as they
+/// come. `None` when the client went away before the answer (the request is cancelled).
+async fn handle_line(
+    daemon: &Daemon,
+    line: &[u8],
+    reader: &mut FrameReader<BufReader<OwnedReadHalf>>,
+    write: &mut OwnedWriteHalf,
+) -> Option<Response> {
     let op_id = new_op_id();
     let bad = |id: Value, msg: String| {
         warn!(op_id, "bad request: {msg}");
@@ -165,18 +180,18 @@ async fn handle_line(daemon: &Daemon, line: &[u8]) -> Response {
     };
     let value: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
-        Err(e) => return bad(Value::Null, format!("invalid json: {e}")),
+        Err(e) => return Some(bad(Value::Null, format!("invalid json: {e}"))),
     };
     let id = value.get("id").cloned().unwrap_or(Value::Null);
     let request: Request = match serde_json::from_value(value) {
         Ok(r) => r,
-        Err(e) => return bad(id, format!("not a json-rpc request: {e}")),
+        Err(e) => return Some(bad(id, format!("not a json-rpc request: {e}"))),
     };
     if request.jsonrpc != "2.0" {
-        return bad(
+        return Some(bad(
             id,
             format!("unsupported jsonrpc version {:?}", request.jsonrpc),
-        );
+        ));
     }
     if request.protocol != Some(PROTOCOL_VERSION) {
         let got = request
@@ -187,7 +202,7 @@ async fn handle_line(daemon: &Daemon, line: &[u8]) -> Response {
             method = request.method,
             "protocol version mismatch: got {got}"
         );
-        return Response::err(
+        return Some(Response::err(
             id,
             RpcError::new(
                 ErrorCode::BadVersion,
@@ -197,7 +212,7 @@ async fn handle_line(daemon: &Daemon, line: &[u8]) -> Response {
             )
             .with_hint("upgrade the client, or `banger daemon stop` so a matching daemon starts")
             .with_op_id(op_id),
-        );
+        ));
     }
     let span = info_span!("rpc", op_id = %op_id, method = %request.method);
     let track = request.method != <banger_api::methods::OperationsList as banger_api::Method>::NAME;
@@ -207,19 +222,50 @@ async fn handle_line(daemon: &Daemon, line: &[u8]) -> Response {
             .begin(&op_id, &request.method, daemon.infra.clock.now_rfc3339())
     });
     let started = Instant::now();
-    let result = dispatch(daemon, &request.method, request.params)
-        .instrument(span.clone())
-        .await;
+    // A streaming request also watches its connection: a client that closed it cancels the
+    // request (until the client sends more, i.e. pipelines its next request).
+    let mut watch_eof = banger_api::methods::STREAMING.contains(&request.method.as_str());
+    let (out, mut chunks) = StreamOut::channel();
+    let call = dispatch(daemon, &request.method, request.params, out).instrument(span.clone());
+    tokio::pin!(call);
+    let result = loop {
+        tokio::select! {
+            result = &mut call => break result,
+            eof = reader.at_eof(), if watch_eof => {
+                if eof.unwrap_or(true) {
+                    debug!(op_id, "client went away; cancelling the streaming request");
+                    return None;
+                }
+                watch_eof = false;
+            }
+            Some((stream, bytes)) = chunks.recv() => {
+                if write.write_all(&Chunk::new(id.clone(), stream, &bytes).to_line()).await.is_err() {
+                    debug!(op_id, "client went away mid-stream; cancelling the request");
+                    return None;
+                }
+            }
+        }
+    };
+    // What the handler queued before it finished.
+    while let Ok((stream, bytes)) = chunks.try_recv() {
+        if write
+            .write_all(&Chunk::new(id.clone(), stream, &bytes).to_line())
+            .await
+            .is_err()
+        {
+            return None;
+        }
+    }
     let _enter = span.enter();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(value) => {
             debug!(elapsed_ms, "request done");
-            Response::ok(id, value)
+            Some(Response::ok(id, value))
         }
         Err(err) => {
             warn!(elapsed_ms, kind = %err.kind(), "request failed: {}", err.message);
-            Response::err(id, err.with_op_id(op_id.clone()))
+            Some(Response::err(id, err.with_op_id(op_id.clone())))
         }
     }
 }

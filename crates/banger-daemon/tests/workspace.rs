@@ -312,7 +312,15 @@ async fn a_guest_that_never_becomes_ready_is_kept_for_its_logs_when_asked() {
     let kept = vms.show("slow").await.unwrap();
     assert_eq!(kept.state, VmState::Error);
     assert!(kept.last_error.is_some());
-    vms.logs("slow").await.unwrap();
+    vms.logs(
+        banger_api::types::VmLogsParams {
+            name: "slow".into(),
+            ..Default::default()
+        },
+        &banger_daemon::stream::StreamOut::discard(),
+    )
+    .await
+    .unwrap();
     // Its VMM and tap are gone; only the row and its files stay until delete.
     vms.lifecycle("slow", Lifecycle::Delete).await.unwrap();
     assert!(bed.leftovers().is_empty(), "{:?}", bed.leftovers());

@@ -75,7 +75,29 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             guest_path,
             command,
         }) => vm::exec(&layout, &name, guest_path, &command).await,
-        Command::Vm(VmCommand::Logs { name }) => vm::logs(&layout, &name).await,
+        Command::Vm(VmCommand::Logs {
+            name,
+            follow,
+            tail,
+            console: _,
+            vmm,
+        }) => {
+            let source = if vmm {
+                banger_api::types::LogSource::Vmm
+            } else {
+                banger_api::types::LogSource::Console
+            };
+            vm::logs(
+                &layout,
+                banger_api::types::VmLogsParams {
+                    name,
+                    source,
+                    tail,
+                    follow,
+                },
+            )
+            .await
+        }
         Command::Vm(VmCommand::Set {
             name,
             nat,

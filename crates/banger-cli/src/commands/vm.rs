@@ -332,18 +332,26 @@ pub(crate) async fn delete_reporting(layout: &Layout, name: &str) -> anyhow::Res
     Ok(())
 }
 
-pub(crate) async fn logs(layout: &Layout, name: &str) -> anyhow::Result<ExitCode> {
+pub(crate) async fn logs(
+    layout: &Layout,
+    params: banger_api::types::VmLogsParams,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
     let mut conn = connect(layout).await?;
-    let logs = conn
+    let mut stdout = std::io::stdout();
+    let result = conn
         .client
-        .call::<VmLogsGet>(&VmRef {
-            name: name.to_owned(),
+        .call_streaming::<VmLogsGet>(&params, &mut |_, bytes| {
+            stdout.write_all(bytes)?;
+            stdout.flush()
         })
-        .await?;
-    output::data(&format!(
-        "==> vmm log <==\n{}\n==> console <==\n{}",
-        logs.vmm.trim_end(),
-        logs.console.trim_end()
-    ));
-    Ok(ExitCode::SUCCESS)
+        .await;
+    match result {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        // The reader went away (`| head`): not an error.
+        Err(banger_api::ClientError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -126,6 +126,9 @@ pub enum VmError {
     /// The VM was deleted while its workspace was copied in.
     #[error("workspace prepare: the vm was deleted while its workspace was copied")]
     DeletedDuringWorkspace,
+    /// Reading a log file.
+    #[error("logs")]
+    Logs(#[source] std::io::Error),
     /// Reading the guest's listening ports.
     #[error("ports")]
     Ports(#[source] GuestIoError),

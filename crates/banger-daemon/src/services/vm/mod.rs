@@ -4,7 +4,7 @@
 //! row), row load/save and list/show; `create` (async create, reservation, names, undo),
 //! `provision` (disks, guest config, agent unit, host-key pinning), `lifecycle`
 //! (start/stop/kill/restart/delete, teardown, boot), `settings` (`vm set`, sizing),
-//! `observe` (stats, ports, logs, the poller), `guest_access` (addresses, ssh target,
+//! `observe` (stats, ports, the poller), `logs` (streamed logs), `guest_access` (addresses, ssh target,
 //! managed ssh_config, workspaces), `handles` (the handle cache), `reconcile` (startup).
 //!
 //! Locks: `vm_locks[id]` is held across a whole lifecycle op on one VM; `create_reservation`
@@ -16,6 +16,7 @@ mod error;
 mod guest_access;
 mod handles;
 mod lifecycle;
+mod logs;
 mod observe;
 mod provision;
 mod reconcile;
@@ -55,6 +56,9 @@ pub struct VmService {
     creates: AsyncOps,
     /// Last VMM CPU sample per VM (when, CPU time): a leaf lock.
     cpu_samples: StdMutex<HashMap<String, (Instant, Duration)>>,
+    /// Serializes edits of banger's known_hosts (a pin's append, a forget's rewrite): held on
+    /// the blocking pool around one edit, never with another lock held.
+    known_hosts_lock: Arc<StdMutex<()>>,
     /// Serializes rewrites of the managed ssh config (held across one store read and one
     /// file write; taken after a VM lock, never before one).
     ssh_config_lock: Mutex<()>,
@@ -105,6 +109,7 @@ impl VmService {
             create_reservation: Mutex::new(()),
             creates: AsyncOps::default(),
             cpu_samples: StdMutex::default(),
+            known_hosts_lock: Arc::default(),
             ssh_config_lock: Mutex::new(()),
         }
     }

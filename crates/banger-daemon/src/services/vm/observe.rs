@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use banger_api::types::{GuestStats, PortInfo, VmLogs, VmState, VmStats};
+use banger_api::types::{GuestStats, PortInfo, VmState, VmStats};
 use banger_store::{Store, VmRecord, VmRow};
 use tracing::{info, warn};
 
@@ -217,20 +217,6 @@ impl VmService {
             }
             let _ = self.poll_once(self.infra.clock.now()).await;
         }
-    }
-
-    /// VMM and console logs.
-    pub async fn logs(&self, name: &str) -> Result<VmLogs, VmError> {
-        let vm = self.get_row(name).await?.vm;
-        let dir = self.vm_dir(&vm.id);
-        blocking(move || -> Result<_, VmError> {
-            let read = |f: &str| fs_err::read_to_string(dir.join(f)).unwrap_or_default();
-            Ok(VmLogs {
-                vmm: read("vmm.log"),
-                console: read("console.log"),
-            })
-        })
-        .await
     }
 }
 

@@ -14,7 +14,7 @@ use banger_store::{ImageRecord, VmRecord};
 use super::guest_access::host_alias;
 use super::{VmError, VmService};
 use crate::progress::Progress;
-use crate::services::support::blocking;
+use crate::services::support::{blocking, lock};
 
 /// Where the guest agent goes in every VM's system disk, and its unit.
 const AGENT_GUEST_PATH: &str = "/usr/local/bin/banger-agent";
@@ -46,6 +46,7 @@ struct Plan {
     image: ImageRecord,
     key: PathBuf,
     known_hosts: PathBuf,
+    known_hosts_lock: Arc<std::sync::Mutex<()>>,
     agent: Option<PathBuf>,
     config: Arc<banger_config::Config>,
     runner: Arc<dyn banger_host::CommandRunner>,
@@ -199,6 +200,7 @@ impl Plan {
         if let Some(d) = self.known_hosts.parent() {
             fs_err::create_dir_all(d).map_err(VmError::KnownHosts)?;
         }
+        let _edit = lock(&self.known_hosts_lock);
         let mut f = fs_err::OpenOptions::new()
             .create(true)
             .append(true)
@@ -222,6 +224,7 @@ impl VmService {
             image: image.clone(),
             key: self.key_path(),
             known_hosts: self.known_hosts(),
+            known_hosts_lock: Arc::clone(&self.known_hosts_lock),
             agent: self.infra.agent.clone(),
             config: Arc::clone(&self.infra.config),
             runner: Arc::clone(&self.infra.runner),
@@ -235,7 +238,9 @@ impl VmService {
     pub(super) async fn forget_host_key(&self, id: &str) {
         let kh = self.known_hosts();
         let alias = host_alias(id);
+        let edit_lock = Arc::clone(&self.known_hosts_lock);
         let _ = blocking(move || -> Result<(), VmError> {
+            let _edit = lock(&edit_lock);
             if let Ok(text) = fs_err::read_to_string(&kh) {
                 let kept: String = text
                     .lines()
