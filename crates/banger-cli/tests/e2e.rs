@@ -201,10 +201,20 @@ fn e2e_vm_run_rm_propagates_exit_code_and_leaves_nothing() {
         out.stdout
     };
     let tail = logs(&["vm", "logs", "t0", "--tail", "3"]);
-    let lines = tail.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
-    assert!((1..=3).contains(&lines), "{}", String::from_utf8_lossy(&tail));
+    let lines = tail
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert!(
+        (1..=3).contains(&lines),
+        "{}",
+        String::from_utf8_lossy(&tail)
+    );
     let whole = logs(&["vm", "logs", "t0"]);
-    assert!(whole.ends_with(&tail), "the tail is the end of the whole log");
+    assert!(
+        whole.ends_with(&tail),
+        "the tail is the end of the whole log"
+    );
     logs(&["vm", "logs", "t0", "--vmm"]);
     g.ok(&["vm", "delete", "t0"]);
     let out = g.run(&[
