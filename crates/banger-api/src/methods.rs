@@ -19,7 +19,7 @@ use crate::types::{
 /// Methods whose results stream as chunks before the final response. A client that goes
 /// away during one of these cancels it (they have no side effects to undo); other requests
 /// run to completion whatever the client does.
-pub const STREAMING: &[&str] = &[VmLogsGet::NAME];
+pub const STREAMING: &[&str] = &[VmLogsGet::NAME, VmWorkspaceExport::NAME];
 
 /// A typed RPC method.
 pub trait Method {
@@ -96,7 +96,7 @@ methods! {
     VmPortsGet = "vm.ports" (VmRefs) -> Vec<VmPorts>;
     /// Ships a host git work tree into a running VM.
     VmWorkspacePrepare = "vm.workspace.prepare" (WorkspacePrepareParams) -> WorkspacePrepared;
-    /// A patch of what changed in a VM's workspace since it was prepared.
+    /// A patch of what changed in a VM's workspace since it was prepared (streamed).
     VmWorkspaceExport = "vm.workspace.export" (WorkspaceExportParams) -> WorkspaceExport;
     /// VMM and guest numbers of VMs (all when `names` is empty).
     VmStatsGet = "vm.stats" (VmRefs) -> Vec<VmStats>;

@@ -749,13 +749,14 @@ pub struct WorkspaceExportParams {
     pub base_commit: Option<String>,
 }
 
-/// Result of `vm.workspace.export`.
+/// Result of `vm.workspace.export`, after the patch (`git diff --binary`) streamed as
+/// chunks named `patch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkspaceExport {
     /// The commit the patch applies to.
     pub base: String,
-    /// The patch (`git diff --binary`), base64 so any bytes survive JSON.
-    pub patch_base64: String,
+    /// Bytes of patch streamed.
+    pub bytes: u64,
 }
 
 /// Guest-side numbers (from the agent, or ssh when there is none).

@@ -584,8 +584,11 @@ fn e2e_workspace_run_export_agent_ports_stats_and_auto_stop() {
         "sh",
         "-c",
         "echo v2 > tracked && git -c user.name=g -c user.email=g@x commit -qam guest && \
-         printf '\\000\\001\\377' > blob.bin",
+         printf '\\000\\001\\377' > blob.bin && head -c 2000000 /dev/urandom > big.bin && \
+         sha256sum big.bin",
     ]);
+    // A 2 MB random file makes a patch well over the 1 MiB frame cap: it streams.
+    let big_sum = g.ok(&["vm", "exec", "w2", "--", "sha256sum", "big.bin"]);
     let patch = src.path().join("ws.patch");
     g.ok(&[
         "vm",
@@ -608,6 +611,22 @@ fn e2e_workspace_run_export_agent_ports_stats_and_auto_stop() {
     assert_eq!(
         std::fs::read(clean.join("blob.bin")).unwrap(),
         b"\0\x01\xff"
+    );
+    assert!(
+        std::fs::metadata(&patch).unwrap().len() > 1 << 20,
+        "a patch over 1 MiB"
+    );
+    let host_sum = Command::new("sha256sum")
+        .arg("big.bin")
+        .current_dir(&clean)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&host_sum.stdout)
+            .split_whitespace()
+            .next(),
+        big_sum.split_whitespace().next(),
+        "the 2 MB binary arrived byte for byte"
     );
     assert_eq!(
         std::fs::read_to_string(clean.join("untracked")).unwrap(),

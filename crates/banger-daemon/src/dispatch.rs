@@ -111,10 +111,10 @@ serve!(VmWorkspacePrepare, |d, p| d
     .vm
     .workspace_prepare(p)
     .await?);
-serve!(VmWorkspaceExport, |d, p| d
+serve!(VmWorkspaceExport, |d, p, out| d
     .services
     .vm
-    .workspace_export(p)
+    .workspace_export(p, &out)
     .await?);
 serve!(VmStatsGet, |d, p| d
     .services

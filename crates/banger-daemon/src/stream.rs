@@ -46,6 +46,18 @@ impl StreamOut {
         Ok(())
     }
 
+    /// Like [`StreamOut::send`], from a blocking thread (never from the async runtime).
+    pub fn send_blocking(&self, stream: &'static str, bytes: &[u8]) -> Result<(), StreamClosed> {
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
+        for piece in bytes.chunks(MAX_CHUNK_BYTES) {
+            tx.blocking_send((stream, piece.to_vec()))
+                .map_err(|_| StreamClosed)?;
+        }
+        Ok(())
+    }
+
     /// Resolves when the receiver is gone (never for a discarding stream).
     pub async fn closed(&self) {
         match &self.tx {

@@ -12,18 +12,46 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use banger_api::ErrorCode;
+use banger_api::types::WorkspaceExport;
 use banger_api::types::{VmState, WorkspaceExportParams, WorkspacePrepareParams};
 use banger_config::Config;
-use banger_daemon::services::Lifecycle;
+use banger_daemon::services::{Lifecycle, VmService};
+use banger_daemon::stream::StreamOut;
 use banger_testkit::daemon::{TestBed, Wire, create_vm, small_config};
 use banger_testkit::git;
-use base64::Engine as _;
 
 fn repo() -> tempfile::TempDir {
     git::repo(
         "echo a > tracked && echo '*.log' > .gitignore && git add -A && \
          git commit -qm one && echo u > untracked && echo i > ignored.log",
     )
+}
+
+/// Exports VM `vm`'s workspace, collecting the streamed patch.
+async fn export(
+    vms: &VmService,
+    vm: &str,
+    base: Option<&str>,
+) -> (Result<WorkspaceExport, banger_api::RpcError>, Vec<u8>) {
+    let (out, mut rx) = StreamOut::channel();
+    let p = WorkspaceExportParams {
+        name: vm.into(),
+        base_commit: base.map(str::to_owned),
+    };
+    let run = async move {
+        let r = vms.workspace_export(p, &out).await.wire();
+        drop(out);
+        r
+    };
+    let collect = async {
+        let mut got = Vec::new();
+        while let Some((stream, bytes)) = rx.recv().await {
+            assert_eq!(stream, "patch");
+            got.extend(bytes);
+        }
+        got
+    };
+    tokio::join!(run, collect)
 }
 
 fn params(vm: &str, path: &Path) -> WorkspacePrepareParams {
@@ -87,32 +115,32 @@ async fn prepare_ships_tracked_files_records_the_workspace_and_export_returns_th
 
     // Export: the guest's output comes back byte for byte; base defaults to the prepared HEAD.
     bed.guest.exec_output.lock().unwrap().stdout = b"diff --git a/x b/x\n\xff\n".to_vec();
-    let e = vms
-        .workspace_export(WorkspaceExportParams {
-            name: "w".into(),
-            base_commit: None,
-        })
-        .await
-        .unwrap();
+    let (e, patch) = export(vms, "w", None).await;
+    let e = e.unwrap();
     assert_eq!(e.base, head.trim());
-    let patch = base64::engine::general_purpose::STANDARD
-        .decode(e.patch_base64)
-        .unwrap();
     assert_eq!(patch, b"diff --git a/x b/x\n\xff\n");
+    assert_eq!(e.bytes, patch.len() as u64);
+    // Any size: 3 MiB of patch streams through in chunks, byte for byte.
+    let big: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    bed.guest
+        .exec_output
+        .lock()
+        .unwrap()
+        .stdout
+        .clone_from(&big);
+    let (e, patch) = export(vms, "w", None).await;
+    assert_eq!(e.unwrap().bytes, big.len() as u64);
+    assert!(patch == big, "byte-exact");
     let script = bed.guest.execs.lock().unwrap().last().unwrap().0.clone();
     assert!(
         script.contains("git diff --cached --binary") && script.contains(head.trim()),
         "{script}"
     );
-    let err = vms
-        .workspace_export(WorkspaceExportParams {
-            name: "w".into(),
-            base_commit: Some("--output=/etc/passwd".into()),
-        })
-        .await
-        .wire()
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorCode::BadRequest);
+    let (err, patch) = export(vms, "w", Some("--output=/etc/passwd")).await;
+    assert_eq!(err.unwrap_err().kind(), ErrorCode::BadRequest);
+    assert!(patch.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

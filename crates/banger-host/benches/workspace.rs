@@ -48,6 +48,7 @@ fn prepare(repo: &Path, guest: &Path) {
     let out = banger_host::guest::run_fed(
         &banger_host::Cmd::new("sh").args(["-c", &script]),
         Some(&mut feed),
+        None,
     )
     .unwrap();
     assert_eq!(out.code, 0, "{}", String::from_utf8_lossy(&out.stderr));

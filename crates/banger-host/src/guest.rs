@@ -68,12 +68,14 @@ pub trait GuestControl: Send + Sync + fmt::Debug {
     /// Load, memory, disk and uptime, and where they came from (`agent` or `ssh`).
     fn stats(&self, guest: &GuestAddr) -> Result<(Stats, &'static str), GuestIoError>;
     /// Runs the fixed `script` in the guest as root (over ssh), with stdin produced by
-    /// `feed` (none: empty stdin). Returns its output whatever the exit code.
+    /// `feed` (none: empty stdin) and stdout into `sink` (none: collected, bounded). Returns
+    /// its exit code and stderr (and collected stdout) whatever the exit code.
     fn exec(
         &self,
         guest: &GuestAddr,
         script: &str,
         feed: Option<Feed<'_>>,
+        sink: Option<Sink<'_>>,
     ) -> Result<CmdOutput, GuestIoError>;
 }
 
@@ -115,8 +117,36 @@ pub fn agent_call(uds: &Path, req: Request, timeout: Duration) -> Result<Respons
 /// Writes a command's stdin.
 pub type Feed<'a> = &'a mut (dyn FnMut(&mut dyn Write) -> std::io::Result<()> + Send);
 
-/// Runs `cmd` with stdin written by `feed` while stdout and stderr are drained on threads.
-pub fn run_fed(cmd: &Cmd, feed: Option<Feed<'_>>) -> Result<CmdOutput, GuestIoError> {
+/// Takes a command's stdout as it comes (instead of collecting it); an error stops reading
+/// (the command then dies of a broken pipe).
+pub type Sink<'a> = &'a mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send);
+
+/// Most stdout collected from a guest command without a sink (the rest is read and dropped).
+pub const MAX_COLLECTED_STDOUT: usize = 16 << 20;
+/// Most stderr kept from a guest command (its start; the rest is read and dropped).
+pub const MAX_STDERR: usize = 64 << 10;
+
+/// Reads `r` to its end keeping at most `max` bytes.
+fn read_bounded(r: &mut dyn std::io::Read, max: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let room = max.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    kept
+}
+
+/// Runs `cmd` with stdin written by `feed` while stdout (into `sink`, or collected up to
+/// [`MAX_COLLECTED_STDOUT`]) and stderr (up to [`MAX_STDERR`]) are drained on threads.
+pub fn run_fed(
+    cmd: &Cmd,
+    feed: Option<Feed<'_>>,
+    sink: Option<Sink<'_>>,
+) -> Result<CmdOutput, GuestIoError> {
     use std::process::{Command, Stdio};
     let err = |e: std::io::Error| GuestIoError(format!("cannot run {}: {e}", cmd.program));
     let mut child = Command::new(&cmd.program)
@@ -132,20 +162,32 @@ pub fn run_fed(cmd: &Cmd, feed: Option<Feed<'_>>) -> Result<CmdOutput, GuestIoEr
         .map_err(err)?;
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    let (fed, out, errout) = std::thread::scope(|s| {
+    let (fed, (out, sunk), errout) = std::thread::scope(|s| {
         let o = s.spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(r) = stdout.as_mut() {
-                let _ = r.read_to_end(&mut buf);
+            let Some(r) = stdout.as_mut() else {
+                return (Vec::new(), Ok(()));
+            };
+            let Some(sink) = sink else {
+                return (read_bounded(r, MAX_COLLECTED_STDOUT), Ok(()));
+            };
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) | Err(_) => return (Vec::new(), Ok(())),
+                    Ok(n) => {
+                        if let Err(e) = sink(&buf[..n]) {
+                            // Dropping stdout ends the command with a broken pipe.
+                            return (Vec::new(), Err(e));
+                        }
+                    }
+                }
             }
-            buf
         });
         let e = s.spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(r) = stderr.as_mut() {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
+            stderr
+                .as_mut()
+                .map(|r| read_bounded(r, MAX_STDERR))
+                .unwrap_or_default()
         });
         let fed = match (feed, child.stdin.take()) {
             (Some(f), Some(mut stdin)) => {
@@ -157,10 +199,17 @@ pub fn run_fed(cmd: &Cmd, feed: Option<Feed<'_>>) -> Result<CmdOutput, GuestIoEr
         };
         (
             fed,
-            o.join().unwrap_or_default(),
+            o.join().unwrap_or_else(|_| (Vec::new(), Ok(()))),
             e.join().unwrap_or_default(),
         )
     });
+    if let Err(e) = sunk {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(GuestIoError(format!(
+            "the output's receiver went away: {e}"
+        )));
+    }
     let status = child.wait().map_err(err)?;
     let output = CmdOutput {
         code: status.code().unwrap_or(-1),
@@ -287,8 +336,9 @@ impl GuestControl for SshGuest {
         guest: &GuestAddr,
         script: &str,
         feed: Option<Feed<'_>>,
+        sink: Option<Sink<'_>>,
     ) -> Result<CmdOutput, GuestIoError> {
-        run_fed(&Self::ssh(guest, 5).arg(script), feed)
+        run_fed(&Self::ssh(guest, 5).arg(script), feed, sink)
     }
 }
 
@@ -397,6 +447,7 @@ impl GuestControl for FakeGuest {
         _guest: &GuestAddr,
         script: &str,
         feed: Option<Feed<'_>>,
+        sink: Option<Sink<'_>>,
     ) -> Result<CmdOutput, GuestIoError> {
         let mut fed = Vec::new();
         if let Some(f) = feed {
@@ -408,7 +459,11 @@ impl GuestControl for FakeGuest {
             let _ = started.send(());
             let _ = release.recv();
         }
-        Ok(lock(&self.exec_output).clone())
+        let mut out = lock(&self.exec_output).clone();
+        if let Some(sink) = sink {
+            sink(&std::mem::take(&mut out.stdout)).map_err(|e| GuestIoError(e.to_string()))?;
+        }
+        Ok(out)
     }
 }
 

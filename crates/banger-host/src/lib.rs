@@ -18,8 +18,8 @@ pub mod workspace;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use guest::{
-    FakeGuest, Feed, GuestAddr, GuestControl, GuestError, GuestIoError, Listener, Proto, SshGuest,
-    Stats,
+    FakeGuest, Feed, GuestAddr, GuestControl, GuestError, GuestIoError, Listener, Proto, Sink,
+    SshGuest, Stats,
 };
 pub use privileged::{
     FakePrivileged, InProcessPrivileged, PrivError, PrivilegedOps, ResolverRouting, TapLink,

@@ -9,7 +9,6 @@ use banger_api::types::{
     Empty, VmRefs, VmState, WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
 };
 use banger_config::Layout;
-use base64::Engine as _;
 
 use super::vm::{create_vm, delete_reporting, run_ssh, ssh_info};
 use crate::cli::{RunArgs, WorkspaceArgs};
@@ -109,33 +108,49 @@ pub(crate) async fn export(
     out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let mut conn = connect(layout).await?;
-    let e = conn
+    // The patch streams straight into the file (written beside it, renamed when complete)
+    // or to stdout: any size, never held in memory.
+    let partial = out.map(|f| f.with_extension("partial"));
+    let mut sink: Box<dyn std::io::Write + Send> = match &partial {
+        Some(p) => Box::new(std::io::BufWriter::new(fs_err::File::create(p)?)),
+        None => Box::new(std::io::stdout()),
+    };
+    let result = conn
         .client
-        .call::<VmWorkspaceExport>(&WorkspaceExportParams {
-            name: name.to_owned(),
-            base_commit,
-        })
-        .await?;
-    let patch = base64::engine::general_purpose::STANDARD.decode(&e.patch_base64)?;
+        .call_streaming::<VmWorkspaceExport>(
+            &WorkspaceExportParams {
+                name: name.to_owned(),
+                base_commit,
+            },
+            &mut |_, bytes| sink.write_all(bytes),
+        )
+        .await;
+    let flushed = sink.flush();
+    drop(sink);
+    let e = match result.map_err(anyhow::Error::from).and_then(|e| {
+        flushed?;
+        Ok(e)
+    }) {
+        Ok(e) => e,
+        Err(err) => {
+            if let Some(p) = &partial {
+                let _ = fs_err::remove_file(p);
+            }
+            return Err(err);
+        }
+    };
     let base = e.base.get(..12).unwrap_or(&e.base);
-    if patch.is_empty() {
+    if e.bytes == 0 {
         output::status(&format!("no changes in vm {name} since {base}"));
     }
-    match out {
-        Some(file) => {
-            fs_err::write(file, &patch)?;
-            output::status(&format!(
-                "wrote {} patch against {base} to {} (apply with `git apply {}`)",
-                output::size(patch.len() as u64),
-                file.display(),
-                file.display()
-            ));
-        }
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(&patch)?;
-            stdout.flush()?;
-        }
+    if let (Some(file), Some(p)) = (out, &partial) {
+        fs_err::rename(p, file)?;
+        output::status(&format!(
+            "wrote {} patch against {base} to {} (apply with `git apply {}`)",
+            output::size(e.bytes),
+            file.display(),
+            file.display()
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,12 +15,12 @@ use banger_api::types::{SshInfo, WorkspaceExport, WorkspacePrepareParams, Worksp
 use banger_config::FileSync;
 use banger_host::workspace::{self as ws, ShipOptions};
 use banger_host::{GuestAddr, GuestIoError};
-use base64::Engine as _;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::support::{ServiceError, WorkerError, blocking, lock};
 use crate::infra::Infra;
+use crate::stream::StreamOut;
 
 /// Where a workspace goes when the caller does not say.
 pub const DEFAULT_GUEST_PATH: &str = "/root/repo";
@@ -310,7 +310,7 @@ impl WorkspaceService {
                 })
             };
             let out = guest
-                .exec(&addr, &script, Some(&mut feed))
+                .exec(&addr, &script, Some(&mut feed), None)
                 .map_err(WorkspaceError::Import)?;
             if let Some(e) = pack_err {
                 return Err(WorkspaceError::Repo(e));
@@ -348,7 +348,7 @@ impl WorkspaceService {
                 return Ok(());
             }
             let mut feed = |w: &mut dyn std::io::Write| w.write_all(&stream);
-            match guest.exec(&addr, FILE_SYNC_SCRIPT, Some(&mut feed)) {
+            match guest.exec(&addr, FILE_SYNC_SCRIPT, Some(&mut feed), None) {
                 Ok(out) if out.code == 0 => info!(vm = %vm, entries = copied, "file_sync done"),
                 Ok(out) => warn!(vm = %vm, "file_sync failed in the guest: {}", String::from_utf8_lossy(&out.stderr).trim()),
                 Err(e) => warn!(vm = %vm, "file_sync: {e}"),
@@ -358,12 +358,14 @@ impl WorkspaceService {
         .await;
     }
 
-    /// A patch of everything that changed in the guest's workspace since `base`.
+    /// Streams a patch of everything that changed in the guest's workspace since `base`
+    /// to `out` (chunks named `patch`; any size).
     pub async fn export(
         &self,
         target: &GuestTarget,
         guest_path: &str,
         base: &str,
+        out: &StreamOut,
     ) -> Result<WorkspaceExport, WorkspaceError> {
         if !ws::valid_rev(base) {
             return Err(WorkspaceError::BadBaseCommit(base.to_owned()));
@@ -373,18 +375,25 @@ impl WorkspaceService {
         let addr = target.addr.clone();
         let guest = Arc::clone(&self.infra.guest);
         let script = ws::export_script(guest_path, base).map_err(WorkspaceError::Repo)?;
-        let out = blocking(move || -> Result<_, WorkspaceError> {
-            guest
-                .exec(&addr, &script, None)
-                .map_err(WorkspaceError::Export)
+        let out = out.clone();
+        let (result, bytes) = blocking(move || -> Result<_, WorkspaceError> {
+            let mut bytes = 0u64;
+            let mut sink = |chunk: &[u8]| {
+                bytes += chunk.len() as u64;
+                out.send_blocking("patch", chunk)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::BrokenPipe, e))
+            };
+            let result = guest.exec(&addr, &script, None, Some(&mut sink));
+            Ok((result, bytes))
         })
         .await?;
-        if out.code != 0 {
-            return Err(in_guest("workspace export", &out));
+        let result = result.map_err(WorkspaceError::Export)?;
+        if result.code != 0 {
+            return Err(in_guest("workspace export", &result));
         }
         Ok(WorkspaceExport {
             base: base.to_owned(),
-            patch_base64: base64::engine::general_purpose::STANDARD.encode(&out.stdout),
+            bytes,
         })
     }
 }

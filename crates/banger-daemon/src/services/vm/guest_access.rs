@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::{VmError, VmService};
 use crate::services::support::{blocking, chain, with_store};
 use crate::services::workspace::{DEFAULT_GUEST_PATH, GuestTarget, prepared, validate_guest_path};
+use crate::stream::StreamOut;
 
 /// The known_hosts alias a VM's host key is pinned under.
 pub fn host_alias(id: &str) -> String {
@@ -148,10 +149,12 @@ impl VmService {
         Ok(prepared)
     }
 
-    /// A patch of what changed in a VM's workspace since it was prepared (or `base_commit`).
+    /// Streams a patch of what changed in a VM's workspace since it was prepared (or
+    /// `base_commit`) to `out`.
     pub async fn workspace_export(
         &self,
         p: WorkspaceExportParams,
+        out: &StreamOut,
     ) -> Result<WorkspaceExport, VmError> {
         let (target, vm) = self.guest_target(&p.name).await?;
         let Some(guest_path) = workspace_field(&vm, "guest_path") else {
@@ -161,7 +164,10 @@ impl VmService {
             .base_commit
             .or_else(|| workspace_field(&vm, "head"))
             .ok_or(VmError::NoWorkspaceHead)?;
-        Ok(self.workspace.export(&target, &guest_path, &base).await?)
+        Ok(self
+            .workspace
+            .export(&target, &guest_path, &base, out)
+            .await?)
     }
 
     /// Rewrites the managed ssh config from the store: a `Host NAME.vm` block per VM with
