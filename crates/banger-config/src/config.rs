@@ -165,6 +165,9 @@ pub struct Config {
     pub boot_timeout_secs: u64,
     /// Seconds a guest gets to power off on `vm stop` before its VMM is killed.
     pub stop_timeout_secs: u64,
+    /// Seconds a client connection may sit without sending a complete request before the
+    /// daemon closes it (a stalled or half-sent frame never holds a connection for long).
+    pub rpc_idle_timeout_secs: u64,
     /// Sizing defaults.
     pub vm_defaults: VmDefaults,
     /// How often the daemon samples running VMs (VMM CPU/RSS) and looks for stale ones,
@@ -277,6 +280,7 @@ impl Default for Config {
             ssh_key_path: None,
             boot_timeout_secs: 180,
             stop_timeout_secs: 10,
+            rpc_idle_timeout_secs: 300,
             vm_defaults: VmDefaults::default(),
             stats_poll_interval: "30s".to_owned(),
             auto_stop_stale_after: "0".to_owned(),

@@ -125,10 +125,17 @@ async fn handle_connection(daemon: &Daemon, stream: UnixStream) {
         let _ = write.write_all(&Response::err(id, err).to_line()).await;
         return;
     }
+    let idle = Duration::from_secs(daemon.infra.config.rpc_idle_timeout_secs.max(1));
     loop {
         let frame = tokio::select! {
             () = daemon.shutdown.cancelled() => return,
-            frame = reader.next_frame() => frame,
+            frame = tokio::time::timeout(idle, reader.next_frame()) => match frame {
+                Ok(frame) => frame,
+                Err(_) => {
+                    debug!("closing a connection idle for {}s", idle.as_secs());
+                    return;
+                }
+            },
         };
         let response = match frame {
             Ok(None) => return,
