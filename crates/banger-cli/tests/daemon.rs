@@ -248,6 +248,23 @@ fn test_check_migrations_exit_codes() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("newer"), "{}", stderr(&out));
     assert_eq!(std::fs::read(env.db()).unwrap(), before);
+    // A damaged database: reported (exit 3), the daemon refuses to start with what to do, and
+    // the file is left as it is.
+    let junk: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(env.db(), &junk).unwrap();
+    let _ = std::fs::remove_file(env.db().with_extension("db-wal"));
+    let _ = std::fs::remove_file(env.db().with_extension("db-shm"));
+    assert_eq!(code(&env), Some(3));
+    let out = env.banger(&["ping"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not a usable SQLite database") && err.contains("mv "),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(env.db()).unwrap(), junk);
 }
 
 /// Records a future migration, as a newer banger would have.

@@ -16,7 +16,8 @@ use tracing::{error, info};
 #[derive(Debug, Parser)]
 #[command(name = "bangerd", version = banger_api::VERSION)]
 struct Args {
-    /// Check the database schema and exit: 0 compatible, 1 migrations needed, 2 incompatible.
+    /// Check the database schema and exit: 0 compatible, 1 migrations needed, 2 incompatible,
+    /// 3 damaged (not a usable SQLite file).
     #[arg(long)]
     check_migrations: bool,
     /// Run as banger's root helper instead: serve the privileged operations (bridge, taps,
@@ -99,7 +100,13 @@ fn root_helper(owner: u32, socket: &std::path::Path) -> anyhow::Result<ExitCode>
 fn check_migrations() -> anyhow::Result<ExitCode> {
     let layout = Layout::from_env()?;
     let db = layout.db_path();
-    let state = Store::inspect(&db).with_context(|| format!("cannot inspect {}", db.display()))?;
+    let state = match Store::inspect(&db) {
+        Err(e @ banger_store::StoreError::Damaged { .. }) => {
+            println!("damaged: {e}");
+            return Ok(ExitCode::from(3));
+        }
+        other => other.with_context(|| format!("cannot inspect {}", db.display()))?,
+    };
     Ok(match state {
         SchemaState::Compatible => {
             println!("compatible: {}", db.display());

@@ -52,6 +52,17 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The file is not a SQLite database, or is damaged.
+    #[error(
+        "database {path} is not a usable SQLite database (damaged or overwritten); move it aside (`mv {path} {path}.bad`) and start again: banger then begins with an empty store (VMs and images have to be registered again)"
+    )]
+    Damaged {
+        /// Database path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: rusqlite::Error,
+    },
     /// A query failed.
     #[error("database query failed")]
     Query(#[from] rusqlite::Error),
@@ -82,11 +93,34 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// Whether SQLite says the file is not a database or is corrupt.
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt))
+}
+
+/// `err` as [`StoreError::Damaged`] when SQLite found the file damaged; otherwise unchanged.
+fn damaged(path: &Path, err: StoreError) -> StoreError {
+    match err {
+        StoreError::Query(source) | StoreError::Open { source, .. } if is_damage(&source) => {
+            StoreError::Damaged {
+                path: path.to_owned(),
+                source,
+            }
+        }
+        other => other,
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
     ///
     /// A database newer than this build is refused before anything is written to it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_checked(path).map_err(|e| damaged(path, e))
+    }
+
+    fn open_checked(path: &Path) -> Result<Self, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_owned(),
             source,
@@ -132,6 +166,10 @@ impl Store {
     /// Reports the schema state of the database at `path` without modifying it (read-only).
     /// A missing database needs migrations.
     pub fn inspect(path: &Path) -> Result<SchemaState, StoreError> {
+        Self::inspect_checked(path).map_err(|e| damaged(path, e))
+    }
+
+    fn inspect_checked(path: &Path) -> Result<SchemaState, StoreError> {
         if !path.exists() {
             return Ok(SchemaState::NeedsMigration {
                 pending: migrations::latest_version(),

@@ -147,3 +147,21 @@ fn test_concurrent_opens_of_a_fresh_database_all_succeed() {
         }
     }
 }
+
+#[test]
+fn test_a_damaged_file_is_refused_as_damaged_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let junk: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&path, &junk).unwrap();
+    for err in [
+        Store::open(&path).err().unwrap(),
+        Store::inspect(&path).unwrap_err(),
+    ] {
+        assert!(matches!(err, StoreError::Damaged { .. }), "{err:?}");
+        assert!(err.to_string().contains("mv "), "{err}");
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), junk, "never modified");
+}
