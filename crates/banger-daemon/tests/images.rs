@@ -951,7 +951,6 @@ async fn test_an_oci_reference_never_means_a_local_image_that_shares_its_default
                 banger_api::types::VmCreateParams {
                     name: Some(name),
                     image: Some(image),
-                    no_start: true,
                     ..Default::default()
                 },
                 &Arc::default(),
@@ -967,6 +966,21 @@ async fn test_an_oci_reference_never_means_a_local_image_that_shares_its_default
     assert!(a.image.starts_with("test-image-"), "{}", a.image);
     let shown = tb.daemon.services.image.show(&a.image).await.unwrap();
     assert_eq!(shown.source, format!("oci:{team}"));
+    // It booted the referenced image: its system disk holds that image's file.
+    assert_eq!(a.state, banger_api::types::VmState::Running);
+    let root = tb
+        .daemon
+        .infra
+        .layout
+        .vms_dir()
+        .join(&a.id)
+        .join("root.ext4");
+    let from = std::process::Command::new("debugfs")
+        .args(["-R", "cat /from"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&from.stdout), "team/test");
     let b = create("o1", other.clone()).await;
     assert!(b.image.starts_with("test-image-"), "{}", b.image);
     assert_ne!(b.image, a.image, "two references, two images");
