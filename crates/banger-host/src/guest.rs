@@ -84,29 +84,72 @@ pub trait GuestControl: Send + Sync + fmt::Debug {
 #[error("{0}")]
 pub struct GuestIoError(pub String);
 
-/// One request to the guest agent through the VMM's hybrid-vsock socket `uds`.
+/// A socket read under one overall deadline: each read waits at most the time left, so a
+/// guest that trickles bytes cannot stretch a call past it.
+struct Deadlined {
+    stream: UnixStream,
+    deadline: std::time::Instant,
+}
+
+impl std::io::Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the guest did not answer in time",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+/// Longest handshake line (`OK <port>`) accepted from the VMM's vsock socket.
+const MAX_HANDSHAKE: u64 = 128;
+
+/// One request to the guest agent through the VMM's hybrid-vsock socket `uds`. The guest is
+/// untrusted: the whole call (handshake, request, reply) gets `timeout`, the handshake line
+/// at most 128 bytes and the reply at most [`MAX_LINE`]; anything else is an error.
 pub fn agent_call(uds: &Path, req: Request, timeout: Duration) -> Result<Response, GuestIoError> {
     let err = |what: &str, e: &dyn fmt::Display| GuestIoError(format!("agent {what}: {e}"));
+    let deadline = std::time::Instant::now() + timeout;
     let mut s = UnixStream::connect(uds).map_err(|e| err("connect", &e))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| err("connect", &e))?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| err("connect", &e))?;
     s.write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes())
         .map_err(|e| err("connect", &e))?;
-    let mut reader = BufReader::new(s.try_clone().map_err(|e| err("connect", &e))?);
-    let mut ok = String::new();
-    reader.read_line(&mut ok).map_err(|e| err("connect", &e))?;
-    if !ok.starts_with("OK ") {
+    let mut reader = BufReader::new(Deadlined {
+        stream: s.try_clone().map_err(|e| err("connect", &e))?,
+        deadline,
+    });
+    let mut ok = Vec::new();
+    (&mut reader)
+        .take(MAX_HANDSHAKE)
+        .read_until(b'\n', &mut ok)
+        .map_err(|e| err("connect", &e))?;
+    if !ok.starts_with(b"OK ") || !ok.ends_with(b"\n") {
         return Err(GuestIoError("the agent does not answer".into()));
     }
     s.write_all(&banger_agent_proto::encode(&req))
         .map_err(|e| err("request", &e))?;
     let mut line = Vec::new();
-    reader
+    (&mut reader)
         .take(MAX_LINE as u64)
         .read_until(b'\n', &mut line)
         .map_err(|e| err("reply", &e))?;
+    if !line.ends_with(b"\n") {
+        return Err(GuestIoError(format!(
+            "agent reply: {}",
+            if line.len() >= MAX_LINE {
+                "longer than the limit"
+            } else {
+                "cut short"
+            }
+        )));
+    }
     let resp: Response = serde_json::from_slice(&line).map_err(|e| err("reply", &e))?;
     if let Response::Error { message } = resp {
         return Err(GuestIoError(format!("agent: {message}")));
@@ -469,6 +512,97 @@ impl GuestControl for FakeGuest {
 
 #[cfg(test)]
 mod tests {
+
+    /// A fake VMM vsock socket whose "agent" does `act` with each connection (after
+    /// reading the `CONNECT` line).
+    fn hostile(act: fn(&mut UnixStream)) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vsock.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let mut line = String::new();
+                    let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut line);
+                    act(&mut s);
+                });
+            }
+        });
+        (dir, path)
+    }
+
+    fn call(path: &Path, timeout_ms: u64) -> (Result<Response, GuestIoError>, Duration) {
+        let t = std::time::Instant::now();
+        let r = agent_call(path, Request::Health, Duration::from_millis(timeout_ms));
+        (r, t.elapsed())
+    }
+
+    #[test]
+    fn test_a_hostile_agent_cannot_hang_or_flood_the_caller() {
+        // Never answers: the call ends at its deadline.
+        let (_d, silent) = hostile(|_| std::thread::sleep(Duration::from_secs(30)));
+        let (r, took) = call(&silent, 300);
+        assert!(
+            r.is_err() && took < Duration::from_secs(2),
+            "{r:?} {took:?}"
+        );
+        // Floods a handshake without a newline: refused after 128 bytes, at once.
+        let (_d, flood) = hostile(|s| {
+            let junk = vec![b'x'; 1 << 16];
+            while s.write_all(&junk).is_ok() {}
+        });
+        let (r, took) = call(&flood, 5_000);
+        assert!(
+            r.is_err() && took < Duration::from_secs(2),
+            "{r:?} {took:?}"
+        );
+        // A reply longer than the limit: refused after MAX_LINE bytes.
+        let (_d, long) = hostile(|s| {
+            let _ = s.write_all(b"OK 1024\n");
+            let junk = vec![b'{'; 1 << 16];
+            while s.write_all(&junk).is_ok() {}
+        });
+        let (r, took) = call(&long, 5_000);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("longer than the limit"), "{e} after {took:?}");
+        // Trickles one byte at a time: the overall deadline still ends the call.
+        let (_d, trickle) = hostile(|s| {
+            let _ = s.write_all(b"OK 1024\n");
+            while s.write_all(b" ").is_ok() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let (r, took) = call(&trickle, 400);
+        assert!(
+            r.is_err() && took < Duration::from_secs(2),
+            "{r:?} {took:?}"
+        );
+        // Garbage, and a reply cut short: errors, not panics.
+        let (_d, garbage) = hostile(|s| {
+            let _ = s.write_all(b"OK 1024\nnot json\n");
+        });
+        assert!(call(&garbage, 2_000).0.is_err());
+        let (_d, cut) = hostile(|s| {
+            let _ = s.write_all(b"OK 1024\n");
+            let mut request = String::new();
+            let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut request);
+            let _ = s.write_all(b"{\"kind\":\"health\"");
+        });
+        let e = call(&cut, 2_000).0.unwrap_err().to_string();
+        assert!(e.contains("cut short"), "{e}");
+        // And an honest agent still works.
+        let (_d, honest) = hostile(|s| {
+            let _ = s.write_all(b"OK 1024\n");
+            let mut request = String::new();
+            let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut request);
+            let _ = s.write_all(&banger_agent_proto::encode(&Response::Health {
+                version: "test".into(),
+                ssh: true,
+            }));
+        });
+        assert!(call(&honest, 2_000).0.is_ok());
+    }
     use super::*;
 
     struct Alive(bool);
