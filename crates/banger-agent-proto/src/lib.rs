@@ -4,7 +4,10 @@
 //! Transport: one vsock stream per request on [`AGENT_PORT`]. The host reaches it through
 //! the VMM's hybrid-vsock unix socket (`CONNECT <port>\n` → `OK <port>\n`, as Firecracker
 //! and vhost-device-vsock do). The client sends one JSON [`Request`] line; the agent
-//! answers one JSON [`Response`] line and closes.
+//! answers one JSON [`Response`] line and closes, except for [`Request::Exec`], after which
+//! both ends speak the binary frames of [`exec`] until the command has exited.
+
+pub mod exec;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -16,8 +19,42 @@ pub const AGENT_PORT: u32 = 1024;
 /// Longest request or response line accepted.
 pub const MAX_LINE: usize = 1 << 20;
 
-/// What the host asks.
+/// The protocol this agent speaks, reported by [`Response::Health`]. 1: health, ports,
+/// stats, poweroff. 2: adds [`Request::Exec`].
+pub const AGENT_PROTOCOL: u32 = 2;
+
+/// The protocol an agent that does not report one speaks.
+pub const fn protocol_one() -> u32 {
+    1
+}
+
+/// A command to run in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// Program and arguments (the program is looked up in `PATH`).
+    pub argv: Vec<String>,
+    /// Extra environment, on top of the agent's (`HOME`, `PATH`, `USER`, `TERM`...).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Run on a new pseudo-terminal of this size (stdout and stderr then arrive together).
+    #[serde(default)]
+    pub tty: Option<WinSize>,
+}
+
+/// A terminal's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WinSize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// What the host asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Is the agent up, and does sshd listen?
@@ -28,6 +65,8 @@ pub enum Request {
     Stats,
     /// Power the guest off (answers first).
     Poweroff,
+    /// Run a command; the stream then carries [`exec`] frames (protocol 2).
+    Exec(ExecSpec),
 }
 
 /// What the agent answers.
@@ -38,6 +77,9 @@ pub enum Response {
     Health {
         /// The agent's version.
         version: String,
+        /// The agent's protocol ([`AGENT_PROTOCOL`] of its build).
+        #[serde(default = "protocol_one")]
+        protocol: u32,
         /// Whether something listens on TCP port 22.
         ssh: bool,
     },

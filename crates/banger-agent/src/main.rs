@@ -1,6 +1,7 @@
 //! banger-agent: runs in every banger guest (systemd unit `banger-agent.service`) and answers
-//! the host on vsock port 1024: health, listening ports, stats, poweroff. One JSON request
-//! line per connection, one JSON response line back. Built static for guests:
+//! the host on vsock port 1024: health, listening ports, stats, poweroff, exec. One JSON
+//! request line per connection, one JSON response line back (exec: binary frames, see
+//! `banger_agent_proto::exec`). Built static for guests:
 //! `RUSTFLAGS='-C target-feature=+crt-static' cargo build -p banger-agent --release
 //! --target x86_64-unknown-linux-gnu`.
 //!
@@ -9,12 +10,16 @@
 // The agent logs to the journal through stderr, and `--once` prints its answer on stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod exec;
+
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::time::Duration;
 
 use banger_agent_proto::{
-    self as proto, AGENT_PORT, MAX_LINE, PROC_NET_FILES, Proto, Request, Response, Stats,
+    self as proto, AGENT_PORT, AGENT_PROTOCOL, MAX_LINE, PROC_NET_FILES, Proto, Request, Response,
+    Stats,
 };
+use exec::Conn;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -44,10 +49,11 @@ fn stats() -> Result<Stats, String> {
     })
 }
 
-fn answer(req: Request) -> Response {
+fn answer(req: &Request) -> Response {
     match req {
         Request::Health => Response::Health {
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: AGENT_PROTOCOL,
             ssh: listeners()
                 .iter()
                 .any(|l| l.proto == Proto::Tcp && l.port == 22),
@@ -60,6 +66,9 @@ fn answer(req: Request) -> Response {
             Err(message) => Response::Error { message },
         },
         Request::Poweroff => Response::Ok,
+        Request::Exec(_) => Response::Error {
+            message: "exec needs a connection of its own".into(),
+        },
     }
 }
 
@@ -74,24 +83,38 @@ fn poweroff() {
     }
 }
 
-fn serve_one(stream: &mut (impl std::io::Read + std::io::Write)) -> Option<Request> {
+/// Reads the request line; returns it with any bytes read past it (the start of an exec's
+/// frames).
+fn read_request(stream: &mut impl std::io::Read) -> Option<(Result<Request, String>, Vec<u8>)> {
     let mut line = Vec::new();
     let mut reader = BufReader::new(std::io::Read::by_ref(stream).take(MAX_LINE as u64));
     if reader.read_until(b'\n', &mut line).ok()? == 0 {
         return None;
     }
-    let (resp, req) = match serde_json::from_slice::<Request>(&line) {
-        Ok(req) => (answer(req), Some(req)),
-        Err(e) => (
-            Response::Error {
-                message: format!("bad request: {e}"),
-            },
-            None,
-        ),
+    let early = reader.buffer().to_vec();
+    let req = serde_json::from_slice::<Request>(&line).map_err(|e| format!("bad request: {e}"));
+    Some((req, early))
+}
+
+/// Serves one connection: one request and its answer, or an exec.
+fn serve_conn<C: Conn>(mut stream: C) {
+    stream.read_timeout(Some(Duration::from_secs(10)));
+    let Some((req, early)) = read_request(&mut stream) else {
+        return;
+    };
+    let resp = match &req {
+        Ok(Request::Exec(spec)) => return exec::serve(stream, spec, early),
+        Ok(r) => answer(r),
+        Err(message) => Response::Error {
+            message: message.clone(),
+        },
     };
     let _ = stream.write_all(&proto::encode(&resp));
     let _ = stream.flush();
-    req
+    if req == Ok(Request::Poweroff) {
+        drop(stream);
+        poweroff();
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,7 +124,7 @@ fn main() -> std::process::ExitCode {
     {
         return match serde_json::from_str::<Request>(req) {
             Ok(r) => {
-                print!("{}", String::from_utf8_lossy(&proto::encode(&answer(r))));
+                print!("{}", String::from_utf8_lossy(&proto::encode(&answer(&r))));
                 std::process::ExitCode::SUCCESS
             }
             Err(e) => {
@@ -123,14 +146,8 @@ fn main() -> std::process::ExitCode {
         env!("CARGO_PKG_VERSION")
     );
     for conn in listener.incoming() {
-        let Ok(mut stream) = conn else { continue };
-        std::thread::spawn(move || {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            if serve_one(&mut stream) == Some(Request::Poweroff) {
-                drop(stream);
-                poweroff();
-            }
-        });
+        let Ok(stream) = conn else { continue };
+        std::thread::spawn(move || serve_conn(stream));
     }
     std::process::ExitCode::SUCCESS
 }
@@ -138,38 +155,56 @@ fn main() -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
+    use std::os::unix::net::UnixStream;
+
+    fn ask(request: &[u8]) -> Response {
+        let (mut host, agent) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || serve_conn(agent));
+        host.write_all(request).unwrap();
+        let mut out = Vec::new();
+        host.read_to_end(&mut out).unwrap();
+        t.join().unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
 
     #[test]
-    fn test_serve_one_answers_each_request_and_rejects_garbage() {
-        let mut io = std::io::Cursor::new(b"{\"op\":\"stats\"}\n".to_vec());
-        let mut out = Vec::new();
-        let mut duplex = Duplex(&mut io, &mut out);
-        assert_eq!(serve_one(&mut duplex), Some(Request::Stats));
-        match serde_json::from_slice::<Response>(&out).unwrap() {
+    fn test_each_request_is_answered_and_garbage_rejected() {
+        match ask(b"{\"op\":\"stats\"}\n") {
             Response::Stats(s) => assert!(s.mem_total_kib > 0 && s.disk_total_kib > 0, "{s:?}"),
             other => panic!("{other:?}"),
         }
-        let mut io = std::io::Cursor::new(b"nonsense\n".to_vec());
-        let mut out = Vec::new();
-        assert_eq!(serve_one(&mut Duplex(&mut io, &mut out)), None);
-        assert!(matches!(
-            serde_json::from_slice::<Response>(&out).unwrap(),
-            Response::Error { .. }
-        ));
+        match ask(b"{\"op\":\"health\"}\n") {
+            Response::Health { protocol, .. } => assert_eq!(protocol, AGENT_PROTOCOL),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(ask(b"nonsense\n"), Response::Error { .. }));
     }
 
-    struct Duplex<'a>(&'a mut std::io::Cursor<Vec<u8>>, &'a mut Vec<u8>);
-    impl std::io::Read for Duplex<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0.read(buf)
-        }
-    }
-    impl std::io::Write for Duplex<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.1.write(buf)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+    #[test]
+    fn test_exec_frames_sent_with_the_request_are_not_lost() {
+        use banger_agent_proto::exec::{ExitStatus, GuestFrame, HostFrame};
+        let (mut host, agent) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || serve_conn(agent));
+        let mut msg = proto::encode(&Request::Exec(proto::ExecSpec {
+            argv: vec!["cat".into()],
+            env: vec![],
+            cwd: None,
+            tty: None,
+        }));
+        HostFrame::Stdin(b"early bytes".to_vec())
+            .write(&mut msg)
+            .unwrap();
+        HostFrame::StdinClose.write(&mut msg).unwrap();
+        host.write_all(&msg).unwrap();
+        assert_eq!(
+            GuestFrame::read(&mut host).unwrap(),
+            GuestFrame::Stdout(b"early bytes".to_vec())
+        );
+        assert_eq!(
+            GuestFrame::read(&mut host).unwrap(),
+            GuestFrame::Exit(ExitStatus::Code(0))
+        );
+        t.join().unwrap();
     }
 }

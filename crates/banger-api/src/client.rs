@@ -131,6 +131,78 @@ impl Client {
         }
     }
 
+    /// Calls a duplex method ([`crate::methods::DUPLEX`]): what arrives on `input` (stream
+    /// name, bytes) is sent as chunks while the daemon's chunks go to `on_chunk`; reading and
+    /// writing run concurrently, so a command that echoes its input never deadlocks. Ends
+    /// with the final result; `input` closing only stops the sending.
+    pub async fn call_duplex<M: Method>(
+        &mut self,
+        params: &M::Params,
+        mut input: tokio::sync::mpsc::Receiver<(&'static str, Vec<u8>)>,
+        on_chunk: &mut (dyn FnMut(&str, &[u8]) -> std::io::Result<()> + Send),
+    ) -> Result<M::Result, ClientError> {
+        use crate::frame::Chunk;
+        let params = serde_json::to_value(params).map_err(ClientError::Decode)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut line =
+            serde_json::to_vec(&Request::new(id, M::NAME, params)).map_err(ClientError::Decode)?;
+        line.push(b'\n');
+        self.send_bytes(&line).await?;
+        let writer = &mut self.writer;
+        let send = async move {
+            while let Some((stream, bytes)) = input.recv().await {
+                let pieces: Vec<&[u8]> = if bytes.is_empty() {
+                    vec![&[]]
+                } else {
+                    bytes.chunks(crate::frame::MAX_CHUNK_BYTES).collect()
+                };
+                for piece in pieces {
+                    let chunk = Chunk::new(serde_json::Value::from(id), stream, piece);
+                    writer.write_all(&chunk.to_line()).await?;
+                }
+                writer.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let reader = &mut self.reader;
+        let read = async move {
+            loop {
+                let line = match reader.next_frame().await? {
+                    Some(Frame::Line(line)) => line,
+                    Some(Frame::Oversize) | None => return Err(ClientError::Closed),
+                };
+                match Incoming::parse(&line).map_err(ClientError::Decode)? {
+                    Incoming::Chunk(chunk) => {
+                        let bytes = chunk.bytes().map_err(|e| {
+                            ClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                        })?;
+                        on_chunk(&chunk.chunk.stream, &bytes)?;
+                    }
+                    Incoming::Response(response) => {
+                        return match (response.result, response.error) {
+                            (_, Some(err)) => Err(ClientError::Rpc(err)),
+                            (result, None) => {
+                                serde_json::from_value(result.unwrap_or(serde_json::Value::Null))
+                                    .map_err(ClientError::Decode)
+                            }
+                        };
+                    }
+                }
+            }
+        };
+        tokio::pin!(send, read);
+        let mut sending = true;
+        loop {
+            tokio::select! {
+                // Sending ends when `input` closes or the daemon stopped reading (the call
+                // ended): its answer says why.
+                _ = &mut send, if sending => sending = false,
+                result = &mut read => return result,
+            }
+        }
+    }
+
     /// Reads the next frame: a chunk or a response.
     pub async fn read_incoming(&mut self) -> Result<Incoming, ClientError> {
         match self.reader.next_frame().await? {

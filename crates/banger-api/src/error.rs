@@ -26,6 +26,8 @@ pub enum ErrorCode {
     UnknownMethod,
     /// The operation was cancelled by the caller; what it had done was undone.
     Cancelled,
+    /// The VM (its guest agent or its backend) lacks what the request needs.
+    Unsupported,
 }
 
 impl ErrorCode {
@@ -41,6 +43,7 @@ impl ErrorCode {
             ErrorCode::OperationFailed => -32005,
             ErrorCode::Unauthorized => -32006,
             ErrorCode::Cancelled => -32007,
+            ErrorCode::Unsupported => -32008,
         }
     }
 
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::UnknownMethod => "unknown_method",
             ErrorCode::Cancelled => "cancelled",
+            ErrorCode::Unsupported => "unsupported",
         }
     }
 }

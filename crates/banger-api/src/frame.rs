@@ -10,6 +10,12 @@
 //! stays under the frame cap while the total is unbounded. Flow control is the socket's: a
 //! client that reads slowly stalls the daemon's writer, which stalls the producer (a bounded
 //! queue sits between them). A client that goes away cancels the request.
+//!
+//! Duplex methods ([`crate::methods::DUPLEX`], e.g. `vm.exec`): after its request the client
+//! may also send chunk frames with the request's id (stream names in [`streams`]), until the
+//! final response. The daemon reads them only as fast as the request consumes them, so a
+//! client that writes faster than the guest reads is slowed the same way. A chunk frame
+//! arriving outside a duplex request is ignored (no response).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -94,6 +100,22 @@ impl Response {
         line.push(b'\n');
         line
     }
+}
+
+/// Chunk stream names of `vm.exec` (see [`crate::methods::DUPLEX`]).
+pub mod streams {
+    /// Client → daemon: bytes for the command's stdin.
+    pub const STDIN: &str = "stdin";
+    /// Client → daemon: end of stdin (no data).
+    pub const STDIN_CLOSE: &str = "stdin_close";
+    /// Client → daemon: a signal for the command, its number in decimal ASCII (`2`).
+    pub const SIGNAL: &str = "signal";
+    /// Client → daemon: the terminal's new size, `ROWS COLS` in ASCII.
+    pub const RESIZE: &str = "resize";
+    /// Daemon → client: the command's stdout (with a PTY, all its output).
+    pub const STDOUT: &str = "stdout";
+    /// Daemon → client: the command's stderr.
+    pub const STDERR: &str = "stderr";
 }
 
 /// Largest payload of one [`Chunk`] (its base64 stays well under [`MAX_FRAME_BYTES`]).

@@ -11,15 +11,21 @@ use crate::types::{
     CachePruneParams, CachePruneResult, Empty, ImageEnsureParams, ImageExportParams,
     ImageExportResult, ImageInfo, ImagePullParams, ImageRegisterParams, KernelCatalogInfo,
     KernelImportParams, KernelInfo, NameParams, NetStatus, OpBegun, OpRef, OpStatus,
-    OpStatusParams, OperationsListResult, PingResult, SshInfo, VmCreateParams, VmInfo,
-    VmListResult, VmLogsParams, VmLogsResult, VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams,
-    VmStats, WorkspaceExport, WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
+    OpStatusParams, OperationsListResult, PingResult, SshInfo, VmCreateParams, VmExecParams,
+    VmExecResult, VmInfo, VmListResult, VmLogsParams, VmLogsResult, VmOpResult, VmPorts, VmRef,
+    VmRefs, VmSetParams, VmStats, WorkspaceExport, WorkspaceExportParams, WorkspacePrepareParams,
+    WorkspacePrepared,
 };
 
 /// Methods whose results stream as chunks before the final response. A client that goes
 /// away during one of these cancels it (they have no side effects to undo); other requests
 /// run to completion whatever the client does.
 pub const STREAMING: &[&str] = &[VmLogsGet::NAME, VmWorkspaceExport::NAME];
+
+/// Methods that stream both ways: after the request the client may send chunks with the
+/// request's id (see [`crate::frame::streams`]) until the final response. The client going
+/// away cancels them (an exec's command is killed).
+pub const DUPLEX: &[&str] = &[VmExec::NAME];
 
 /// A typed RPC method.
 pub trait Method {
@@ -88,6 +94,9 @@ methods! {
     VmDelete = "vm.delete" (VmRefs) -> VmOpResult;
     /// How to ssh into a running VM.
     VmSsh = "vm.ssh" (VmRef) -> SshInfo;
+    /// Runs a command in a VM through its agent: stdin, signals and window sizes stream in,
+    /// stdout and stderr stream out, the result is how it ended.
+    VmExec = "vm.exec" (VmExecParams) -> VmExecResult;
     /// A VM's console or VMM log, streamed as chunks (`tail`, `follow`).
     VmLogsGet = "vm.logs" (VmLogsParams) -> VmLogsResult;
     /// Changes a VM's settings (NAT live; vcpu and memory when stopped).

@@ -473,6 +473,64 @@ pub struct VmLogsParams {
     pub follow: bool,
 }
 
+/// Params of `vm.exec`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmExecParams {
+    /// VM name or id.
+    pub name: String,
+    /// Program and arguments (looked up in the guest's `PATH`; no shell unless you run one).
+    pub argv: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory in the guest (default: the VM's workspace, else `/root`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Run on a pseudo-terminal of this size (output then arrives on `stdout` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<TtySize>,
+    /// Kill the command (SIGKILL to its process group) after this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// The client sends stdin chunks; when false the command's stdin is empty.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+/// A terminal's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtySize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// Result of `vm.exec`: how the command ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmExecResult {
+    /// Its exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it, when one did.
+    pub signal: Option<i32>,
+    /// Whether `timeout_secs` ran out (it was then killed).
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+impl VmExecResult {
+    /// The exit code a shell would report: the code, or 128 + the signal.
+    pub fn shell_code(&self) -> i32 {
+        match (self.exit_code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 255,
+        }
+    }
+}
+
 /// Result of `vm.logs`, after its chunks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmLogsResult {

@@ -123,13 +123,24 @@ pub(crate) enum VmCommand {
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// Run CMD in a VM (in its workspace when it has one); its exit code is banger's.
+    /// Run CMD in a VM through its agent (in its workspace when it has one); its exit code
+    /// is banger's (128+N when signal N killed it). stdin is passed on unless it is a
+    /// terminal (then use -t); Ctrl-C reaches the command.
     Exec {
         /// VM name or id.
         name: String,
         /// Directory in the guest to run in (default: the workspace, else /root).
-        #[arg(long)]
+        #[arg(long, visible_alias = "cwd")]
         guest_path: Option<String>,
+        /// Run on a pseudo-terminal (for interactive programs; needs stdin to be a terminal).
+        #[arg(short, long)]
+        tty: bool,
+        /// Set an environment variable (repeatable).
+        #[arg(short, long, value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Kill the command after this many seconds (exit code 124).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
         /// Command to run.
         #[arg(last = true, required = true)]
         command: Vec<String>,

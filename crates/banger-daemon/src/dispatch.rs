@@ -16,33 +16,39 @@ use serde_json::Value;
 use crate::daemon::Daemon;
 use crate::edge;
 use crate::services::{ImageService, Lifecycle};
-use crate::stream::StreamOut;
+use crate::stream::{StreamIn, StreamOut};
 
 /// How the daemon serves method `Self`.
 trait Handler: Method {
     /// Runs the method on `d` with decoded params; a streaming method writes its output to
-    /// `out` (sent as chunks before the result).
+    /// `out` (sent as chunks before the result), a duplex one also reads `input`.
     fn handle(
         d: &Daemon,
         p: Self::Params,
         out: StreamOut,
+        input: StreamIn,
     ) -> impl Future<Output = Result<Self::Result, RpcError>> + Send;
 }
 
 /// `serve!(Method, |daemon, params| expr)` (or `|daemon, params, out|` for a method that
-/// streams): implements [`Handler`] for `methods::Method` with `Ok(expr)` as the body (`?`
-/// inside converts service errors at the edge).
+/// streams, `|daemon, params, out, input|` for a duplex one): implements [`Handler`] for
+/// `methods::Method` with `Ok(expr)` as the body (`?` inside converts service errors at the
+/// edge).
 macro_rules! serve {
     ($m:ident, |$d:ident, $p:pat_param| $body:expr) => {
-        serve!($m, |$d, $p, _out| $body);
+        serve!($m, |$d, $p, _out, _input| $body);
     };
     ($m:ident, |$d:ident, $p:pat_param, $out:ident| $body:expr) => {
+        serve!($m, |$d, $p, $out, _input| $body);
+    };
+    ($m:ident, |$d:ident, $p:pat_param, $out:ident, $input:ident| $body:expr) => {
         impl Handler for methods::$m {
-            #[allow(unused_variables)]
+            #[allow(unused_variables, unused_mut)]
             async fn handle(
                 $d: &Daemon,
                 $p: Self::Params,
                 $out: StreamOut,
+                mut $input: StreamIn,
             ) -> Result<Self::Result, RpcError> {
                 Ok($body)
             }
@@ -102,6 +108,11 @@ serve!(VmKill, |d, p| many(d, p, Lifecycle::Kill).await);
 serve!(VmDelete, |d, p| many(d, p, Lifecycle::Delete).await);
 serve!(VmSsh, |d, p| d.services.vm.ssh_info(&p.name).await?);
 serve!(VmLogsGet, |d, p, out| d.services.vm.logs(p, &out).await?);
+serve!(VmExec, |d, p, out, input| d
+    .services
+    .vm
+    .exec(p, &out, &mut input)
+    .await?);
 serve!(VmSet, |d, p| d.services.vm.set(p).await?);
 serve!(VmPortsGet, |d, p| edge::port_outcomes(
     d.services.vm.ports_many(&p.names).await
@@ -198,7 +209,12 @@ serve!(KernelShow, |d, p| d
 serve!(KernelRm, |d, p| d.services.image.kernel_rm(&p.name).await?);
 
 /// Decodes params for `M`, runs its handler, encodes its result.
-async fn call<M: Handler>(d: &Daemon, params: Value, out: StreamOut) -> Result<Value, RpcError> {
+async fn call<M: Handler>(
+    d: &Daemon,
+    params: Value,
+    out: StreamOut,
+    input: StreamIn,
+) -> Result<Value, RpcError> {
     let params = if params.is_null() {
         Value::Object(serde_json::Map::new())
     } else {
@@ -210,7 +226,7 @@ async fn call<M: Handler>(d: &Daemon, params: Value, out: StreamOut) -> Result<V
             format!("invalid params for {}: {e}", M::NAME),
         )
     })?;
-    let result = M::handle(d, params, out).await?;
+    let result = M::handle(d, params, out, input).await?;
     serde_json::to_value(result).map_err(|e| {
         RpcError::new(
             ErrorCode::OperationFailed,
@@ -219,17 +235,18 @@ async fn call<M: Handler>(d: &Daemon, params: Value, out: StreamOut) -> Result<V
     })
 }
 
-/// Runs one method; a streaming one writes its output to `out`.
+/// Runs one method; a streaming one writes its output to `out`, a duplex one reads `input`.
 pub async fn dispatch(
     daemon: &Daemon,
     method: &str,
     params: Value,
     out: StreamOut,
+    input: StreamIn,
 ) -> Result<Value, RpcError> {
     macro_rules! route {
         ($($m:ident),*) => {
             match method {
-                $(methods::$m::NAME => call::<methods::$m>(daemon, params, out).await,)*
+                $(methods::$m::NAME => call::<methods::$m>(daemon, params, out, input).await,)*
                 other => Err(RpcError::new(
                     ErrorCode::UnknownMethod,
                     format!("unknown method {other:?}"),

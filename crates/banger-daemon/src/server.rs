@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_api::frame::{Chunk, Frame, FrameReader};
+use banger_api::frame::{Chunk, Frame, FrameReader, Incoming};
 use banger_api::{ErrorCode, PROTOCOL_VERSION, Request, Response, RpcError};
 use serde_json::Value;
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -22,7 +22,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::daemon::Daemon;
 use crate::dispatch::dispatch;
 use crate::ops::new_op_id;
-use crate::stream::StreamOut;
+use crate::stream::{StreamIn, StreamOut};
 
 /// Errors binding the socket.
 #[derive(Debug, thiserror::Error)]
@@ -157,9 +157,11 @@ async fn handle_connection(daemon: &Daemon, stream: UnixStream) {
             }
             Ok(Some(Frame::Line(line))) => {
                 match handle_line(daemon, &line, &mut reader, &mut write).await {
-                    Some(response) => response,
+                    Answer::Response(response) => response,
+                    // A late chunk of a duplex request that has ended.
+                    Answer::Nothing => continue,
                     // The client went away mid-stream; the request was cancelled.
-                    None => return,
+                    Answer::Gone => return,
                 }
             }
         };
@@ -169,14 +171,55 @@ async fn handle_connection(daemon: &Daemon, stream: UnixStream) {
     }
 }
 
+/// What a request line gets.
+enum Answer {
+    /// This response.
+    Response(Response),
+    /// None: the line was a chunk for a duplex request that has already ended.
+    Nothing,
+    /// None: the client went away before the answer (the request was cancelled).
+    Gone,
+}
+
+/// Watches the connection during a request: a streaming request is cancelled when the client
+/// goes away (until it sends more, i.e. pipelines its next request); a duplex one gets the
+/// client's chunks on `input` (read only as fast as it takes them) and is cancelled when the
+/// client goes away or sends anything but its chunks. Returns only to cancel.
+async fn watch_client(
+    reader: &mut FrameReader<BufReader<OwnedReadHalf>>,
+    method: &str,
+    id: Value,
+    input: tokio::sync::mpsc::Sender<(String, Vec<u8>)>,
+) {
+    if banger_api::methods::DUPLEX.contains(&method) {
+        loop {
+            let Ok(Some(Frame::Line(line))) = reader.next_frame().await else {
+                return;
+            };
+            let chunk = match Incoming::parse(&line) {
+                Ok(Incoming::Chunk(c)) if c.id == id => c,
+                _ => return,
+            };
+            let Ok(bytes) = chunk.bytes() else { return };
+            // A handler that stopped reading input just drops what follows.
+            let _ = input.send((chunk.chunk.stream, bytes)).await;
+        }
+    }
+    drop(input);
+    if banger_api::methods::STREAMING.contains(&method) && reader.at_eof().await.unwrap_or(true) {
+        return;
+    }
+    std::future::pending::<()>().await;
+}
+
 /// Answers one request line; chunks of a streamed result are written to `write` as they
-/// come. `None` when the client went away before the answer (the request is cancelled).
+/// come.
 async fn handle_line(
     daemon: &Daemon,
     line: &[u8],
     reader: &mut FrameReader<BufReader<OwnedReadHalf>>,
     write: &mut OwnedWriteHalf,
-) -> Option<Response> {
+) -> Answer {
     let op_id = new_op_id();
     let bad = |id: Value, msg: String| {
         warn!(op_id, "bad request: {msg}");
@@ -187,15 +230,19 @@ async fn handle_line(
     };
     let value: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
-        Err(e) => return Some(bad(Value::Null, format!("invalid json: {e}"))),
+        Err(e) => return Answer::Response(bad(Value::Null, format!("invalid json: {e}"))),
     };
+    if value.get("chunk").is_some() && value.get("method").is_none() {
+        debug!(op_id, "ignoring a chunk outside its request");
+        return Answer::Nothing;
+    }
     let id = value.get("id").cloned().unwrap_or(Value::Null);
     let request: Request = match serde_json::from_value(value) {
         Ok(r) => r,
-        Err(e) => return Some(bad(id, format!("not a json-rpc request: {e}"))),
+        Err(e) => return Answer::Response(bad(id, format!("not a json-rpc request: {e}"))),
     };
     if request.jsonrpc != "2.0" {
-        return Some(bad(
+        return Answer::Response(bad(
             id,
             format!("unsupported jsonrpc version {:?}", request.jsonrpc),
         ));
@@ -209,7 +256,7 @@ async fn handle_line(
             method = request.method,
             "protocol version mismatch: got {got}"
         );
-        return Some(Response::err(
+        return Answer::Response(Response::err(
             id,
             RpcError::new(
                 ErrorCode::BadVersion,
@@ -229,26 +276,23 @@ async fn handle_line(
             .begin(&op_id, &request.method, daemon.infra.clock.now_rfc3339())
     });
     let started = Instant::now();
-    // A streaming request also watches its connection: a client that closed it cancels the
-    // request (until the client sends more, i.e. pipelines its next request).
-    let mut watch_eof = banger_api::methods::STREAMING.contains(&request.method.as_str());
     let (out, mut chunks) = StreamOut::channel();
-    let call = dispatch(daemon, &request.method, request.params, out).instrument(span.clone());
-    tokio::pin!(call);
+    let (input_tx, input) = StreamIn::channel();
+    let call =
+        dispatch(daemon, &request.method, request.params, out, input).instrument(span.clone());
+    let watch = watch_client(reader, &request.method, id.clone(), input_tx);
+    tokio::pin!(call, watch);
     let result = loop {
         tokio::select! {
             result = &mut call => break result,
-            eof = reader.at_eof(), if watch_eof => {
-                if eof.unwrap_or(true) {
-                    debug!(op_id, "client went away; cancelling the streaming request");
-                    return None;
-                }
-                watch_eof = false;
+            () = &mut watch => {
+                debug!(op_id, "client went away; cancelling the request");
+                return Answer::Gone;
             }
             Some((stream, bytes)) = chunks.recv() => {
                 if write.write_all(&Chunk::new(id.clone(), stream, &bytes).to_line()).await.is_err() {
                     debug!(op_id, "client went away mid-stream; cancelling the request");
-                    return None;
+                    return Answer::Gone;
                 }
             }
         }
@@ -260,7 +304,7 @@ async fn handle_line(
             .await
             .is_err()
         {
-            return None;
+            return Answer::Gone;
         }
     }
     let _enter = span.enter();
@@ -268,11 +312,11 @@ async fn handle_line(
     match result {
         Ok(value) => {
             debug!(elapsed_ms, "request done");
-            Some(Response::ok(id, value))
+            Answer::Response(Response::ok(id, value))
         }
         Err(err) => {
             warn!(elapsed_ms, kind = %err.kind(), "request failed: {}", err.message);
-            Some(Response::err(id, err.with_op_id(op_id.clone())))
+            Answer::Response(Response::err(id, err.with_op_id(op_id.clone())))
         }
     }
 }

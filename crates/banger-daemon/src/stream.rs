@@ -67,6 +67,35 @@ impl StreamOut {
     }
 }
 
+/// What a client sends during a duplex request ([`banger_api::methods::DUPLEX`]): chunks
+/// (stream name, bytes), read off the socket only as fast as the handler takes them.
+#[derive(Debug)]
+pub struct StreamIn {
+    rx: Option<mpsc::Receiver<(String, Vec<u8>)>>,
+}
+
+impl StreamIn {
+    /// A stream in and the sender the server fills.
+    pub fn channel() -> (mpsc::Sender<(String, Vec<u8>)>, Self) {
+        let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+        (tx, StreamIn { rx: Some(rx) })
+    }
+
+    /// A stream that never yields (requests that are not duplex, internal callers).
+    pub fn none() -> Self {
+        StreamIn { rx: None }
+    }
+
+    /// The next chunk; `None` once the client can send no more (never, for
+    /// [`StreamIn::none`], whose `recv` stays pending).
+    pub async fn recv(&mut self) -> Option<(String, Vec<u8>)> {
+        match &mut self.rx {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 use banger_api::ErrorCode;
 use banger_api::methods::ALL;
 use banger_daemon::dispatch::dispatch;
-use banger_daemon::stream::StreamOut;
+use banger_daemon::stream::{StreamIn, StreamOut};
 use banger_testkit::daemon::{TestBed, small_config};
 use serde_json::Value;
 
@@ -22,6 +22,7 @@ async fn every_protocol_method_is_served_and_nothing_else() {
             name,
             Value::String("x".into()),
             StreamOut::discard(),
+            StreamIn::none(),
         )
         .await
         .unwrap_err();
@@ -33,9 +34,15 @@ async fn every_protocol_method_is_served_and_nothing_else() {
             err.message
         );
     }
-    let err = dispatch(&bed.daemon, "vm.nope", Value::Null, StreamOut::discard())
-        .await
-        .unwrap_err();
+    let err = dispatch(
+        &bed.daemon,
+        "vm.nope",
+        Value::Null,
+        StreamOut::discard(),
+        StreamIn::none(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorCode::UnknownMethod);
     assert!(err.data.hint.is_some());
 }

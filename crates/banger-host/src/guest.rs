@@ -14,6 +14,7 @@ pub use banger_agent_proto::{Listener, Proto, Stats};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::exec::{ExecChannel, ExecSpec, ExitStatus, GuestFrame, HostFrame, MAX_EXEC_PAYLOAD};
 use crate::runner::{Cmd, CmdOutput, CommandRunner};
 
 /// Why a guest did not become ready.
@@ -50,6 +51,27 @@ pub struct GuestAddr {
     pub ssh_options: Vec<String>,
     /// The VMM's vsock unix socket.
     pub vsock: Option<PathBuf>,
+    /// The protocol of the agent seen at readiness (`None`: none answered).
+    pub agent: Option<u32>,
+}
+
+impl GuestAddr {
+    /// The vsock socket, when the guest's agent runs commands ([`crate::exec`]).
+    pub fn agent_exec(&self) -> Option<&Path> {
+        self.vsock
+            .as_deref()
+            .filter(|_| self.agent.is_some_and(|p| p >= EXEC_PROTOCOL))
+    }
+}
+
+/// The first agent protocol with exec.
+pub const EXEC_PROTOCOL: u32 = 2;
+
+/// What readiness learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ready {
+    /// The agent's protocol, when an agent answered.
+    pub agent: Option<u32>,
 }
 
 /// Host-to-guest control.
@@ -60,14 +82,19 @@ pub trait GuestControl: Send + Sync + fmt::Debug {
         guest: &GuestAddr,
         timeout: Duration,
         watch: &dyn WaitWatch,
-    ) -> Result<(), GuestError>;
+    ) -> Result<Ready, GuestError>;
+    /// The protocol of the guest's agent, asked now (`None`: no agent answers).
+    fn agent_protocol(&self, guest: &GuestAddr) -> Option<u32>;
+    /// Starts `spec` in the guest through its agent ([`crate::exec`]).
+    fn exec_stream(&self, guest: &GuestAddr, spec: &ExecSpec) -> Result<ExecChannel, GuestIoError>;
     /// Asks the guest to power off (best effort; the caller waits and kills).
     fn request_poweroff(&self, guest: &GuestAddr);
     /// The guest's listening sockets.
     fn listening(&self, guest: &GuestAddr) -> Result<Vec<Listener>, GuestIoError>;
     /// Load, memory, disk and uptime, and where they came from (`agent` or `ssh`).
     fn stats(&self, guest: &GuestAddr) -> Result<(Stats, &'static str), GuestIoError>;
-    /// Runs the fixed `script` in the guest as root (over ssh), with stdin produced by
+    /// Runs the fixed `script` in the guest as root (through the agent when it runs
+    /// commands, else over ssh), with stdin produced by
     /// `feed` (none: empty stdin) and stdout into `sink` (none: collected, bounded). Returns
     /// its exit code and stderr (and collected stdout) whatever the exit code.
     fn exec(
@@ -113,7 +140,7 @@ const MAX_HANDSHAKE: u64 = 128;
 /// One request to the guest agent through the VMM's hybrid-vsock socket `uds`. The guest is
 /// untrusted: the whole call (handshake, request, reply) gets `timeout`, the handshake line
 /// at most 128 bytes and the reply at most [`MAX_LINE`]; anything else is an error.
-pub fn agent_call(uds: &Path, req: Request, timeout: Duration) -> Result<Response, GuestIoError> {
+pub fn agent_call(uds: &Path, req: &Request, timeout: Duration) -> Result<Response, GuestIoError> {
     let err = |what: &str, e: &dyn fmt::Display| GuestIoError(format!("agent {what}: {e}"));
     let deadline = std::time::Instant::now() + timeout;
     let mut s = UnixStream::connect(uds).map_err(|e| err("connect", &e))?;
@@ -133,7 +160,7 @@ pub fn agent_call(uds: &Path, req: Request, timeout: Duration) -> Result<Respons
     if !ok.starts_with(b"OK ") || !ok.ends_with(b"\n") {
         return Err(GuestIoError("the agent does not answer".into()));
     }
-    s.write_all(&banger_agent_proto::encode(&req))
+    s.write_all(&banger_agent_proto::encode(req))
         .map_err(|e| err("request", &e))?;
     let mut line = Vec::new();
     (&mut reader)
@@ -310,7 +337,7 @@ impl SshGuest {
         Ok(parse_fallback(&out.stdout_str()))
     }
 
-    fn agent(guest: &GuestAddr, req: Request) -> Option<Response> {
+    fn agent(guest: &GuestAddr, req: &Request) -> Option<Response> {
         let uds = guest.vsock.as_deref()?;
         agent_call(uds, req, Duration::from_secs(5)).ok()
     }
@@ -322,21 +349,32 @@ impl GuestControl for SshGuest {
         guest: &GuestAddr,
         timeout: Duration,
         watch: &dyn WaitWatch,
-    ) -> Result<(), GuestError> {
+    ) -> Result<Ready, GuestError> {
         let deadline = Instant::now() + timeout;
         let addr = SocketAddr::from((guest.ip, 22));
         loop {
             if watch.cancelled() {
                 return Err(GuestError::Cancelled);
             }
-            let agent_says = guest.vsock.as_deref().is_some_and(|uds| {
-                matches!(
-                    agent_call(uds, Request::Health, Duration::from_millis(500)),
-                    Ok(Response::Health { ssh: true, .. })
-                )
-            });
-            if agent_says || ssh_banner(addr, Duration::from_millis(300)) {
-                return Ok(());
+            let health = guest
+                .vsock
+                .as_deref()
+                .and_then(|uds| agent_call(uds, &Request::Health, Duration::from_millis(500)).ok());
+            let agent = match health {
+                Some(Response::Health {
+                    ssh: true,
+                    protocol,
+                    ..
+                }) => {
+                    return Ok(Ready {
+                        agent: Some(protocol),
+                    });
+                }
+                Some(Response::Health { protocol, .. }) => Some(protocol),
+                _ => None,
+            };
+            if ssh_banner(addr, Duration::from_millis(300)) {
+                return Ok(Ready { agent });
             }
             if !watch.vmm_alive() {
                 return Err(GuestError::VmmExited);
@@ -348,8 +386,19 @@ impl GuestControl for SshGuest {
         }
     }
 
+    fn agent_protocol(&self, guest: &GuestAddr) -> Option<u32> {
+        crate::exec::agent_protocol(guest.vsock.as_deref()?, Duration::from_secs(2))
+    }
+
+    fn exec_stream(&self, guest: &GuestAddr, spec: &ExecSpec) -> Result<ExecChannel, GuestIoError> {
+        let uds = guest
+            .agent_exec()
+            .ok_or_else(|| GuestIoError("the guest's agent cannot run commands".into()))?;
+        crate::exec::agent_exec(uds, spec, Duration::from_secs(5))
+    }
+
     fn request_poweroff(&self, guest: &GuestAddr) {
-        if matches!(Self::agent(guest, Request::Poweroff), Some(Response::Ok)) {
+        if matches!(Self::agent(guest, &Request::Poweroff), Some(Response::Ok)) {
             return;
         }
         let _ = self
@@ -358,14 +407,14 @@ impl GuestControl for SshGuest {
     }
 
     fn listening(&self, guest: &GuestAddr) -> Result<Vec<Listener>, GuestIoError> {
-        if let Some(Response::Ports { listeners }) = Self::agent(guest, Request::Ports) {
+        if let Some(Response::Ports { listeners }) = Self::agent(guest, &Request::Ports) {
             return Ok(listeners);
         }
         Ok(self.fallback(guest)?.0)
     }
 
     fn stats(&self, guest: &GuestAddr) -> Result<(Stats, &'static str), GuestIoError> {
-        if let Some(Response::Stats(s)) = Self::agent(guest, Request::Stats) {
+        if let Some(Response::Stats(s)) = Self::agent(guest, &Request::Stats) {
             return Ok((s, "agent"));
         }
         self.fallback(guest)?
@@ -381,8 +430,96 @@ impl GuestControl for SshGuest {
         feed: Option<Feed<'_>>,
         sink: Option<Sink<'_>>,
     ) -> Result<CmdOutput, GuestIoError> {
+        if guest.agent_exec().is_some() {
+            let spec = ExecSpec {
+                argv: vec!["sh".into(), "-c".into(), script.to_owned()],
+                env: Vec::new(),
+                cwd: None,
+                tty: None,
+            };
+            return run_channel(self.exec_stream(guest, &spec)?, feed, sink);
+        }
         run_fed(&Self::ssh(guest, 5).arg(script), feed, sink)
     }
+}
+
+/// Writes what a [`Feed`] writes as stdin frames.
+struct FrameWriter<'a>(&'a mut dyn crate::exec::ExecInput);
+
+impl Write for FrameWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(MAX_EXEC_PAYLOAD);
+        self.0.send(&HostFrame::Stdin(buf[..n].to_vec()))?;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// [`GuestControl::exec`] over an agent exec: stdin from `feed` (on this thread) while a
+/// second thread takes stdout into `sink` (or collects it, bounded) and keeps the start of
+/// stderr. A command killed by signal N exits 128+N, as a shell reports it.
+pub fn run_channel(
+    ch: ExecChannel,
+    feed: Option<Feed<'_>>,
+    sink: Option<Sink<'_>>,
+) -> Result<CmdOutput, GuestIoError> {
+    let ExecChannel {
+        mut input,
+        mut output,
+        abort,
+    } = ch;
+    let (fed, read) = std::thread::scope(|s| {
+        let reader = s.spawn(move || -> Result<CmdOutput, GuestIoError> {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let mut sink = sink;
+            loop {
+                match output.next()? {
+                    GuestFrame::Stdout(d) => match sink.as_mut() {
+                        Some(sink) => sink(&d).map_err(|e| {
+                            abort.abort();
+                            GuestIoError(format!("the output's receiver went away: {e}"))
+                        })?,
+                        None => {
+                            let room = MAX_COLLECTED_STDOUT.saturating_sub(out.len());
+                            out.extend_from_slice(&d[..d.len().min(room)]);
+                        }
+                    },
+                    GuestFrame::Stderr(d) => {
+                        let room = MAX_STDERR.saturating_sub(err.len());
+                        err.extend_from_slice(&d[..d.len().min(room)]);
+                    }
+                    GuestFrame::Exit(status) => {
+                        return Ok(CmdOutput {
+                            code: match status {
+                                ExitStatus::Code(c) => c,
+                                ExitStatus::Signal(n) => 128 + n,
+                            },
+                            stdout: out,
+                            stderr: err,
+                        });
+                    }
+                }
+            }
+        });
+        let fed = match feed {
+            Some(f) => f(&mut FrameWriter(input.as_mut())),
+            None => Ok(()),
+        }
+        .and_then(|()| input.send(&HostFrame::StdinClose));
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(GuestIoError("exec reader panicked".into())));
+        (fed, read)
+    });
+    let output = read?;
+    if let Err(e) = fed
+        && output.code == 0
+    {
+        return Err(GuestIoError(format!("cannot send to the guest: {e}")));
+    }
+    Ok(output)
 }
 
 /// How a [`FakeGuest`] answers `wait_ready`.
@@ -415,6 +552,12 @@ pub struct FakeGuest {
     /// When set, `exec` reports on the first sender and then blocks until the second
     /// channel yields (a stalled guest).
     pub exec_hold: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+    /// The agent protocol readiness reports (`None`: no agent).
+    pub agent: Mutex<Option<u32>>,
+    /// Every `exec_stream`'s spec. The fake command echoes its stdin to stdout, writes its
+    /// argv (space-joined) to stderr at end of input and exits with the number in its last
+    /// argument (0 if none); a signal ends it as killed by that signal.
+    pub exec_specs: Mutex<Vec<ExecSpec>>,
 }
 
 impl FakeGuest {
@@ -438,20 +581,23 @@ impl GuestControl for FakeGuest {
         _guest: &GuestAddr,
         timeout: Duration,
         watch: &dyn WaitWatch,
-    ) -> Result<(), GuestError> {
+    ) -> Result<Ready, GuestError> {
         let mode = *self
             .readiness
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ready = Ready {
+            agent: *lock(&self.agent),
+        };
         let ready_at = match mode {
-            FakeReadiness::Ready => return Ok(()),
+            FakeReadiness::Ready => return Ok(ready),
             FakeReadiness::AfterMs(ms) => Some(Instant::now() + Duration::from_millis(ms)),
             FakeReadiness::Never => None,
         };
         let deadline = Instant::now() + timeout;
         loop {
             if ready_at.is_some_and(|t| Instant::now() >= t) {
-                return Ok(());
+                return Ok(ready);
             }
             if watch.cancelled() {
                 return Err(GuestError::Cancelled);
@@ -464,6 +610,49 @@ impl GuestControl for FakeGuest {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    fn agent_protocol(&self, _guest: &GuestAddr) -> Option<u32> {
+        *lock(&self.agent)
+    }
+
+    fn exec_stream(&self, guest: &GuestAddr, spec: &ExecSpec) -> Result<ExecChannel, GuestIoError> {
+        if guest.agent.is_none_or(|p| p < EXEC_PROTOCOL) {
+            return Err(GuestIoError("the guest's agent cannot run commands".into()));
+        }
+        lock(&self.exec_specs).push(spec.clone());
+        let (host, mut agent) =
+            UnixStream::pair().map_err(|e| GuestIoError(format!("socketpair: {e}")))?;
+        let code: i32 = spec.argv.last().and_then(|a| a.parse().ok()).unwrap_or(0);
+        let argv = spec.argv.join(" ");
+        std::thread::spawn(move || {
+            let exit = loop {
+                match HostFrame::read(&mut agent) {
+                    Ok(HostFrame::Stdin(d)) => {
+                        if GuestFrame::Stdout(d).write(&mut agent).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(HostFrame::StdinClose) => {
+                        let _ = GuestFrame::Stderr(argv.into_bytes()).write(&mut agent);
+                        break ExitStatus::Code(code);
+                    }
+                    Ok(HostFrame::Signal(n)) => break ExitStatus::Signal(n),
+                    Ok(HostFrame::Resize { .. }) => {}
+                    Err(_) => return,
+                }
+            };
+            let _ = GuestFrame::Exit(exit).write(&mut agent);
+        });
+        let err = |e: std::io::Error| GuestIoError(e.to_string());
+        let closer = host.try_clone().map_err(err)?;
+        Ok(ExecChannel {
+            input: Box::new(FakeInput(host.try_clone().map_err(err)?)),
+            output: Box::new(FakeOutput(host)),
+            abort: crate::exec::Aborter::new(move || {
+                let _ = closer.shutdown(std::net::Shutdown::Both);
+            }),
+        })
     }
 
     fn request_poweroff(&self, guest: &GuestAddr) {
@@ -510,6 +699,22 @@ impl GuestControl for FakeGuest {
     }
 }
 
+struct FakeInput(UnixStream);
+
+impl crate::exec::ExecInput for FakeInput {
+    fn send(&mut self, f: &HostFrame) -> std::io::Result<()> {
+        f.write(&mut self.0)
+    }
+}
+
+struct FakeOutput(UnixStream);
+
+impl crate::exec::ExecOutput for FakeOutput {
+    fn next(&mut self) -> Result<GuestFrame, GuestIoError> {
+        GuestFrame::read(&mut self.0).map_err(|e| GuestIoError(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -534,7 +739,7 @@ mod tests {
 
     fn call(path: &Path, timeout_ms: u64) -> (Result<Response, GuestIoError>, Duration) {
         let t = std::time::Instant::now();
-        let r = agent_call(path, Request::Health, Duration::from_millis(timeout_ms));
+        let r = agent_call(path, &Request::Health, Duration::from_millis(timeout_ms));
         (r, t.elapsed())
     }
 
@@ -598,6 +803,7 @@ mod tests {
             let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut request);
             let _ = s.write_all(&banger_agent_proto::encode(&Response::Health {
                 version: "test".into(),
+                protocol: 2,
                 ssh: true,
             }));
         });
@@ -638,6 +844,7 @@ mod tests {
             ip: Ipv4Addr::LOCALHOST,
             ssh_options: Vec::new(),
             vsock: None,
+            agent: None,
         };
         assert_eq!(
             g.wait_ready(ip, Duration::from_secs(5), &Alive(false)),
@@ -648,6 +855,9 @@ mod tests {
             Err(GuestError::Timeout(0))
         );
         *g.readiness.lock().unwrap() = FakeReadiness::Ready;
-        assert_eq!(g.wait_ready(ip, Duration::ZERO, &Alive(false)), Ok(()));
+        assert_eq!(
+            g.wait_ready(ip, Duration::ZERO, &Alive(false)),
+            Ok(Ready::default())
+        );
     }
 }

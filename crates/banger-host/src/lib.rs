@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod disk;
+pub mod exec;
 pub mod guest;
 pub mod helper;
 pub mod ifname;
@@ -18,8 +19,8 @@ pub mod workspace;
 
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use guest::{
-    FakeGuest, Feed, GuestAddr, GuestControl, GuestError, GuestIoError, Listener, Proto, Sink,
-    SshGuest, Stats,
+    FakeGuest, Feed, GuestAddr, GuestControl, GuestError, GuestIoError, Listener, Proto, Ready,
+    Sink, SshGuest, Stats,
 };
 pub use privileged::{
     FakePrivileged, InProcessPrivileged, PrivError, PrivilegedOps, ResolverRouting, TapLink,

@@ -1,6 +1,7 @@
 //! Command implementations.
 
 mod daemon;
+mod exec;
 mod image;
 mod net;
 mod sshconfig;
@@ -73,8 +74,19 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vm(VmCommand::Exec {
             name,
             guest_path,
+            tty,
+            env,
+            timeout,
             command,
-        }) => vm::exec(&layout, &name, guest_path, &command).await,
+        }) => {
+            let opts = exec::ExecOpts {
+                cwd: guest_path,
+                tty,
+                env,
+                timeout,
+            };
+            exec::exec(&layout, &name, &command, &opts).await
+        }
         Command::Vm(VmCommand::Logs {
             name,
             follow,

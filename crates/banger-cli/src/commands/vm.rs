@@ -303,20 +303,6 @@ pub(crate) async fn ssh(
     Ok(code)
 }
 
-/// `vm exec`: CMD in the workspace (or `guest_path`), exit code verbatim.
-pub(crate) async fn exec(
-    layout: &Layout,
-    name: &str,
-    guest_path: Option<String>,
-    command: &[String],
-) -> anyhow::Result<ExitCode> {
-    let mut info = ssh_info(layout, name).await?;
-    if guest_path.is_some() {
-        info.workdir = guest_path;
-    }
-    run_ssh(&info, command, false)
-}
-
 /// Deletes VM `name`, reporting (not returning) a failure.
 pub(crate) async fn delete_reporting(layout: &Layout, name: &str) -> anyhow::Result<()> {
     let mut conn = connect(layout).await?;

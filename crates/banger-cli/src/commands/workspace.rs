@@ -10,7 +10,7 @@ use banger_api::types::{
 };
 use banger_config::Layout;
 
-use super::vm::{create_vm, delete_reporting, run_ssh, ssh_info};
+use super::vm::{create_vm, delete_reporting};
 use crate::cli::{RunArgs, WorkspaceArgs};
 use crate::connect::connect;
 use crate::output::{self, Hinted};
@@ -199,8 +199,19 @@ pub(crate) async fn run(layout: &Layout, a: &RunArgs) -> anyhow::Result<ExitCode
             output::data(&vm.name);
             return Ok(ExitCode::SUCCESS);
         }
-        let info = ssh_info(layout, &vm.name).await?;
-        run_ssh(&info, &a.command, true)
+        // A shell gets a terminal; a command gets one only when asked for interactively
+        // (both ends terminals), as ssh would.
+        let shell = a.command.is_empty();
+        let argv = if shell {
+            super::exec::login_shell()
+        } else {
+            a.command.clone()
+        };
+        let opts = super::exec::ExecOpts {
+            tty: shell,
+            ..super::exec::ExecOpts::default()
+        };
+        super::exec::exec(layout, &vm.name, &argv, &opts).await
     }
     .await;
     if a.rm {

@@ -129,6 +129,26 @@ pub enum VmError {
     /// Reading a log file.
     #[error("logs")]
     Logs(#[source] std::io::Error),
+    /// Exec params that cannot run.
+    #[error("invalid exec: {0}")]
+    InvalidExec(String),
+    /// The guest has no agent that answers.
+    #[error("vm {0:?} has no guest agent answering, so exec cannot run through it")]
+    NoAgent(String),
+    /// The guest's agent predates exec.
+    #[error("vm {name:?}'s guest agent speaks protocol {protocol}; exec needs 2")]
+    AgentTooOld {
+        /// The VM.
+        name: String,
+        /// What the agent speaks.
+        protocol: u32,
+    },
+    /// Starting the command in the guest.
+    #[error("exec")]
+    Exec(#[source] GuestIoError),
+    /// The guest stream broke while the command ran (the VM stopped, or the agent died).
+    #[error("exec: lost the guest while the command ran")]
+    ExecLost(#[source] GuestIoError),
     /// Reading the guest's listening ports.
     #[error("ports")]
     Ports(#[source] GuestIoError),
@@ -188,7 +208,9 @@ impl ServiceError for VmError {
             | E::DiskTooSmall
             | E::NothingToChange
             | E::RunningSizing(_)
-            | E::NoWorkspace(_) => ErrorCode::BadRequest,
+            | E::NoWorkspace(_)
+            | E::InvalidExec(_) => ErrorCode::BadRequest,
+            E::NoAgent(_) | E::AgentTooOld { .. } => ErrorCode::Unsupported,
             E::KeptForLogs { source, .. } => source.code(),
             E::Image(e) => e.code(),
             E::Net(e) => e.code(),
@@ -229,6 +251,12 @@ impl ServiceError for VmError {
             E::NoWorkspace(n) => {
                 format!("prepare one first: `banger vm workspace prepare {n} PATH`")
             }
+            E::NoAgent(n) => format!(
+                "the image may lack banger-agent, or the host lacks vhost-device-vsock (`banger doctor`); `banger vm ssh {n} -- CMD` works without it"
+            ),
+            E::AgentTooOld { name, .. } => format!(
+                "rebuild the image with this banger to update its agent; meanwhile `banger vm ssh {name} -- CMD` works"
+            ),
             E::Ports(_) => "the guest's agent or sshd must answer; `banger vm logs NAME` shows why they may not".into(),
             E::SshKey(e) => return e.hint(),
             E::Image(e) => return e.hint(),

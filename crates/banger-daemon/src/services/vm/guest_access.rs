@@ -56,9 +56,11 @@ fn workspace_field(vm: &VmRecord, key: &str) -> Option<String> {
 }
 
 impl VmService {
-    /// How the host reaches VM `vm`'s guest: ssh, and the agent when the VMM gives vsock.
+    /// How the host reaches VM `vm`'s guest: ssh, and the agent when the VMM gives vsock
+    /// (with the protocol readiness saw, from the handle cache).
     pub(super) fn guest_addr(&self, vm: &VmRecord) -> GuestAddr {
         GuestAddr {
+            agent: self.handles.get(&vm.id).and_then(|h| h.agent),
             ip: vm.guest_ip.parse().unwrap_or(Ipv4Addr::UNSPECIFIED),
             ssh_options: self.ssh_target(vm).ssh_options(),
             vsock: self

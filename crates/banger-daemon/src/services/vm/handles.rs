@@ -20,6 +20,9 @@ pub struct Handles {
     pub vmm: VmmHandle,
     /// The tap device.
     pub tap: String,
+    /// The guest agent's protocol, learned at readiness (`None`: no agent answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<u32>,
 }
 
 /// The handle cache, by VM id.
@@ -67,6 +70,16 @@ impl HandleCache {
             Some(h) => map.insert(id.to_owned(), h),
             None => map.remove(id),
         };
+    }
+
+    /// Records the agent protocol VM `id`'s guest speaks (no-op when it does not run).
+    pub fn set_agent(&self, id: &str, agent: Option<u32>) {
+        if let Some(mut h) = self.get(id)
+            && h.agent != agent
+        {
+            h.agent = agent;
+            self.set(id, Some(h));
+        }
     }
 
     /// Adopts handles read back from disk (reconcile) without rewriting the file.

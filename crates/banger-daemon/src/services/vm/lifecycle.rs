@@ -148,6 +148,7 @@ impl VmService {
             Some(Handles {
                 vmm: handle.clone(),
                 tap,
+                agent: None,
             }),
         );
         info!(
@@ -166,12 +167,13 @@ impl VmService {
         let guest = Arc::clone(&self.infra.guest);
         let console = self.vm_dir(&vm.id).join("console.log");
         let addr = self.guest_addr(vm);
-        blocking(move || -> Result<_, VmError> {
+        let ready = blocking(move || -> Result<_, VmError> {
             guest
                 .wait_ready(&addr, timeout, &watch)
                 .map_err(|e| boot_error(e, &console))
         })
         .await?;
+        self.handles.set_agent(&vm.id, ready.agent);
         vm.state = VmState::Running;
         vm.vmm = Some(handle.backend.clone());
         vm.last_error = None;

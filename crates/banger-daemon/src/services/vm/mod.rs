@@ -4,7 +4,8 @@
 //! row), row load/save and list/show; `create` (async create, reservation, names, undo),
 //! `provision` (disks, guest config, agent unit, host-key pinning), `lifecycle`
 //! (start/stop/kill/restart/delete, teardown, boot), `settings` (`vm set`, sizing),
-//! `observe` (stats, ports, the poller), `logs` (streamed logs), `guest_access` (addresses, ssh target,
+//! `observe` (stats, ports, the poller), `logs` (streamed logs), `exec` (commands through
+//! the guest agent), `guest_access` (addresses, ssh target,
 //! managed ssh_config, workspaces), `handles` (the handle cache), `reconcile` (startup).
 //!
 //! Locks: `vm_locks[id]` is held across a whole lifecycle op on one VM; `create_reservation`
@@ -13,6 +14,7 @@
 
 mod create;
 mod error;
+mod exec;
 mod guest_access;
 mod handles;
 mod lifecycle;
