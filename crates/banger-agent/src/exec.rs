@@ -4,6 +4,7 @@
 //! stream kills the whole group.
 
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -297,9 +298,13 @@ fn spawn(spec: &ExecSpec) -> io::Result<Started> {
     rustix::pty::unlockpt(&master)?;
     let name = rustix::pty::ptsname(&master, Vec::new())?;
     rustix::termios::tcsetwinsize(&master, winsize(size.rows, size.cols))?;
+    // O_NOCTTY: the agent is a session leader (systemd made it one); without it, opening
+    // the terminal would make it the agent's controlling terminal, and its hangup when the
+    // command ends would kill the agent.
     let slave = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
         .open(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.as_bytes()))?;
     cmd.stdin(slave.try_clone()?)
         .stdout(slave.try_clone()?)

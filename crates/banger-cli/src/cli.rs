@@ -145,6 +145,15 @@ pub(crate) enum VmCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Copy files or directories between the host and a VM through its agent: `SRC VM:DST`
+    /// or `VM:SRC DST` (into DST when it is a directory, else as DST; modes kept). `-` as the
+    /// host side is a tar stream on stdin or stdout.
+    Cp {
+        /// Source: a host path, `VM:PATH`, or `-` (a tar on stdin).
+        src: String,
+        /// Destination: `VM:PATH`, a host path, or `-` (a tar on stdout).
+        dst: String,
+    },
     /// Copy a git work tree into a VM, or take the changes made there back.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),

@@ -216,6 +216,7 @@ fn e2e_vm_run_rm_propagates_exit_code_and_leaves_nothing() {
         "the tail is the end of the whole log"
     );
     logs(&["vm", "logs", "t0", "--vmm"]);
+    exec_through_the_agent(&g, "t0");
     g.ok(&["vm", "delete", "t0"]);
     let out = g.run(&[
         "vm",
@@ -231,6 +232,132 @@ fn e2e_vm_run_rm_propagates_exit_code_and_leaves_nothing() {
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hi");
     g.assert_nothing_left();
+}
+
+/// `vm exec` through the guest agent (not ssh): exit codes and signals, stdout apart from
+/// stderr, stdin in, 100 MB out byte-exact, a PTY, Ctrl-C.
+fn exec_through_the_agent(g: &Guest, vm: &str) {
+    use std::io::Write as _;
+    let exec = |args: &[&str]| {
+        let mut a = vec!["vm", "exec", vm, "--"];
+        a.extend_from_slice(args);
+        g.run(&a)
+    };
+    // The agent, not sshd, runs it: no ssh session around it, and no fallback notice.
+    let out = exec(&[
+        "sh",
+        "-c",
+        "echo \"[$SSH_CONNECTION]\"; echo err >&2; exit 0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n");
+    assert_eq!(
+        stderr(&out),
+        "err\n",
+        "stderr apart, and nothing else on it"
+    );
+    assert_eq!(exec(&["sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(exec(&["sh", "-c", "kill -9 $$"]).status.code(), Some(137));
+    assert_eq!(exec(&["/no/such/thing"]).status.code(), Some(127));
+    // stdin streams in.
+    let mut child = g
+        .cmd(&["vm", "exec", vm, "--", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"data\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"data\n");
+    // 100 MB of output, byte-exact.
+    g.ok(&[
+        "vm",
+        "exec",
+        vm,
+        "--",
+        "sh",
+        "-c",
+        "head -c 100000000 /dev/urandom > /root/big",
+    ]);
+    let guest_sum = g.ok(&["vm", "exec", vm, "--", "sha256sum", "/root/big"]);
+    let out = exec(&["cat", "/root/big"]);
+    assert_eq!(out.stdout.len(), 100_000_000);
+    let mut sum = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sum.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let host_sum = sum.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&host_sum.stdout)
+            .split_whitespace()
+            .next(),
+        guest_sum.split_whitespace().next(),
+        "100 MB through exec"
+    );
+    // A PTY: `script` gives the client a terminal; the guest command sees one of its own.
+    let line = format!(
+        "{} vm exec -t {vm} -- sh -c 'tty; stty size'",
+        banger_bin().display()
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &g.netns,
+            "script",
+            "-qec",
+            &line,
+            "/dev/null",
+        ])
+        .env("BANGER_HOME", g.env.home())
+        .env("BANGER_DAEMON_BIN", bangerd_bin())
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("/dev/pts/"), "{text}");
+    // Ctrl-C (SIGINT to the client) ends `sleep 100` in the guest within a second.
+    let child = g
+        .cmd(&["vm", "exec", vm, "--", "sleep", "100"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !exec(&["pgrep", "-x", "sleep"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "sleep never started");
+    }
+    // `ip netns exec` runs banger as its child: signal banger itself.
+    let banger = Command::new("pgrep")
+        .args(["-P", &child.id().to_string()])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&banger.stdout).trim().to_owned();
+    let pid = if pid.is_empty() {
+        child.id().to_string()
+    } else {
+        pid
+    };
+    let started = std::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "Ctrl-C took {took:?}"
+    );
+    assert!(
+        !exec(&["pgrep", "-x", "sleep"]).status.success(),
+        "sleep left behind"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Command implementations.
 
+mod cp;
 mod daemon;
 mod exec;
 mod image;
@@ -87,6 +88,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             exec::exec(&layout, &name, &command, &opts).await
         }
+        Command::Vm(VmCommand::Cp { src, dst }) => cp::cp(&layout, &src, &dst).await,
         Command::Vm(VmCommand::Logs {
             name,
             follow,
