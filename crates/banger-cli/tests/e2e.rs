@@ -358,6 +358,115 @@ fn exec_through_the_agent(g: &Guest, vm: &str) {
         !exec(&["pgrep", "-x", "sleep"]).status.success(),
         "sleep left behind"
     );
+
+    // Several commands at once on one VM: three 2 s sleeps end together.
+    let started = std::time::Instant::now();
+    let runs: Vec<_> = (0..3)
+        .map(|i| {
+            g.cmd(&[
+                "vm",
+                "exec",
+                vm,
+                "--",
+                "sh",
+                "-c",
+                &format!("sleep 2; echo {i}"),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for (i, r) in runs.into_iter().enumerate() {
+        assert_eq!(
+            String::from_utf8_lossy(&r.wait_with_output().unwrap().stdout),
+            format!("{i}\n")
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "3 concurrent 2 s execs took {took:?}"
+    );
+
+    // vm cp: a directory in (modes kept, into an existing directory), back out under a new
+    // name, a file in under a new name, and tar streams on stdin/stdout.
+    use std::os::unix::fs::PermissionsExt as _;
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("tree");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::write(dir.join("sub/bin"), [0u8, 1, 255]).unwrap();
+    let host = |p: &std::path::Path| p.display().to_string();
+    g.ok(&["vm", "cp", &host(&dir), &format!("{vm}:/root")]);
+    assert_eq!(
+        g.ok(&[
+            "vm",
+            "exec",
+            vm,
+            "--",
+            "sh",
+            "-c",
+            "stat -c '%a %U' /root/tree/run.sh && /root/tree/run.sh"
+        ]),
+        "750 root\nran\n"
+    );
+    let back = scratch.path().join("back");
+    g.ok(&["vm", "cp", &format!("{vm}:/root/tree"), &host(&back)]);
+    assert_eq!(std::fs::read(back.join("sub/bin")).unwrap(), [0u8, 1, 255]);
+    assert_eq!(
+        std::fs::metadata(back.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o750
+    );
+    g.ok(&[
+        "vm",
+        "cp",
+        &host(&dir.join("sub/bin")),
+        &format!("{vm}:/root/renamed.bin"),
+    ]);
+    assert_eq!(
+        g.ok(&[
+            "vm",
+            "exec",
+            vm,
+            "--",
+            "od",
+            "-An",
+            "-tx1",
+            "/root/renamed.bin"
+        ])
+        .trim(),
+        "00 01 ff"
+    );
+    let out = g.run(&["vm", "cp", &format!("{vm}:/root/tree"), "-"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut names: Vec<String> = tar::Archive::new(out.stdout.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["tree/", "tree/run.sh", "tree/sub/", "tree/sub/bin"]);
+    // A tar on stdin lands in the named directory.
+    let mut child = g
+        .cmd(&["vm", "cp", "-", &format!("{vm}:/root/fromtar")])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        exec(&["cat", "/root/fromtar/tree/sub/bin"]).stdout,
+        [0u8, 1, 255]
+    );
+    let out = g.run(&["vm", "cp", &format!("{vm}:/root/nonexistent"), &host(&back)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no such file"), "{}", stderr(&out));
 }
 
 #[test]
