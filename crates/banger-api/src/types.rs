@@ -136,6 +136,9 @@ pub struct VmInfo {
     /// Where vcpu, memory and disk size came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sizing_sources: Option<SizingSources>,
+    /// Labels given at create.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Where each sizing value of a VM came from.
@@ -298,6 +301,10 @@ pub struct VmCreateParams {
     /// logs can show why, instead of undoing the create.
     #[serde(default)]
     pub keep_failed_boot: bool,
+    /// Labels (`key=value`; keys and values of `a-z0-9._-`, at most 8 of 63 characters), e.g.
+    /// `origin=mcp` for VMs a coding agent created. Shown by `vm list`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Params of `vm.set`: the fields to change (absent fields stay as they are).

@@ -35,6 +35,9 @@ pub(crate) enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Serve banger's sandboxes to coding agents over MCP (stdio by default), or install
+    /// banger into an agent's MCP config (`banger mcp install --client claude-code`).
+    Mcp(McpArgs),
     /// Check this host: KVM, VMM backend, tools, store, daemon, network, DNS, default image.
     /// Exits 1 when a check fails.
     Doctor {
@@ -515,6 +518,9 @@ pub(crate) struct CreateArgs {
     /// Let the guest reach the outside world through the host (NAT; `vm set` changes it).
     #[arg(long)]
     pub(crate) nat: bool,
+    /// Label the VM (`key=value`, repeatable; shown by `vm list`).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) label: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -529,4 +535,37 @@ pub(crate) struct ListArgs {
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// `banger mcp`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct McpArgs {
+    #[command(subcommand)]
+    pub(crate) install: Option<McpCommand>,
+    /// Serve streamable HTTP on this loopback address (e.g. 127.0.0.1:8731) instead of stdio.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<std::net::SocketAddr>,
+    /// Delete the sandboxes this server created when the session ends (the client goes
+    /// away or the server is signalled).
+    #[arg(long)]
+    pub(crate) ephemeral: bool,
+}
+
+/// `banger mcp install`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum McpCommand {
+    /// Add banger to a coding agent's MCP servers (or print the entry).
+    Install {
+        /// The agent: claude-code (./.mcp.json), cursor (~/.cursor/mcp.json), codex
+        /// (~/.codex/config.toml) or gemini (~/.gemini/settings.json).
+        #[arg(long, value_parser = ["claude-code", "cursor", "codex", "gemini"])]
+        client: String,
+        /// Print the entry instead of writing it.
+        #[arg(long)]
+        print: bool,
+        /// Make the entry `banger mcp --ephemeral` (sandboxes deleted at session end).
+        #[arg(long)]
+        ephemeral: bool,
+    },
 }

@@ -121,6 +121,40 @@ pub struct VmDefaults {
     pub disk_size: Option<String>,
 }
 
+/// `[mcp]`: what `banger mcp` lets a coding agent do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Most sandboxes created over MCP that may exist at once.
+    pub max_sandboxes: u32,
+    /// Most vCPUs per sandbox.
+    pub max_vcpu: u32,
+    /// Most memory per sandbox, MiB.
+    pub max_memory_mib: u64,
+    /// Images a sandbox may use (empty: any).
+    pub allowed_images: Vec<String>,
+    /// Whether a sandbox may have NAT (reach the outside world).
+    pub allow_nat: bool,
+    /// Default timeout of `sandbox_exec`, seconds.
+    pub exec_timeout_secs: u64,
+    /// The one host directory (a git work tree) a sandbox may get as its workspace.
+    pub workspace: Option<PathBuf>,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            max_sandboxes: 4,
+            max_vcpu: 4,
+            max_memory_mib: 8192,
+            allowed_images: Vec::new(),
+            allow_nat: false,
+            exec_timeout_secs: 120,
+            workspace: None,
+        }
+    }
+}
+
 /// The host heuristic for vCPUs when neither a flag nor config sets them: a quarter of the
 /// host's CPUs, at most 4; `None` below 4 host CPUs (the builtin 1 applies).
 pub fn auto_vcpu(host_cpus: u32) -> Option<u32> {
@@ -185,6 +219,8 @@ pub struct Config {
     pub image_catalog: Vec<crate::catalog::ImageCatalogEntry>,
     /// Kernel bundles `kernel pull NAME` can fetch.
     pub kernel_catalog: Vec<crate::catalog::KernelCatalogEntry>,
+    /// Limits of `banger mcp`.
+    pub mcp: McpConfig,
 }
 
 /// One `[[file_sync]]` entry: a host file or directory copied into the guest under /root.
@@ -288,6 +324,7 @@ impl Default for Config {
             root_helper_socket: None,
             image_catalog: Vec::new(),
             kernel_catalog: Vec::new(),
+            mcp: McpConfig::default(),
         }
     }
 }
@@ -367,6 +404,20 @@ impl Config {
                     "{:?} is not an address:port (e.g. 127.0.0.1:42069), or \"\" to disable",
                     self.dns_listen
                 ),
+            ));
+        }
+        if self.mcp.exec_timeout_secs == 0 {
+            return Err(invalid(
+                "mcp.exec_timeout_secs",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if let Some(ws) = &self.mcp.workspace
+            && !ws.is_absolute()
+        {
+            return Err(invalid(
+                "mcp.workspace",
+                format!("{} is not an absolute path", ws.display()),
             ));
         }
         if self.tap_pool_size > 64 {

@@ -8,7 +8,7 @@ pub mod layout;
 
 pub use catalog::{ImageCatalogEntry, KernelCatalogEntry};
 pub use config::{
-    Config, ConfigError, FileSync, LogLevel, VmDefaults, VmmKind, auto_memory_mib, auto_vcpu,
-    parse_duration,
+    Config, ConfigError, FileSync, LogLevel, McpConfig, VmDefaults, VmmKind, auto_memory_mib,
+    auto_vcpu, parse_duration,
 };
 pub use layout::{Layout, LayoutError};

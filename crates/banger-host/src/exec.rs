@@ -173,8 +173,11 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
-    /// A fake VMM vsock socket whose "agent" runs `act` after the handshake and the request.
-    fn agent(act: fn(&mut UnixStream)) -> (tempfile::TempDir, std::path::PathBuf) {
+    /// A fake VMM vsock socket whose "agent" runs `act` after the handshake and the request
+    /// (reading through the buffered reader that read the request, writing to the socket).
+    fn agent(
+        act: fn(&mut BufReader<UnixStream>, &mut UnixStream),
+    ) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.sock");
         let l = UnixListener::bind(&path).unwrap();
@@ -186,7 +189,7 @@ mod tests {
                     let _ = read_line(&mut r);
                     s.write_all(b"OK 1024\n").unwrap();
                     let _ = read_line(&mut r);
-                    act(&mut s);
+                    act(&mut r, &mut s);
                 });
             }
         });
@@ -204,8 +207,8 @@ mod tests {
 
     #[test]
     fn test_exec_frames_flow_both_ways() {
-        let (_d, path) = agent(|s| {
-            let f = HostFrame::read(s).unwrap();
+        let (_d, path) = agent(|r, s| {
+            let f = HostFrame::read(r).unwrap();
             let HostFrame::Stdin(data) = f else { panic!() };
             GuestFrame::Stdout(data).write(s).unwrap();
             GuestFrame::Exit(ExitStatus::Code(3)).write(s).unwrap();
@@ -225,20 +228,20 @@ mod tests {
     #[test]
     fn test_a_hostile_agent_cannot_flood_or_hang_an_exec() {
         // A frame claiming 4 GiB is refused without reading it.
-        let (_d, path) = agent(|s| {
+        let (_d, path) = agent(|_, s| {
             let _ = s.write_all(&[16, 0xff, 0xff, 0xff, 0xff]);
             std::thread::sleep(Duration::from_secs(5));
         });
         let mut ch = agent_exec(&path, &spec(), Duration::from_secs(2)).unwrap();
         assert!(ch.output.next().unwrap_err().0.contains("over the limit"));
         // Garbage kinds are refused.
-        let (_d, path) = agent(|s| {
+        let (_d, path) = agent(|_, s| {
             let _ = s.write_all(b"{\"kind\":\"error\"}\n");
         });
         let mut ch = agent_exec(&path, &spec(), Duration::from_secs(2)).unwrap();
         assert!(ch.output.next().is_err());
         // Half a frame, then silence: abort unblocks the reader at once.
-        let (_d, path) = agent(|s| {
+        let (_d, path) = agent(|_, s| {
             let _ = s.write_all(&[16, 0, 0, 1, 0, 1, 2]);
             std::thread::sleep(Duration::from_secs(30));
         });

@@ -4,6 +4,7 @@ mod cp;
 mod daemon;
 mod exec;
 mod image;
+mod mcp;
 mod net;
 mod sshconfig;
 mod system;
@@ -177,6 +178,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             insecure,
         }) => image::pull(&layout, reference, name, kernel_ref, insecure).await,
         Command::Image(ImageCommand::Ensure { name }) => image::ensure(&layout, name).await,
+        Command::Mcp(args) => match &args.install {
+            Some(crate::cli::McpCommand::Install {
+                client,
+                print,
+                ephemeral,
+            }) => mcp::install(client, *print, *ephemeral),
+            None => mcp::serve(&layout, &args).await,
+        },
         Command::Image(ImageCommand::List { json }) => image::list(&layout, json).await,
         Command::Image(ImageCommand::Show { name, json }) => image::show(&layout, name, json).await,
         Command::Image(ImageCommand::Register {

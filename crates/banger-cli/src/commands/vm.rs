@@ -26,11 +26,13 @@ pub(crate) async fn list(layout: &Layout, as_json: bool) -> anyhow::Result<ExitC
         output::json(&result.vms)?;
         return Ok(ExitCode::SUCCESS);
     }
+    // A LABELS column only when some VM has labels.
+    let any_labels = result.vms.iter().any(|vm| !vm.labels.is_empty());
     let rows = result
         .vms
         .iter()
         .map(|vm| {
-            vec![
+            let mut row = vec![
                 vm.name.clone(),
                 vm.state.to_string(),
                 vm.image.clone(),
@@ -49,26 +51,42 @@ pub(crate) async fn list(layout: &Layout, as_json: bool) -> anyhow::Result<ExitC
                     .unwrap_or_else(|| "-".into()),
                 created(&vm.created_at),
                 short_id(&vm.id).to_owned(),
-            ]
+            ];
+            if any_labels {
+                row.push(labels_text(&vm.labels));
+            }
+            row
         })
         .collect();
-    output::data(&output::table(
-        &[
-            "NAME",
-            "STATE",
-            "IMAGE",
-            "IP",
-            "VCPU",
-            "MEM",
-            "DISK",
-            "NAT",
-            "WORKSPACE",
-            "CREATED",
-            "ID",
-        ],
-        rows,
-    ));
+    let mut header = vec![
+        "NAME",
+        "STATE",
+        "IMAGE",
+        "IP",
+        "VCPU",
+        "MEM",
+        "DISK",
+        "NAT",
+        "WORKSPACE",
+        "CREATED",
+        "ID",
+    ];
+    if any_labels {
+        header.push("LABELS");
+    }
+    output::data(&output::table(&header, rows));
     Ok(ExitCode::SUCCESS)
+}
+
+fn labels_text(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "-".into();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn describe(vm: &VmInfo) -> String {
@@ -99,6 +117,9 @@ fn describe(vm: &VmInfo) -> String {
         ("created", vm.created_at.clone()),
         ("updated", vm.updated_at.clone()),
     ];
+    if !vm.labels.is_empty() {
+        lines.push(("labels", labels_text(&vm.labels)));
+    }
     if let Some(ws) = &vm.workspace {
         lines.push(("workspace", ws.to_string()));
     }
@@ -149,6 +170,14 @@ fn create_params(args: &CreateArgs, no_start: bool, keep_failed_boot: bool) -> V
         no_start,
         nat: args.nat,
         keep_failed_boot,
+        labels: args
+            .label
+            .iter()
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                (k.to_owned(), v.to_owned())
+            })
+            .collect(),
     }
 }
 

@@ -10,7 +10,7 @@ use banger_api::types::{OpBegun, OpStatus, SizingSources, VmCreateParams, VmInfo
 use banger_store::{ImageRecord, KernelRecord, Store, VmRecord};
 use tracing::{info, warn};
 
-use super::settings::{Sizing, validate_name};
+use super::settings::{Sizing, validate_labels, validate_name};
 use super::{VmError, VmService};
 use crate::ops::OpRegistry;
 use crate::progress::{AsyncOps, OpError, OpOutput, Progress};
@@ -81,6 +81,7 @@ impl VmService {
         if let Some(name) = &p.name {
             validate_name(name)?;
         }
+        validate_labels(&p.labels)?;
         let sizing = self.sizing(&p)?;
         if p.nat {
             self.network.check_nat_possible()?;
@@ -166,6 +167,7 @@ impl VmService {
                     memory_mib: sizing.memory_mib.1,
                     disk: sizing.disk_bytes.1,
                 },
+                "labels": p.labels,
             }),
             workspace: None,
             last_error: None,

@@ -16,6 +16,9 @@ pub enum VmError {
     /// No VM by that name or id.
     #[error("vm {0:?} not found")]
     NotFound(String),
+    /// A label banger does not accept.
+    #[error("invalid label {0:?}")]
+    InvalidLabel(String),
     /// A name that is not a DNS label banger accepts.
     #[error("invalid vm name {0:?}")]
     InvalidName(String),
@@ -200,6 +203,7 @@ impl ServiceError for VmError {
             E::NameTaken(_) => ErrorCode::AlreadyExists,
             E::NotRunning(_) => ErrorCode::NotRunning,
             E::InvalidName(_)
+            | E::InvalidLabel(_)
             | E::InvalidSize(_)
             | E::InvalidSizeUnit(_)
             | E::VcpuOutOfRange(_)
@@ -226,6 +230,10 @@ impl ServiceError for VmError {
             E::NotFound(_) => "`banger vm list` shows the VMs that exist".into(),
             E::InvalidName(_) => {
                 "names are 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+                    .into()
+            }
+            E::InvalidLabel(_) => {
+                "labels are key=value, at most 8, of a-z, 0-9, '.', '_' and '-' (63 characters each)"
                     .into()
             }
             E::NameTaken(_) => "pick another --name, or `banger vm delete` the old one".into(),

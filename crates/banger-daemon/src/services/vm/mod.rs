@@ -73,7 +73,13 @@ pub(crate) fn vm_info(row: VmRow) -> VmInfo {
         .spec
         .get("sizing")
         .and_then(|s| serde_json::from_value::<SizingSources>(s.clone()).ok());
+    let labels = vm
+        .spec
+        .get("labels")
+        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .unwrap_or_default();
     VmInfo {
+        labels,
         id: vm.id,
         name: vm.name,
         state: vm.state,

@@ -8,6 +8,27 @@ use tracing::info;
 use super::{VmError, VmService};
 
 /// Checks a VM name: 1–63 of `[a-z0-9-]`, no leading or trailing `-`.
+/// Checks VM labels: at most 8, keys and values of 1-63 characters of `a-z0-9._-` (values
+/// may be empty).
+pub(super) fn validate_labels(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<(), VmError> {
+    let ok = |s: &str, empty_ok: bool| {
+        (empty_ok || !s.is_empty())
+            && s.len() <= 63
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            })
+    };
+    if labels.len() > 8 {
+        return Err(VmError::InvalidLabel("more than 8 labels".into()));
+    }
+    match labels.iter().find(|(k, v)| !ok(k, false) || !ok(v, true)) {
+        Some((k, v)) => Err(VmError::InvalidLabel(format!("{k}={v}"))),
+        None => Ok(()),
+    }
+}
+
 pub fn validate_name(name: &str) -> Result<(), VmError> {
     let ok = !name.is_empty()
         && name.len() <= 63
