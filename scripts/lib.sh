@@ -27,6 +27,14 @@ ensure_cargo_tool() {
   cargo install --locked "$crate" >&2
 }
 
+# ensure_pip MODULE REQUIREMENT: pip-installs REQUIREMENT unless python3 imports MODULE.
+ensure_pip() {
+  local module=$1 req=$2
+  python3 -c "import $module" 2>/dev/null && return 0
+  echo "==> pip install $req" >&2
+  python3 -m pip install -q --root-user-action=ignore "$req" >&2
+}
+
 # build_agent: builds the guest agent statically (a guest's libc may differ from the host's)
 # into target/x86_64-unknown-linux-gnu/release/banger-agent, where bangerd looks for it.
 build_agent() {

@@ -16,6 +16,8 @@ ensure_apt build-essential pkg-config git python3 cpio e2fsprogs iproute2 openss
   util-linux systemd
 # Guest vsock under QEMU without /dev/vhost-vsock (a vhost-user backend, ~2 min to build once).
 ensure_cargo_tool vhost-device-vsock
+# The official MCP Python SDK: the end-to-end test of `banger mcp` drives it as an agent would.
+ensure_pip mcp.client 'mcp>=2,<3'
 # The unprivileged owner in the end-to-end test of the root helper (a system user, no home).
 id -u banger-e2e >/dev/null 2>&1 ||
   useradd --system --user-group --no-create-home --home-dir /nonexistent \

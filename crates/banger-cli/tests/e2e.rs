@@ -167,10 +167,14 @@ impl Guest {
 impl Drop for Guest {
     fn drop(&mut self) {
         let _ = self
-            .cmd(&["vm", "kill", "p1", "t1", "b1", "n1", "n2", "w1", "w2"])
+            .cmd(&[
+                "vm", "kill", "p1", "t1", "b1", "n1", "n2", "w1", "w2", "m1", "m2",
+            ])
             .output();
         let _ = self
-            .cmd(&["vm", "delete", "p1", "t1", "b1", "n1", "n2", "w1", "w2"])
+            .cmd(&[
+                "vm", "delete", "p1", "t1", "b1", "n1", "n2", "w1", "w2", "m1", "m2",
+            ])
             .output();
         let _ = self
             .cmd(&["daemon", "stop"])
@@ -1233,4 +1237,96 @@ fn e2e_owner_daemon_without_root_boots_through_the_root_helper() {
     let st: Value = serde_json::from_str(&g.ok(&["vm", "list", "--json"])).unwrap();
     assert_eq!(st.as_array().unwrap().len(), 0);
     assert!(!g.qemu_running());
+}
+
+/// `banger mcp` driven by the official MCP Python SDK: every tool, error paths with codes and
+/// hints, the `[mcp]` limits; then `--ephemeral`: killing the client deletes what it created.
+#[test]
+fn e2e_mcp_drives_sandboxes_through_the_python_sdk() {
+    let Some(g) = Guest::new() else { return };
+    let sdk = Command::new("python3")
+        .args(["-c", "import mcp.client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !banger_testkit::require::met(&[if sdk {
+        Ok(())
+    } else {
+        Err("the MCP Python SDK (pip install mcp; scripts/test.sh does)".to_owned())
+    }]) {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let repo = src.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("tracked"), "v1\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "one"]);
+    g.env.write_config_raw(&format!(
+        "[mcp]\nmax_sandboxes = 2\nmax_vcpu = 2\nallowed_images = [\"debian-bookworm\"]\n\
+         workspace = \"{}\"\n",
+        repo.display()
+    ));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py");
+    let server = |extra: &[&str]| {
+        let mut cmd = vec![
+            "ip".to_owned(),
+            "netns".into(),
+            "exec".into(),
+            g.netns.clone(),
+            banger_bin().display().to_string(),
+            "mcp".into(),
+        ];
+        cmd.extend(extra.iter().map(|s| (*s).to_owned()));
+        serde_json::to_string(&cmd).unwrap()
+    };
+    let client = |mode: &str, extra: &[&str]| {
+        let mut c = Command::new("python3");
+        c.arg(&script)
+            .arg(mode)
+            .env("BANGER_MCP_CMD", server(extra))
+            .env("BANGER_HOME", g.env.home())
+            .env("BANGER_DAEMON_BIN", bangerd_bin())
+            .env("NO_COLOR", "1");
+        c
+    };
+    let out = client("full", &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    eprintln!("mcp: {}", String::from_utf8_lossy(&out.stdout).trim());
+
+    // --ephemeral: the client dies (SIGKILL), the server sees its stdin end and deletes m2.
+    let mut eph = client("ephemeral", &["--ephemeral"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(eph.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "created");
+    let list: Value = serde_json::from_str(&g.ok(&["vm", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["name"], "m2", "{list}");
+    assert_eq!(list[0]["labels"]["origin"], "mcp", "{list}");
+    eph.kill().unwrap();
+    eph.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let list: Value = serde_json::from_str(&g.ok(&["vm", "list", "--json"])).unwrap();
+        if list.as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ephemeral sandbox outlived its client: {list}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    g.assert_nothing_left();
 }
