@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Machine-readable error kind carried in every error response (`error.data.kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request was malformed: invalid JSON, wrong params, oversize frame.
@@ -71,7 +71,7 @@ impl fmt::Display for ErrorCode {
 }
 
 /// `error.data` of a JSON-RPC error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorData {
     /// What kind of error this is.
     pub kind: ErrorCode,
@@ -84,7 +84,9 @@ pub struct ErrorData {
 }
 
 /// A JSON-RPC 2.0 error object, with banger's [`ErrorData`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error, schemars::JsonSchema,
+)]
 #[error("{message}")]
 pub struct RpcError {
     /// Numeric JSON-RPC code (derived from `data.kind`).

@@ -10,6 +10,7 @@ pub mod client;
 pub mod error;
 pub mod frame;
 pub mod methods;
+pub mod schema;
 pub mod types;
 
 pub use client::{Client, ClientError};

@@ -31,10 +31,12 @@ pub const DUPLEX: &[&str] = &[VmExec::NAME];
 pub trait Method {
     /// Wire name, e.g. `vm.list`.
     const NAME: &'static str;
+    /// What the method's doc comment says.
+    const DOC: &'static str;
     /// Params type.
-    type Params: Serialize + DeserializeOwned + Send + Sync;
+    type Params: Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync;
     /// Result type.
-    type Result: Serialize + DeserializeOwned + Send + Sync;
+    type Result: Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync;
 }
 
 macro_rules! methods {
@@ -45,12 +47,20 @@ macro_rules! methods {
             pub struct $ty;
             impl Method for $ty {
                 const NAME: &'static str = $name;
+                const DOC: &'static str = concat!($(stringify!($doc), "\n"),*);
                 type Params = $params;
                 type Result = $result;
             }
         )*
         /// Every method name the protocol defines.
         pub const ALL: &[&str] = &[$($name),*];
+
+        /// Every method's (name, doc, params schema, result schema), definitions in `g`.
+        pub(crate) fn schemas(
+            g: &mut schemars::SchemaGenerator,
+        ) -> Vec<(&'static str, &'static str, schemars::Schema, schemars::Schema)> {
+            vec![$(($name, <$ty as Method>::DOC, g.subschema_for::<$params>(), g.subschema_for::<$result>())),*]
+        }
 
         /// Invokes macro `$m` with every method type: `$m!(Ping, Shutdown, ...)`.
         #[macro_export]

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// Result of `ping`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PingResult {
     /// The daemon's crate version.
     pub version: String,
@@ -24,7 +24,7 @@ pub struct PingResult {
 }
 
 /// Lifecycle state of a VM (durable, stored in SQLite).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VmState {
     /// Recorded, disks may exist, never started or being started.
@@ -75,7 +75,7 @@ impl FromStr for VmState {
 }
 
 /// Where a sizing value came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueSource {
     /// Given on the command line.
@@ -100,7 +100,7 @@ impl fmt::Display for ValueSource {
 }
 
 /// One VM as the daemon reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmInfo {
     /// Stable id (never reused).
     pub id: String,
@@ -142,7 +142,7 @@ pub struct VmInfo {
 }
 
 /// Where each sizing value of a VM came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SizingSources {
     /// Of `vcpu`.
     pub vcpu: ValueSource,
@@ -153,14 +153,14 @@ pub struct SizingSources {
 }
 
 /// Result of starting an asynchronous operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OpBegun {
     /// Its id, for `*.status` and `*.cancel`.
     pub op_id: String,
 }
 
 /// Params of `vm.create.status` and `image.pull.status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpStatusParams {
     /// The operation.
@@ -175,7 +175,7 @@ pub struct OpStatusParams {
 }
 
 /// Params naming an operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpRef {
     /// The operation.
@@ -183,7 +183,7 @@ pub struct OpRef {
 }
 
 /// State of one stage of an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StageState {
     /// Under way.
@@ -195,7 +195,7 @@ pub enum StageState {
 }
 
 /// One stage of an operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StageInfo {
     /// Stage name (`image`, `system disk`, `boot`, ...).
     pub name: String,
@@ -206,7 +206,7 @@ pub struct StageInfo {
 }
 
 /// Progress and outcome of an asynchronous operation (`vm.create.begin`, `image.pull.begin`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OpStatus {
     /// The operation.
     pub op_id: String,
@@ -233,7 +233,7 @@ pub struct OpStatus {
 }
 
 /// Params naming one VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmRef {
     /// VM name or id.
@@ -241,14 +241,14 @@ pub struct VmRef {
 }
 
 /// Result of `vm.list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmListResult {
     /// All VMs, oldest first.
     pub vms: Vec<VmInfo>,
 }
 
 /// One in-flight daemon operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OperationSummary {
     /// The op id (also in log lines).
     pub op_id: String,
@@ -261,19 +261,21 @@ pub struct OperationSummary {
 }
 
 /// Result of `daemon.operations.list`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OperationsListResult {
     /// Operations still running, oldest first.
     pub operations: Vec<OperationSummary>,
 }
 
 /// Params of methods that take none.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
 /// Params of `vm.create`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmCreateParams {
     /// Name; generated when absent.
@@ -308,7 +310,7 @@ pub struct VmCreateParams {
 }
 
 /// Params of `vm.set`: the fields to change (absent fields stay as they are).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmSetParams {
     /// VM name or id.
@@ -325,7 +327,7 @@ pub struct VmSetParams {
 }
 
 /// A listening socket in a guest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PortInfo {
     /// `tcp` or `udp`.
     pub proto: String,
@@ -340,7 +342,7 @@ pub struct PortInfo {
 }
 
 /// The listening ports of one VM, or why they could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmPorts {
     /// The name as given.
     pub name: String,
@@ -351,7 +353,7 @@ pub struct VmPorts {
 }
 
 /// A guest with NAT on, as applied to the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NatInfo {
     /// VM name.
     pub vm: String,
@@ -362,7 +364,7 @@ pub struct NatInfo {
 }
 
 /// The DNS server's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DnsInfo {
     /// Where it listens (`None` when disabled or failed to bind).
     pub listen: Option<String>,
@@ -375,7 +377,7 @@ pub struct DnsInfo {
 }
 
 /// Host networking state (`net.status`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NetStatus {
     /// Bridge name.
     pub bridge: String,
@@ -394,7 +396,7 @@ pub struct NetStatus {
 }
 
 /// Params naming several VMs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmRefs {
     /// VM names or ids.
@@ -402,7 +404,7 @@ pub struct VmRefs {
 }
 
 /// Per-VM outcome of a multi-VM operation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmOpOutcome {
     /// The name as given.
     pub name: String,
@@ -415,14 +417,14 @@ pub struct VmOpOutcome {
 }
 
 /// Result of multi-VM operations.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmOpResult {
     /// One outcome per distinct name, in the order given.
     pub outcomes: Vec<VmOpOutcome>,
 }
 
 /// How to reach a VM over ssh.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SshInfo {
     /// VM name.
     pub name: String,
@@ -442,7 +444,9 @@ pub struct SshInfo {
 }
 
 /// Which log of a VM.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LogSource {
     /// The guest's serial console.
@@ -463,7 +467,7 @@ impl LogSource {
 }
 
 /// Params of `vm.logs` (the log streams as chunks named after `source`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmLogsParams {
     /// VM name or id.
@@ -481,7 +485,7 @@ pub struct VmLogsParams {
 }
 
 /// Params of `vm.exec`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmExecParams {
     /// VM name or id.
@@ -506,7 +510,7 @@ pub struct VmExecParams {
 }
 
 /// A terminal's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TtySize {
     /// Rows.
@@ -516,7 +520,9 @@ pub struct TtySize {
 }
 
 /// Result of `vm.exec`: how the command ended.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct VmExecResult {
     /// Its exit code, when it exited.
     pub exit_code: Option<i32>,
@@ -539,14 +545,14 @@ impl VmExecResult {
 }
 
 /// Result of `vm.logs`, after its chunks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmLogsResult {
     /// Bytes streamed.
     pub bytes: u64,
 }
 
 /// Params of `kernel.import`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KernelImportParams {
     /// Import the distro's cloud kernel.
@@ -567,7 +573,7 @@ pub struct KernelImportParams {
 }
 
 /// Params naming one image or kernel.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NameParams {
     /// The name.
@@ -575,7 +581,7 @@ pub struct NameParams {
 }
 
 /// Params of `image.pull.begin`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImagePullParams {
     /// Image reference (`docker.io/library/debian:bookworm`, `127.0.0.1:5000/x:y`).
@@ -592,7 +598,7 @@ pub struct ImagePullParams {
 }
 
 /// Params of `image.register`: an unmanaged image from files that stay where they are.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRegisterParams {
     /// Name.
@@ -614,7 +620,7 @@ pub struct ImageRegisterParams {
 }
 
 /// A kernel catalog entry and whether it is pulled.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KernelCatalogInfo {
     /// Name.
     pub name: String,
@@ -629,7 +635,7 @@ pub struct KernelCatalogInfo {
 }
 
 /// Params of `image.export`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageExportParams {
     /// Image name.
@@ -639,7 +645,7 @@ pub struct ImageExportParams {
 }
 
 /// What `image.export` wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ImageExportResult {
     /// The bundle.
     pub path: String,
@@ -650,7 +656,7 @@ pub struct ImageExportResult {
 }
 
 /// Params of `image.cache.prune`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CachePruneParams {
     /// Report only.
@@ -662,7 +668,7 @@ pub struct CachePruneParams {
 }
 
 /// What `image.cache.prune` removed (or would remove).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CachePruneResult {
     /// Blob digests.
     pub blobs: Vec<String>,
@@ -673,7 +679,7 @@ pub struct CachePruneResult {
 }
 
 /// A stored kernel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KernelInfo {
     /// Name.
     pub name: String,
@@ -690,7 +696,7 @@ pub struct KernelInfo {
 }
 
 /// A stored image.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ImageInfo {
     /// Name.
     pub name: String,
@@ -720,7 +726,7 @@ pub struct ImageInfo {
 }
 
 /// Params naming an image.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageEnsureParams {
     /// Image name; the default image when absent.
@@ -750,7 +756,7 @@ impl SshInfo {
 }
 
 /// Params of `vm.workspace.prepare`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspacePrepareParams {
     /// VM name or id.
@@ -775,7 +781,7 @@ pub struct WorkspacePrepareParams {
 }
 
 /// Result of `vm.workspace.prepare`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkspacePrepared {
     /// VM name.
     pub vm: String,
@@ -804,7 +810,7 @@ pub struct WorkspacePrepared {
 }
 
 /// Params of `vm.workspace.export`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceExportParams {
     /// VM name or id.
@@ -816,7 +822,7 @@ pub struct WorkspaceExportParams {
 
 /// Result of `vm.workspace.export`, after the patch (`git diff --binary`) streamed as
 /// chunks named `patch`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkspaceExport {
     /// The commit the patch applies to.
     pub base: String,
@@ -825,7 +831,7 @@ pub struct WorkspaceExport {
 }
 
 /// Guest-side numbers (from the agent, or ssh when there is none).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GuestStats {
     /// Load averages over 1, 5, 15 minutes.
     pub load: [f64; 3],
@@ -844,7 +850,7 @@ pub struct GuestStats {
 }
 
 /// One VM's numbers in `vm.stats`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmStats {
     /// VM name.
     pub name: String,

@@ -35,6 +35,9 @@ pub(crate) enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// The daemon's API for people who write their own client.
+    #[command(subcommand)]
+    Api(ApiCommand),
     /// Serve banger's sandboxes to coding agents over MCP (stdio by default), or install
     /// banger into an agent's MCP config (`banger mcp install --client claude-code`).
     Mcp(McpArgs),
@@ -568,4 +571,12 @@ pub(crate) enum McpCommand {
         #[arg(long)]
         ephemeral: bool,
     },
+}
+
+/// `banger api`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApiCommand {
+    /// Print the JSON Schema of every RPC method's params and result (docs/api-schema.json;
+    /// the protocol is described in docs/PROTOCOL.md).
+    Schema,
 }

@@ -1328,5 +1328,32 @@ fn e2e_mcp_drives_sandboxes_through_the_python_sdk() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // Streamable HTTP on loopback (inside the test's netns, where the client runs too).
+    let mut http = g
+        .cmd(&["mcp", "--http", "127.0.0.1:8731"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its first words on stderr that name the address say it listens.
+    let said = std::io::BufRead::lines(std::io::BufReader::new(http.stderr.take().unwrap()))
+        .map_while(Result::ok)
+        .find(|l| l.contains("streamable http"))
+        .unwrap_or_default();
+    assert!(said.contains("127.0.0.1:8731"), "{said}");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &g.netns, "python3"])
+        .arg(&script)
+        .arg("http")
+        .env("BANGER_MCP_URL", "http://127.0.0.1:8731/mcp")
+        .output()
+        .unwrap();
+    let _ = http.kill();
+    let _ = http.wait();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
     g.assert_nothing_left();
 }

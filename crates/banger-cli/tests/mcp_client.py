@@ -8,6 +8,7 @@ full: initialize, list tools (schemas present), create a sandbox with the worksp
 error paths (unknown sandbox, over the limits, forbidden image), delete. Prints a JSON
 summary on stdout.
 ephemeral: creates sandbox `m2`, prints "created" and waits to be killed.
+http: over streamable HTTP at $BANGER_MCP_URL: tools listed, a call and an error.
 bench: round trip of sandbox_exec `true`, N times against one sandbox (`$BANGER_MCP_VM`).
 """
 
@@ -137,6 +138,17 @@ async def ephemeral():
         await asyncio.sleep(3600)
 
 
+async def http():
+    async with Client(os.environ["BANGER_MCP_URL"]) as c:
+        names = {t.name for t in (await c.list_tools()).tools}
+        check("sandbox_exec" in names, names)
+        r = await call(c, "sandbox_list")
+        check(r["sandboxes"] == [], r)
+        e = await call(c, "sandbox_exec", {"sandbox": "nope", "command": "true"}, ok=False)
+        check(e["code"] == "not_found", e)
+    print("http ok")
+
+
 async def bench():
     vm = os.environ["BANGER_MCP_VM"]
     async with Client(server()) as c:
@@ -149,4 +161,4 @@ async def bench():
         print(f"{times[len(times) // 2] * 1000:.1f} {times[int(len(times) * 0.9)] * 1000:.1f}")
 
 
-asyncio.run({"full": full, "ephemeral": ephemeral, "bench": bench}[sys.argv[1]]())
+asyncio.run({"full": full, "ephemeral": ephemeral, "http": http, "bench": bench}[sys.argv[1]]())

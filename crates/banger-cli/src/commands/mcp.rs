@@ -14,6 +14,15 @@ use crate::output::{self, Hinted};
 
 /// `banger mcp [--http ADDR] [--ephemeral]`.
 pub(crate) async fn serve(layout: &Layout, args: &McpArgs) -> anyhow::Result<ExitCode> {
+    if let Some(addr) = args.http
+        && !addr.ip().is_loopback()
+    {
+        return Err(Hinted::new(
+            format!("--http {addr} is not a loopback address"),
+            "banger mcp serves loopback only, e.g. --http 127.0.0.1:8731",
+        )
+        .into());
+    }
     let config = banger_config::Config::load(&layout.config_path)?;
     // Starts bangerd when needed (its progress goes to stderr; stdout is the MCP stream).
     drop(connect(layout).await?);
@@ -28,17 +37,7 @@ pub(crate) async fn serve(layout: &Layout, args: &McpArgs) -> anyhow::Result<Exi
             banger_mcp::serve_http(server.clone(), addr).await
         }
         None => banger_mcp::serve_stdio(server.clone()).await,
-    }
-    .map_err(|e| {
-        if matches!(e, banger_mcp::McpError::NotLoopback(_)) {
-            anyhow::Error::new(Hinted::new(
-                e.to_string(),
-                "banger mcp serves loopback only, e.g. --http 127.0.0.1:8731",
-            ))
-        } else {
-            anyhow::Error::new(e)
-        }
-    })?;
+    }?;
     if args.ephemeral {
         let deleted = server.delete_created().await;
         if !deleted.is_empty() {

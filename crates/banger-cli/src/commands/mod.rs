@@ -178,6 +178,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             insecure,
         }) => image::pull(&layout, reference, name, kernel_ref, insecure).await,
         Command::Image(ImageCommand::Ensure { name }) => image::ensure(&layout, name).await,
+        Command::Api(crate::cli::ApiCommand::Schema) => {
+            output::data(banger_api::schema::api_schema_text().trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Mcp(args) => match &args.install {
             Some(crate::cli::McpCommand::Install {
                 client,
