@@ -1316,7 +1316,7 @@ fn e2e_mcp_drives_sandboxes_through_the_python_sdk() {
     assert_eq!(list[0]["labels"]["origin"], "mcp", "{list}");
     eph.kill().unwrap();
     eph.wait().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
     loop {
         let list: Value = serde_json::from_str(&g.ok(&["vm", "list", "--json"])).unwrap();
         if list.as_array().unwrap().is_empty() {
