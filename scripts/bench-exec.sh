@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: running commands in a guest — `vm exec` (through the guest agent on vsock)
 # against `vm ssh` (a real ssh session) in the same run, on one VM: round trip of `true`
-# (N runs each, default 20, p50 and p90), 100 MB out of the guest and 100 MB into it
+# (N runs each, default 20, p50 and p90; and `sandbox_exec` through `banger mcp` when the
+# MCP Python SDK is installed), 100 MB out of the guest and 100 MB into it
 # through exec (sha256 compared, MB/s), and how long Ctrl-C takes to end `sleep 100`.
 # Runs in a throwaway network namespace (scripts/lib.sh bench_env).
 set -euo pipefail
@@ -26,6 +27,12 @@ agent=$(times b vm exec ex -- true)
 ssh=$(times b vm ssh ex -- true)
 echo "exec true, agent: p50 $(pct 50 <<<"$agent") ms, p90 $(pct 90 <<<"$agent") ms ($runs runs)"
 echo "exec true, ssh:   p50 $(pct 50 <<<"$ssh") ms, p90 $(pct 90 <<<"$ssh") ms ($runs runs)"
+# The same through `banger mcp` (one MCP session, the official Python SDK as the client).
+if python3 -c 'import mcp.client' 2>/dev/null; then
+  read -r p50 p90 < <(BANGER_MCP_CMD="[\"ip\",\"netns\",\"exec\",\"$ns\",\"$bin/banger\",\"mcp\"]" \
+    BANGER_MCP_VM=ex RUNS=$runs python3 crates/banger-cli/tests/mcp_client.py bench)
+  echo "exec true, MCP sandbox_exec: p50 $p50 ms, p90 $p90 ms ($runs runs)"
+fi
 
 b vm exec ex -- sh -c 'head -c 100000000 /dev/urandom > /root/big' 
 guest_sum=$(b vm exec ex -- sha256sum /root/big | cut -d' ' -f1)

@@ -68,8 +68,17 @@ async def full():
         check(e["code"] == "forbidden" and "image_list" in e["hint"], e)
         e = await call(c, "sandbox_create", {"nat": True}, ok=False)
         check(e["code"] == "forbidden", e)
-        e = await call(c, "sandbox_delete", {"sandbox": "nope"}, ok=False)
-        check(e["code"] == "not_found", e)
+        # Every tool that takes a sandbox: an unknown one is not_found, with what to do.
+        for tool, args in [("sandbox_exec", {"argv": ["true"]}), ("sandbox_read_file", {"path": "/x"}),
+                           ("sandbox_write_file", {"path": "/x", "content": ""}), ("sandbox_list_dir", {}),
+                           ("sandbox_ports", {}), ("sandbox_logs", {}), ("sandbox_workspace_export", {}),
+                           ("sandbox_stop", {}), ("sandbox_delete", {})]:
+            e = await call(c, tool, {"sandbox": "nope", **args}, ok=False)
+            check(e["code"] == "not_found" and "sandbox_list" in e["hint"], (tool, e))
+        e = await call(c, "sandbox_exec", {"sandbox": "nope"}, ok=False)
+        check(e["code"] == "bad_request", e)
+        e = await call(c, "sandbox_create", {"workspace": True, "from_snapshot": "s"}, ok=False)
+        check(e["code"] == "unsupported", e)
 
         t0 = time.monotonic()
         sb = await call(c, "sandbox_create", {"name": "m1", "workspace": True})
