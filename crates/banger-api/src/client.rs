@@ -95,6 +95,18 @@ impl Client {
         Ok(())
     }
 
+    /// Sends a request for `M` with `params`; returns its id.
+    async fn send_request<M: Method>(&mut self, params: &M::Params) -> Result<u64, ClientError> {
+        let params = serde_json::to_value(params).map_err(ClientError::Decode)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut line =
+            serde_json::to_vec(&Request::new(id, M::NAME, params)).map_err(ClientError::Decode)?;
+        line.push(b'\n');
+        self.send_bytes(&line).await?;
+        Ok(id)
+    }
+
     /// Calls a method whose result streams: every chunk goes to `on_chunk` (stream name,
     /// bytes) as it arrives, then the final result is returned. An error from `on_chunk`
     /// (e.g. stdout closed) ends the call; dropping the connection cancels the request.
@@ -103,32 +115,8 @@ impl Client {
         params: &M::Params,
         on_chunk: &mut (dyn FnMut(&str, &[u8]) -> std::io::Result<()> + Send),
     ) -> Result<M::Result, ClientError> {
-        let params = serde_json::to_value(params).map_err(ClientError::Decode)?;
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut line =
-            serde_json::to_vec(&Request::new(id, M::NAME, params)).map_err(ClientError::Decode)?;
-        line.push(b'\n');
-        self.send_bytes(&line).await?;
-        loop {
-            match self.read_incoming().await? {
-                Incoming::Chunk(chunk) => {
-                    let bytes = chunk.bytes().map_err(|e| {
-                        ClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-                    })?;
-                    on_chunk(&chunk.chunk.stream, &bytes)?;
-                }
-                Incoming::Response(response) => {
-                    return match (response.result, response.error) {
-                        (_, Some(err)) => Err(ClientError::Rpc(err)),
-                        (result, None) => {
-                            serde_json::from_value(result.unwrap_or(serde_json::Value::Null))
-                                .map_err(ClientError::Decode)
-                        }
-                    };
-                }
-            }
-        }
+        self.send_request::<M>(params).await?;
+        read_stream::<M>(&mut self.reader, on_chunk).await
     }
 
     /// Calls a duplex method ([`crate::methods::DUPLEX`]): what arrives on `input` (stream
@@ -142,13 +130,7 @@ impl Client {
         on_chunk: &mut (dyn FnMut(&str, &[u8]) -> std::io::Result<()> + Send),
     ) -> Result<M::Result, ClientError> {
         use crate::frame::Chunk;
-        let params = serde_json::to_value(params).map_err(ClientError::Decode)?;
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut line =
-            serde_json::to_vec(&Request::new(id, M::NAME, params)).map_err(ClientError::Decode)?;
-        line.push(b'\n');
-        self.send_bytes(&line).await?;
+        let id = self.send_request::<M>(params).await?;
         let writer = &mut self.writer;
         let send = async move {
             while let Some((stream, bytes)) = input.recv().await {
@@ -165,32 +147,7 @@ impl Client {
             }
             Ok::<(), std::io::Error>(())
         };
-        let reader = &mut self.reader;
-        let read = async move {
-            loop {
-                let line = match reader.next_frame().await? {
-                    Some(Frame::Line(line)) => line,
-                    Some(Frame::Oversize) | None => return Err(ClientError::Closed),
-                };
-                match Incoming::parse(&line).map_err(ClientError::Decode)? {
-                    Incoming::Chunk(chunk) => {
-                        let bytes = chunk.bytes().map_err(|e| {
-                            ClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-                        })?;
-                        on_chunk(&chunk.chunk.stream, &bytes)?;
-                    }
-                    Incoming::Response(response) => {
-                        return match (response.result, response.error) {
-                            (_, Some(err)) => Err(ClientError::Rpc(err)),
-                            (result, None) => {
-                                serde_json::from_value(result.unwrap_or(serde_json::Value::Null))
-                                    .map_err(ClientError::Decode)
-                            }
-                        };
-                    }
-                }
-            }
-        };
+        let read = read_stream::<M>(&mut self.reader, on_chunk);
         tokio::pin!(send, read);
         let mut sending = true;
         loop {
@@ -216,6 +173,36 @@ impl Client {
         loop {
             if let Incoming::Response(r) = self.read_incoming().await? {
                 return Ok(r);
+            }
+        }
+    }
+}
+
+/// Reads a streamed call's chunks (into `on_chunk`) up to its response; returns its result.
+async fn read_stream<M: Method>(
+    reader: &mut FrameReader<BufReader<OwnedReadHalf>>,
+    on_chunk: &mut (dyn FnMut(&str, &[u8]) -> std::io::Result<()> + Send),
+) -> Result<M::Result, ClientError> {
+    loop {
+        let line = match reader.next_frame().await? {
+            Some(Frame::Line(line)) => line,
+            Some(Frame::Oversize) | None => return Err(ClientError::Closed),
+        };
+        match Incoming::parse(&line).map_err(ClientError::Decode)? {
+            Incoming::Chunk(chunk) => {
+                let bytes = chunk.bytes().map_err(|e| {
+                    ClientError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                })?;
+                on_chunk(&chunk.chunk.stream, &bytes)?;
+            }
+            Incoming::Response(response) => {
+                return match (response.result, response.error) {
+                    (_, Some(err)) => Err(ClientError::Rpc(err)),
+                    (result, None) => {
+                        serde_json::from_value(result.unwrap_or(serde_json::Value::Null))
+                            .map_err(ClientError::Decode)
+                    }
+                };
             }
         }
     }

@@ -16,3 +16,7 @@ pub const BANGER_DAEMON_BIN: &str = "BANGER_DAEMON_BIN";
 pub const NO_COLOR: &str = "NO_COLOR";
 /// When set to `1`, disables progress display.
 pub const BANGER_NO_PROGRESS: &str = "BANGER_NO_PROGRESS";
+/// Crash-consistency testing only: the daemon SIGKILLs itself when it reaches this crash
+/// point (`stage:<create or start stage>`, `stop:<step>`, `delete:<step>`), as `kill -9`
+/// would. Never set in normal use.
+pub const BANGER_CRASH_AT: &str = "BANGER_CRASH_AT";

@@ -6,6 +6,7 @@
 //! typed error becomes the wire's `RpcError`; no behaviour lives on `Daemon` itself.
 //! [`server`] serves line-delimited JSON-RPC on the unix socket.
 
+pub mod crashpoint;
 pub mod daemon;
 pub mod dispatch;
 pub mod dns;

@@ -80,6 +80,7 @@ impl Progress {
     /// Ends the running stage (done) and starts `name`; fails when cancelled.
     pub fn stage(&self, name: &str) -> Result<(), Cancelled> {
         self.check()?;
+        crate::crashpoint::hit(&format!("stage:{name}"));
         lock(&self.detail).take();
         {
             let mut stages = lock(&self.stages);

@@ -8,35 +8,20 @@
     clippy::expect_used
 )]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_api::methods::{VmExec, VmShow};
 use banger_api::types::{VmExecParams, VmExecResult, VmRef};
 use banger_api::{Client, ClientError, ErrorCode};
-use banger_daemon::{bind_socket, serve};
-use banger_testkit::daemon::{TestBed, create_vm, small_config};
+use banger_testkit::daemon::{Served, TestBed, create_vm, small_config};
 use tokio::sync::mpsc;
-
-struct Served {
-    bed: TestBed,
-    socket: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
 
 async fn served(agent: Option<u32>) -> Served {
     let bed = TestBed::new(small_config()).unwrap();
     *bed.guest.agent.lock().unwrap() = agent;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("d.sock");
-    let listener = bind_socket(&socket).await.unwrap();
-    tokio::spawn(serve(Arc::clone(&bed.daemon), listener));
-    create_vm(&bed.daemon, "x", false).await.unwrap();
-    Served {
-        bed,
-        socket,
-        _dir: dir,
-    }
+    let s = banger_testkit::daemon::served(bed).await.unwrap();
+    create_vm(&s.bed.daemon, "x", false).await.unwrap();
+    s
 }
 
 fn params(argv: &[&str]) -> VmExecParams {

@@ -6,33 +6,18 @@
     clippy::expect_used
 )]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_api::Client;
 use banger_api::methods::VmLogsGet;
 use banger_api::types::{LogSource, VmLogsParams};
 use banger_daemon::services::Lifecycle;
-use banger_daemon::{bind_socket, serve};
-use banger_testkit::daemon::{TestBed, create_vm, small_config};
-
-struct Served {
-    bed: TestBed,
-    socket: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
+use banger_testkit::daemon::{Served, TestBed, create_vm, small_config};
 
 async fn served() -> Served {
-    let bed = TestBed::new(small_config()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("d.sock");
-    let listener = bind_socket(&socket).await.unwrap();
-    tokio::spawn(serve(Arc::clone(&bed.daemon), listener));
-    Served {
-        bed,
-        socket,
-        _dir: dir,
-    }
+    banger_testkit::daemon::served(TestBed::new(small_config()).unwrap())
+        .await
+        .unwrap()
 }
 
 fn params(name: &str) -> VmLogsParams {

@@ -288,6 +288,24 @@ impl Banger {
         names
     }
 
+    /// Runs lifecycle method `M` on an MCP sandbox; returns its name.
+    async fn lifecycle<M>(&self, sandbox: &str) -> Result<String, ToolError>
+    where
+        M: banger_api::Method<Params = VmRefs, Result = banger_api::types::VmOpResult>,
+    {
+        let vm = self.own(sandbox).await?;
+        let mut c = self.client().await?;
+        let r = c
+            .call::<M>(&VmRefs {
+                names: vec![vm.name.clone()],
+            })
+            .await?;
+        if let Some(e) = r.outcomes.into_iter().find_map(|o| o.error) {
+            return Err(banger_api::ClientError::Rpc(e).into());
+        }
+        Ok(vm.name)
+    }
+
     async fn exec_in(&self, sandbox: &str, cmd: Command) -> Result<crate::run::Ran, ToolError> {
         run(&self.settings().socket, sandbox, cmd).await
     }
@@ -711,17 +729,8 @@ impl Banger {
     ) -> Result<CallToolResult, ErrorData> {
         done(
             async {
-                let vm = self.own(&p.sandbox).await?;
-                let mut c = self.client().await?;
-                let r = c
-                    .call::<VmStop>(&VmRefs {
-                        names: vec![vm.name.clone()],
-                    })
-                    .await?;
-                if let Some(e) = r.outcomes.into_iter().find_map(|o| o.error) {
-                    return Err(banger_api::ClientError::Rpc(e).into());
-                }
-                Ok(json!({ "sandbox": vm.name, "state": "stopped" }))
+                let name = self.lifecycle::<VmStop>(&p.sandbox).await?;
+                Ok(json!({ "sandbox": name, "state": "stopped" }))
             }
             .await,
         )
@@ -734,22 +743,13 @@ impl Banger {
     ) -> Result<CallToolResult, ErrorData> {
         done(
             async {
-                let vm = self.own(&p.sandbox).await?;
-                let mut c = self.client().await?;
-                let r = c
-                    .call::<VmDelete>(&VmRefs {
-                        names: vec![vm.name.clone()],
-                    })
-                    .await?;
-                if let Some(e) = r.outcomes.into_iter().find_map(|o| o.error) {
-                    return Err(banger_api::ClientError::Rpc(e).into());
-                }
+                let name = self.lifecycle::<VmDelete>(&p.sandbox).await?;
                 self.inner
                     .created
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .retain(|n| n != &vm.name);
-                Ok(json!({ "sandbox": vm.name, "deleted": true }))
+                    .retain(|n| n != &name);
+                Ok(json!({ "sandbox": name, "deleted": true }))
             }
             .await,
         )

@@ -391,3 +391,26 @@ where
         self.map_err(banger_api::RpcError::from)
     }
 }
+
+/// A test bed's daemon served on a real socket in a temporary directory.
+#[derive(Debug)]
+pub struct Served {
+    /// The test bed.
+    pub bed: TestBed,
+    /// The daemon's socket.
+    pub socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Serves `bed`'s daemon on a fresh socket (the server task lives as long as the runtime).
+pub async fn served(bed: TestBed) -> Result<Served, TestBedError> {
+    let dir = tempfile::tempdir().map_err(setup)?;
+    let socket = dir.path().join("d.sock");
+    let listener = banger_daemon::bind_socket(&socket).await.map_err(setup)?;
+    tokio::spawn(banger_daemon::serve(Arc::clone(&bed.daemon), listener));
+    Ok(Served {
+        bed,
+        socket,
+        _dir: dir,
+    })
+}

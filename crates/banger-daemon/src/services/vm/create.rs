@@ -37,6 +37,9 @@ pub(super) fn generate_name() -> String {
     )
 }
 
+/// The row's spec key marking a create in progress.
+pub(super) const CREATING: &str = "creating";
+
 impl VmService {
     /// Begins an asynchronous create; its progress is queried with [`Self::create_status`].
     pub fn begin_create(self: &Arc<Self>, p: VmCreateParams, ops: &Arc<OpRegistry>) -> OpBegun {
@@ -110,8 +113,18 @@ impl VmService {
                 .undo_create(vm, err, p.keep_failed_boot, progress)
                 .await);
         }
+        crate::crashpoint::hit("stage:created");
+        self.finish_create(&mut vm).await?;
         self.sync_ssh_config().await;
         self.show(&vm.id).await
+    }
+
+    /// Clears the row's in-creation marker: from here on the VM is the user's.
+    async fn finish_create(&self, vm: &mut VmRecord) -> Result<(), VmError> {
+        if let Some(spec) = vm.spec.as_object_mut() {
+            spec.remove(CREATING);
+        }
+        self.save(vm).await
     }
 
     /// Name check + IP allocation + first row insert, under `create_reservation`.
@@ -168,6 +181,8 @@ impl VmService {
                     disk: sizing.disk_bytes.1,
                 },
                 "labels": p.labels,
+                // Until the create finishes: reconcile undoes a create a kill interrupted.
+                CREATING: true,
             }),
             workspace: None,
             last_error: None,
@@ -207,7 +222,7 @@ impl VmService {
             vm.state = VmState::Error;
             vm.last_error = Some(why);
             vm.updated_at = self.infra.clock.now_rfc3339();
-            if let Err(e) = self.save(&vm).await {
+            if let Err(e) = self.finish_create(&mut vm).await {
                 return e;
             }
             self.sync_ssh_config().await;
@@ -217,11 +232,16 @@ impl VmService {
             };
         }
         warn!(vm = vm.name, "create failed, undoing: {}", chain(&err));
-        self.teardown(&vm).await;
+        self.remove_unfinished(&vm).await;
+        err
+    }
+
+    /// Removes what a create made so far: VMM, tap, files, known_hosts line, row.
+    pub(super) async fn remove_unfinished(&self, vm: &VmRecord) {
+        self.teardown(vm).await;
         let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
         let id = vm.id.clone();
         let _ = with_store(&self.infra.store, move |s| s.delete_vm(&id)).await;
         self.forget_host_key(&vm.id).await;
-        err
     }
 }

@@ -232,6 +232,7 @@ impl VmService {
     /// Graceful stop: guest poweroff, wait up to `stop_timeout_secs`, then kill; always
     /// tears down.
     pub(super) async fn stop_locked(&self, vm: &mut VmRecord) -> Result<(), VmError> {
+        crate::crashpoint::hit("stop:poweroff");
         if let Some(h) = self.handles.get(&vm.id)
             && self.infra.vmm.is_alive(&h.vmm)
         {
@@ -250,7 +251,9 @@ impl VmService {
             })
             .await?;
         }
+        crate::crashpoint::hit("stop:teardown");
         self.teardown(vm).await;
+        crate::crashpoint::hit("stop:save");
         vm.state = VmState::Stopped;
         vm.updated_at = self.infra.clock.now_rfc3339();
         self.save(vm).await
@@ -310,10 +313,14 @@ impl VmService {
                     image_name: row.image_name.clone(),
                 });
                 self.stop_locked(&mut vm).await?;
-                let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
-                self.forget_host_key(&vm.id).await;
+                // The row goes first: a kill after it leaves only files without a row,
+                // which reconcile removes; never a row whose disks are gone.
+                crate::crashpoint::hit("delete:row");
                 let id = vm.id.clone();
                 with_store(&self.infra.store, move |s| s.delete_vm(&id)).await?;
+                crate::crashpoint::hit("delete:files");
+                let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
+                self.forget_host_key(&vm.id).await;
                 lock(&self.vm_locks).remove(&vm.id);
                 self.sync_ssh_config().await;
                 return Ok(info);

@@ -236,18 +236,36 @@ impl VmService {
 
     /// Removes VM `id`'s pinned host key from banger's known_hosts.
     pub(super) async fn forget_host_key(&self, id: &str) {
-        let kh = self.known_hosts();
         let alias = host_alias(id);
+        self.edit_known_hosts(move |first| first != alias).await;
+    }
+
+    /// Drops the pinned host keys of VMs that no longer exist (a kill between a delete's
+    /// row and its known_hosts edit leaves one behind).
+    pub(super) async fn prune_host_keys(&self, live: std::collections::HashSet<String>) {
+        self.edit_known_hosts(move |first| {
+            first
+                .strip_prefix("banger-")
+                .is_none_or(|id| live.contains(id))
+        })
+        .await;
+    }
+
+    /// Keeps the known_hosts lines whose first field `keep` accepts.
+    async fn edit_known_hosts(&self, keep: impl Fn(&str) -> bool + Send + 'static) {
+        let kh = self.known_hosts();
         let edit_lock = Arc::clone(&self.known_hosts_lock);
         let _ = blocking(move || -> Result<(), VmError> {
             let _edit = lock(&edit_lock);
             if let Ok(text) = fs_err::read_to_string(&kh) {
                 let kept: String = text
                     .lines()
-                    .filter(|l| l.split_whitespace().next() != Some(alias.as_str()))
+                    .filter(|l| keep(l.split_whitespace().next().unwrap_or("")))
                     .map(|l| format!("{l}\n"))
                     .collect();
-                let _ = fs_err::write(&kh, kept);
+                if kept != text {
+                    let _ = fs_err::write(&kh, kept);
+                }
             }
             Ok(())
         })

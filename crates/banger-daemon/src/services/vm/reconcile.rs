@@ -9,6 +9,7 @@ use banger_api::types::VmState;
 use banger_store::{Store, VmRecord};
 use tracing::{info, warn};
 
+use super::create::CREATING;
 use super::{VmError, VmService};
 use crate::services::support::{blocking, chain, with_store};
 
@@ -48,8 +49,21 @@ impl VmService {
     }
 
     async fn reconcile_vms(&self) -> Result<(), VmError> {
-        for row in with_store(&self.infra.store, Store::list_vms).await? {
+        let rows = with_store(&self.infra.store, Store::list_vms).await?;
+        let live: HashSet<String> = rows.iter().map(|r| r.vm.id.clone()).collect();
+        self.remove_orphan_dirs(&live).await;
+        self.prune_host_keys(live).await;
+        for row in rows {
             let mut vm = row.vm;
+            if vm.spec.get(CREATING).is_some() {
+                // A kill interrupted its create: undo it, as a failed create is undone.
+                warn!(
+                    vm = vm.name,
+                    "reconcile: its create was interrupted; removing it"
+                );
+                self.remove_unfinished(&vm).await;
+                continue;
+            }
             match self.handles.read(&vm.id) {
                 Some(h) if self.infra.vmm.is_alive(&h.vmm) => {
                     info!(
@@ -79,5 +93,31 @@ impl VmService {
             }
         }
         Ok(())
+    }
+
+    /// Removes VM directories (state and runtime) that no row owns: what a kill between a
+    /// delete's row and its files leaves.
+    async fn remove_orphan_dirs(&self, live: &HashSet<String>) {
+        let parents = [
+            self.infra.layout.vms_dir(),
+            self.infra.layout.runtime_dir.join("vms"),
+        ];
+        let live = live.clone();
+        let _ = blocking(move || -> Result<(), VmError> {
+            for parent in parents {
+                let Ok(entries) = fs_err::read_dir(&parent) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if e.path().is_dir() && !live.contains(&name) {
+                        warn!(dir = %e.path().display(), "reconcile: no vm owns it; removing it");
+                        let _ = fs_err::remove_dir_all(e.path());
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
     }
 }
