@@ -9,9 +9,6 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates a network namespace and taps)" >&2; exit 1; }
 ensure_apt build-essential pkg-config git cpio e2fsprogs iproute2 openssh-client \
   qemu-system-x86 busybox-static debootstrap nftables
-# The guest agent's vsock under QEMU (a vhost-user backend; ~2 min to build once). Without it
-# guests still work, but stats, ports and readiness go through ssh.
-ensure_cargo_tool vhost-device-vsock
 cargo build --release --bins --locked >&2
 build_agent
 bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release

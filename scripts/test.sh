@@ -14,8 +14,6 @@ fi
 ensure_apt build-essential pkg-config git python3 cpio e2fsprogs iproute2 openssh-client \
   qemu-system-x86 busybox-static debootstrap procps nftables bind9-dnsutils docker-registry \
   util-linux systemd
-# Guest vsock under QEMU without /dev/vhost-vsock (a vhost-user backend, ~2 min to build once).
-ensure_cargo_tool vhost-device-vsock
 # The official MCP Python SDK: the end-to-end test of `banger mcp` drives it as an agent would.
 ensure_pip mcp.client 'mcp>=2,<3'
 # The unprivileged owner in the end-to-end test of the root helper (a system user, no home).

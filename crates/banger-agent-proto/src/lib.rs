@@ -8,6 +8,7 @@
 //! both ends speak the binary frames of [`exec`] until the command has exited.
 
 pub mod exec;
+pub mod mux;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

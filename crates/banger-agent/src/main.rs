@@ -15,6 +15,7 @@ mod exec;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::time::Duration;
 
+use banger_agent_proto::mux::{Mux, PORT_NAME, Role};
 use banger_agent_proto::{
     self as proto, AGENT_PORT, AGENT_PROTOCOL, MAX_LINE, PROC_NET_FILES, Proto, Request, Response,
     Stats,
@@ -117,6 +118,65 @@ fn serve_conn<C: Conn>(mut stream: C) {
     }
 }
 
+/// The agent's virtio-serial port (`/dev/vportNpM` named [`PORT_NAME`]), when the VMM
+/// gives one (QEMU); waits up to 5 s for udev-less guests whose driver loads late.
+fn find_serial_port() -> Option<std::path::PathBuf> {
+    for _ in 0..50 {
+        if let Ok(dir) = std::fs::read_dir("/sys/class/virtio-ports") {
+            for e in dir.flatten() {
+                let name = read(&e.path().join("name").display().to_string());
+                if name.trim() == PORT_NAME {
+                    return Some(std::path::Path::new("/dev").join(e.file_name()));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// Serves agent connections multiplexed over the serial port, for good (a host that goes
+/// away and comes back — a restored snapshot — resets the connections; see
+/// `banger_agent_proto::mux`). Returns when there is no port.
+fn serve_serial() {
+    let Some(path) = find_serial_port() else {
+        return;
+    };
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+    };
+    let (reader, writer) = match open().and_then(|f| Ok((f.try_clone()?, f))) {
+        Ok(rw) => rw,
+        Err(e) => {
+            eprintln!("banger-agent: cannot open {}: {e}", path.display());
+            return;
+        }
+    };
+    eprintln!(
+        "banger-agent {} serving the serial port {}",
+        env!("CARGO_PKG_VERSION"),
+        path.display()
+    );
+    let mux = Mux::new(
+        Role::Guest,
+        Box::new(writer),
+        Some(Box::new(|port, stream| {
+            if port == AGENT_PORT {
+                std::thread::spawn(move || serve_conn(stream));
+            }
+        })),
+    );
+    let _ = mux.hello();
+    loop {
+        // `run` returns when the host end is closed (reads give EOF); it may come back.
+        mux.run(&reader);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let [_, flag, req] = args.as_slice()
@@ -133,23 +193,26 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    let serial = std::thread::spawn(serve_serial);
     let addr = vsock::VsockAddr::new(vsock::VMADDR_CID_ANY, AGENT_PORT);
-    let listener = match vsock::VsockListener::bind(&addr) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("banger-agent: cannot listen on vsock port {AGENT_PORT}: {e}");
-            return std::process::ExitCode::FAILURE;
+    match vsock::VsockListener::bind(&addr) {
+        Ok(listener) => {
+            eprintln!(
+                "banger-agent {} listening on vsock port {AGENT_PORT}",
+                env!("CARGO_PKG_VERSION")
+            );
+            for conn in listener.incoming() {
+                let Ok(stream) = conn else { continue };
+                std::thread::spawn(move || serve_conn(stream));
+            }
         }
-    };
-    eprintln!(
-        "banger-agent {} listening on vsock port {AGENT_PORT}",
-        env!("CARGO_PKG_VERSION")
-    );
-    for conn in listener.incoming() {
-        let Ok(stream) = conn else { continue };
-        std::thread::spawn(move || serve_conn(stream));
+        Err(e) => eprintln!("banger-agent: no vsock ({e})"),
     }
-    std::process::ExitCode::SUCCESS
+    if serial.join().is_err() {
+        return std::process::ExitCode::FAILURE;
+    }
+    eprintln!("banger-agent: neither vsock nor the serial port {PORT_NAME} is there");
+    std::process::ExitCode::FAILURE
 }
 
 #[cfg(test)]

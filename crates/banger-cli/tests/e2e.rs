@@ -107,12 +107,10 @@ impl Guest {
         })
     }
 
-    fn vhost_running(&self) -> bool {
+    /// Whether an agent channel helper (`bangerd --agent-mux`) of this home runs.
+    fn mux_running(&self) -> bool {
         let out = Command::new("pgrep")
-            .args([
-                "-f",
-                &format!("vhost-device-vsock.*{}", self.env.home().display()),
-            ])
+            .args(["-f", &format!("agent-mux.*{}", self.env.home().display())])
             .output()
             .unwrap();
         out.status.success()
@@ -142,7 +140,7 @@ impl Guest {
         assert!(self.busy_taps().is_empty(), "tap left: {}", self.links());
         assert!(!self.nat_table_exists(), "nat table left with no vm");
         assert!(!self.qemu_running(), "qemu process left");
-        assert!(!self.vhost_running(), "vsock backend left");
+        assert!(!self.mux_running(), "agent channel helper left");
         let vms = self.env.home().join("state/vms");
         let left: Vec<_> = std::fs::read_dir(&vms)
             .map(|d| d.filter_map(Result::ok).collect())
@@ -473,7 +471,7 @@ fn e2e_work_disk_persists_and_vms_survive_daemon_kill() {
         "-c",
         "echo kept > /root/marker && sync",
     ]);
-    // The guest has a vsock device (vhost-device-vsock under QEMU), bound to its driver.
+    // Under QEMU the agent answers on its virtio-serial port (which migrates).
     g.ok(&[
         "vm",
         "exec",
@@ -481,7 +479,7 @@ fn e2e_work_disk_persists_and_vms_survive_daemon_kill() {
         "--",
         "sh",
         "-c",
-        "test -c /dev/vsock && ls /sys/bus/virtio/drivers/vmw_vsock_virtio_transport | grep -q virtio",
+        "grep -qx org.banger.agent /sys/class/virtio-ports/*/name",
     ]);
     g.ok(&["vm", "stop", "p1"]);
     let show: Value = serde_json::from_str(&g.ok(&["vm", "show", "p1", "--json"])).unwrap();
@@ -510,7 +508,7 @@ fn e2e_work_disk_persists_and_vms_survive_daemon_kill() {
         std::thread::yield_now();
     }
     assert!(g.qemu_running(), "killing bangerd must not kill the VM");
-    assert!(g.vhost_running(), "nor its vsock backend");
+    assert!(g.mux_running(), "nor its agent channel helper");
     let show: Value = serde_json::from_str(&g.ok(&["vm", "show", "p1", "--json"])).unwrap();
     assert_eq!(show["state"], "running");
     assert_eq!(g.ok(&["vm", "exec", "p1", "--", "hostname"]).trim(), "p1");
@@ -1046,15 +1044,8 @@ fn e2e_owner_daemon_without_root_boots_through_the_root_helper() {
     let old_mode = std::fs::metadata(&tun).unwrap().mode() & 0o7777;
     let _tun_guard = ModeGuard(tun.clone(), old_mode);
     std::fs::set_permissions(&tun, std::fs::Permissions::from_mode(0o666)).unwrap();
-    // The owner's tools: the vsock backend lives in root's cargo dir, out of its reach.
     let bin = home.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    let vhost = std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cargo/bin/vhost-device-vsock"))
-        .filter(|p| p.is_file());
-    if let Some(v) = &vhost {
-        std::fs::copy(v, bin.join("vhost-device-vsock")).unwrap();
-    }
     // The kernel, given to the owner as files (the shared e2e home is root's alone).
     let kernels: Value = serde_json::from_str(&g.ok(&["kernel", "list", "--json"])).unwrap();
     g.ok(&["daemon", "stop"]);
@@ -1412,9 +1403,9 @@ impl Guest {
             "vmm processes vs {list}"
         );
         assert_eq!(
-            self.count_procs("vhost-device-vsock"),
+            self.count_procs("--agent-mux"),
             running.len(),
-            "vsock helpers vs {list}"
+            "agent channel helpers vs {list}"
         );
         assert_eq!(self.busy_taps().len(), running.len(), "{}", self.links());
         assert!(!self.nat_table_exists(), "nat table with no nat vm");

@@ -28,19 +28,27 @@ struct Args {
     /// The uid whose daemon may use the helper.
     #[arg(long, requires = "root_helper")]
     owner_uid: Option<u32>,
-    /// The helper's socket.
-    #[arg(
-        long,
-        requires = "root_helper",
-        default_value = "/run/banger/root-helper.sock"
-    )]
+    /// The helper's socket (the root helper's, or the agent channel's).
+    #[arg(long, default_value = "/run/banger/root-helper.sock")]
     socket: std::path::PathBuf,
+    /// Run as a VM's agent channel helper instead (started by the QEMU backend, one per
+    /// VM): carry `CONNECT <port>` clients of --socket over the virtio-serial port QEMU
+    /// connects to --chardev.
+    #[arg(long, requires_all = ["chardev", "socket"])]
+    agent_mux: bool,
+    /// The chardev socket QEMU connects to.
+    #[arg(long, requires = "agent_mux")]
+    chardev: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = if args.check_migrations {
         check_migrations()
+    } else if let (true, Some(chardev)) = (args.agent_mux, &args.chardev) {
+        banger_host::agentmux::run(chardev, &args.socket)
+            .map(|()| ExitCode::SUCCESS)
+            .context("agent channel helper")
     } else if let (true, Some(owner)) = (args.root_helper, args.owner_uid) {
         root_helper(owner, &args.socket)
     } else {
@@ -264,15 +272,11 @@ fn select_vmm(config: &Config) -> Arc<dyn Vmm> {
                 .clone()
                 .or_else(|| banger_host::process::find_in_path("qemu-system-x86_64"))
                 .unwrap_or_else(|| "qemu-system-x86_64".into());
-            let vhost =
-                banger_host::HostProbe::which(&banger_host::RealProbe, "vhost-device-vsock");
-            match &vhost {
-                Some(v) => info!("vsock: vhost-device-vsock at {}", v.display()),
-                None => tracing::warn!(
-                    "vsock: vhost-device-vsock not found; guests get no vsock (cargo install vhost-device-vsock)"
-                ),
-            }
-            Arc::new(QemuVmm::new(qemu, accel).with_vhost_vsock(vhost))
+            // The agent channel's helper is this binary (`--agent-mux`).
+            let mux = std::env::current_exe()
+                .inspect_err(|e| tracing::warn!("guests get no agent channel: {e}"))
+                .ok();
+            Arc::new(QemuVmm::new(qemu, accel).with_agent_mux(mux))
         }
     }
 }

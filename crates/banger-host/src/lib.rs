@@ -1,6 +1,7 @@
 //! Host primitives for banger: every side effect on the host goes through a trait here,
 //! with a real implementation and a recording fake for tests.
 
+pub mod agentmux;
 pub mod clock;
 pub mod disk;
 pub mod exec;

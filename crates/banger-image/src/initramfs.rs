@@ -18,6 +18,7 @@ pub const MODULES: &[&str] = &[
     "vsock",
     "vmw_vsock_virtio_transport_common",
     "vmw_vsock_virtio_transport",
+    "virtio_console",
 ];
 
 /// The `/init` script.
@@ -90,8 +91,9 @@ impl Cpio {
     }
 }
 
-/// Bumped whenever [`INIT`] changes; kernels with an older initramfs get it rebuilt.
-pub const VERSION: u32 = 2;
+/// Bumped whenever [`INIT`] or [`MODULES`] change (3: `virtio_console` for the agent's
+/// serial port); kernels with an older initramfs get it rebuilt.
+pub const VERSION: u32 = 3;
 
 /// The file next to an initramfs recording its [`VERSION`].
 pub fn version_marker(initrd: &Path) -> std::path::PathBuf {

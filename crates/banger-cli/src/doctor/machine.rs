@@ -173,27 +173,17 @@ pub(super) fn checks(f: &dyn Facts, cfg: &Config, out: &mut Vec<Check>) {
         )
         .with_packages(&["qemu-system-x86"]),
     });
-    // The guest agent's channel: Firecracker has vsock built in; QEMU needs a vhost-user
-    // backend (what bangerd looks for).
-    out.push(match (&choice, f.which("vhost-device-vsock")) {
-        (banger_host::vmm::Choice::Firecracker(_), _) => row(
-            "vsock helper",
-            Level::Pass,
-            "not needed: firecracker has vsock",
-            None,
-        ),
-        (_, Some(bin)) => row(
-            "vsock helper",
-            Level::Pass,
-            format!("{}: guests under QEMU get the agent", bin.display()),
-            None,
-        ),
-        (_, None) => row(
-            "vsock helper",
-            Level::Warn,
-            "vhost-device-vsock not found: guests under QEMU run without the agent (readiness, stats and ports go through ssh, ~1 s each)",
-            Some("cargo install --locked vhost-device-vsock (`banger doctor --fix` does it)".into()),
-        )
-        .with_crates(&["vhost-device-vsock"]),
-    });
+    // The guest agent's channel: Firecracker has vsock built in; under QEMU it is a
+    // virtio-serial port whose host end is `bangerd --agent-mux` (nothing to install).
+    out.push(row(
+        "agent channel",
+        Level::Pass,
+        match choice {
+            banger_host::vmm::Choice::Firecracker(_) => "firecracker's vsock",
+            banger_host::vmm::Choice::Qemu(_) => {
+                "a virtio-serial port carried by bangerd --agent-mux (migrates with snapshots)"
+            }
+        },
+        None,
+    ));
 }

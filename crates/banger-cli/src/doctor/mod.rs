@@ -79,11 +79,6 @@ impl Check {
         self.packages = packages.to_vec();
         self
     }
-
-    pub(super) fn with_crates(mut self, crates: &[&'static str]) -> Self {
-        self.crates = crates.to_vec();
-        self
-    }
 }
 
 pub(super) fn row(

@@ -270,39 +270,20 @@ fn test_tool_and_qemu_paths() {
 }
 
 #[test]
-fn test_vsock_helper_paths() {
+fn test_agent_channel_needs_nothing_installed() {
     let cfg = Config::default();
-    let qemu_without = Fake {
-        missing: vec!["vhost-device-vsock"],
+    let qemu = Fake {
         firecracker: None,
         ..Fake::default()
     };
-    let rows = checks(&qemu_without, &cfg, &daemon());
-    let (l, d, h) = level(&rows, "vsock helper");
-    assert_eq!(l, Level::Warn);
-    assert!(d.contains("without the agent"), "{d}");
-    assert!(
-        h.unwrap()
-            .contains("cargo install --locked vhost-device-vsock")
-    );
-    assert_eq!(crates_to_install(&rows), ["vhost-device-vsock"]);
-    let qemu_with = Fake {
-        firecracker: None,
-        ..Fake::default()
-    };
-    let rows = checks(&qemu_with, &cfg, &daemon());
-    assert_eq!(level(&rows, "vsock helper").0, Level::Pass);
+    let rows = checks(&qemu, &cfg, &daemon());
+    let (l, d, h) = level(&rows, "agent channel");
+    assert_eq!(l, Level::Pass);
+    assert!(d.contains("virtio-serial"), "{d}");
+    assert!(h.is_none());
     assert!(crates_to_install(&rows).is_empty());
-    // Firecracker brings its own vsock.
-    let fc = Fake {
-        missing: vec!["vhost-device-vsock"],
-        ..Fake::default()
-    };
-    let (l, d, _) = level(&checks(&fc, &cfg, &daemon()), "vsock helper");
-    assert_eq!(
-        (l, d.as_str()),
-        (Level::Pass, "not needed: firecracker has vsock")
-    );
+    let (l, d, _) = level(&checks(&Fake::default(), &cfg, &daemon()), "agent channel");
+    assert_eq!((l, d.as_str()), (Level::Pass, "firecracker's vsock"));
 }
 
 #[test]

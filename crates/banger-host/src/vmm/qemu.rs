@@ -21,7 +21,7 @@ pub enum Accel {
 pub struct QemuVmm {
     binary: PathBuf,
     accel: Accel,
-    vhost_vsock: Option<PathBuf>,
+    agent_mux: Option<PathBuf>,
 }
 
 impl QemuVmm {
@@ -30,24 +30,26 @@ impl QemuVmm {
         QemuVmm {
             binary,
             accel,
-            vhost_vsock: None,
+            agent_mux: None,
         }
     }
 
-    /// Gives guests a vsock through `vhost-device-vsock` at `binary` (a vhost-user backend
-    /// speaking Firecracker's `CONNECT <port>` protocol on the host socket).
+    /// Gives guests the agent channel: a virtio-serial port whose host end is
+    /// `binary --agent-mux` (`bangerd`), which offers the same `CONNECT <port>` socket as
+    /// Firecracker's vsock ([`crate::agentmux`]). Unlike vhost-user-vsock, the port's state
+    /// migrates, so these VMs can be snapshotted.
     #[must_use]
-    pub fn with_vhost_vsock(mut self, binary: Option<PathBuf>) -> Self {
-        self.vhost_vsock = binary;
+    pub fn with_agent_mux(mut self, binary: Option<PathBuf>) -> Self {
+        self.agent_mux = binary;
         self
     }
 
-    /// Starts the vsock backend for `spec`; returns its (pid, start time).
-    fn start_vsock(spec: &VmSpec, bin: &Path) -> Result<(u32, u64), VmmError> {
+    /// Starts the agent channel's helper for `spec`; returns its (pid, start time).
+    fn start_mux(spec: &VmSpec, bin: &Path) -> Result<(u32, u64), VmmError> {
         let Some(vsock) = &spec.vsock else {
-            return Err(VmmError::Unsupported("no vsock in spec".into()));
+            return Err(VmmError::Unsupported("no agent socket in spec".into()));
         };
-        let sock = vhost_socket(&spec.run_dir);
+        let sock = serial_socket(&spec.run_dir);
         check_socket_path(&sock)?;
         check_socket_path(&vsock.uds_path)?;
         let _ = fs_err::remove_file(&sock);
@@ -55,11 +57,10 @@ impl QemuVmm {
         let (log, log2) = append_log(&spec.vmm_log)?;
         let program = bin.display().to_string();
         let mut child = Command::new(bin)
-            .arg("--guest-cid")
-            .arg(vsock.cid.to_string())
-            .arg("--socket")
+            .arg("--agent-mux")
+            .arg("--chardev")
             .arg(&sock)
-            .arg("--uds-path")
+            .arg("--socket")
             .arg(&vsock.uds_path)
             .stdin(Stdio::null())
             .stdout(log)
@@ -76,7 +77,7 @@ impl QemuVmm {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(VmmError::Startup {
                     program,
-                    detail: format!("exited with {status}"),
+                    detail: format!("agent channel helper exited with {status}"),
                 });
             }
             if Instant::now() > deadline {
@@ -84,10 +85,10 @@ impl QemuVmm {
                 let _ = child.wait();
                 return Err(VmmError::Startup {
                     program,
-                    detail: "no vhost-user socket after 5s".into(),
+                    detail: "no agent channel socket after 5s".into(),
                 });
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         }
         let start = crate::process::start_time(pid).unwrap_or(0);
         std::thread::spawn(move || {
@@ -158,9 +159,9 @@ fn append_log(path: &Path) -> Result<(std::fs::File, std::fs::File), VmmError> {
     Ok((log, log2))
 }
 
-/// The vhost-user vsock socket QEMU connects to.
-pub fn vhost_socket(run_dir: &Path) -> PathBuf {
-    run_dir.join("vhost-vsock.sock")
+/// The socket QEMU connects the agent's virtio-serial port to (the helper listens).
+pub fn serial_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("agent-serial.sock")
 }
 
 /// The full QEMU argument vector for `spec` (without the binary).
@@ -230,12 +231,21 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
                 spec.memory_mib
             ),
         ]);
+        push(&["-device", "virtio-serial-device,max_ports=2"]);
         push(&[
             "-chardev",
-            &format!("socket,id=vsock0,path={}", kv(&vhost_socket(&spec.run_dir))),
+            &format!(
+                "socket,id=agent0,path={}",
+                kv(&serial_socket(&spec.run_dir))
+            ),
         ]);
-        // The guest CID is the backend's (`vhost-device-vsock --guest-cid`), not QEMU's.
-        push(&["-device", "vhost-user-vsock-device,chardev=vsock0"]);
+        push(&[
+            "-device",
+            &format!(
+                "virtserialport,chardev=agent0,name={}",
+                banger_agent_proto::mux::PORT_NAME
+            ),
+        ]);
     }
     push(&["-serial", &format!("file:{}", p(&spec.console_log))]);
     push(&[
@@ -256,7 +266,7 @@ impl Vmm for QemuVmm {
     }
 
     fn supports_vsock(&self) -> bool {
-        self.vhost_vsock.is_some()
+        self.agent_mux.is_some()
     }
 
     fn request_shutdown(&self, handle: &VmmHandle) {
@@ -266,11 +276,11 @@ impl Vmm for QemuVmm {
     fn launch(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
         let qmp = qmp_socket(&spec.run_dir);
         check_socket_path(&qmp)?;
-        let helper = match (&spec.vsock, &self.vhost_vsock) {
-            (Some(_), Some(bin)) => Some(Self::start_vsock(spec, bin)?),
+        let helper = match (&spec.vsock, &self.agent_mux) {
+            (Some(_), Some(bin)) => Some(Self::start_mux(spec, bin)?),
             (Some(_), None) => {
                 return Err(VmmError::Unsupported(
-                    "vsock needs vhost-device-vsock (cargo install vhost-device-vsock)".into(),
+                    "the agent channel needs bangerd's --agent-mux helper".into(),
                 ));
             }
             _ => None,
@@ -454,7 +464,7 @@ mod tests {
         assert!(args.contains("-accel kvm -cpu host"));
         assert!(
             args.contains("memory-backend=mem")
-                && args.contains("-device vhost-user-vsock-device,chardev=vsock0")
+                && args.contains("-device virtserialport,chardev=agent0,name=org.banger.agent")
         );
     }
 

@@ -260,7 +260,7 @@ impl ServiceError for VmError {
                 format!("prepare one first: `banger vm workspace prepare {n} PATH`")
             }
             E::NoAgent(n) => format!(
-                "the image may lack banger-agent, or the host lacks vhost-device-vsock (`banger doctor`); `banger vm ssh {n} -- CMD` works without it"
+                "the image may lack banger-agent (`banger doctor`); `banger vm ssh {n} -- CMD` works without it"
             ),
             E::AgentTooOld { name, .. } => format!(
                 "rebuild the image with this banger to update its agent; meanwhile `banger vm ssh {name} -- CMD` works"
