@@ -21,8 +21,43 @@ pub const AGENT_PORT: u32 = 1024;
 pub const MAX_LINE: usize = 1 << 20;
 
 /// The protocol this agent speaks, reported by [`Response::Health`]. 1: health, ports,
-/// stats, poweroff. 2: adds [`Request::Exec`].
-pub const AGENT_PROTOCOL: u32 = 2;
+/// stats, poweroff. 2: adds [`Request::Exec`]. 3: adds [`Request::Reidentify`].
+pub const AGENT_PROTOCOL: u32 = 3;
+
+/// A file the agent writes (whole, atomically: a temporary file renamed over it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestFile {
+    /// Absolute path in the guest.
+    pub path: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Contents.
+    pub content: String,
+}
+
+/// A new identity for a guest restored from a snapshot: applied before anything else runs
+/// in it, so no two VMs share an address, name, host key, machine id or RNG state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Hostname.
+    pub hostname: String,
+    /// The interface to readdress (`eth0`).
+    pub iface: String,
+    /// MAC address of that interface.
+    pub mac: String,
+    /// Address with prefix, e.g. `172.16.0.5/24`.
+    pub address: String,
+    /// Default gateway.
+    pub gateway: String,
+    /// The host's clock: seconds since the epoch.
+    pub unix_secs: u64,
+    /// ... and nanoseconds.
+    pub unix_nanos: u32,
+    /// Fresh randomness (hex) mixed into the kernel's pool, which is then reseeded.
+    pub entropy: String,
+    /// Files to write first (hostname, hosts, network config, ssh host key, machine-id).
+    pub files: Vec<GuestFile>,
+}
 
 /// The protocol an agent that does not report one speaks.
 pub const fn protocol_one() -> u32 {
@@ -68,6 +103,8 @@ pub enum Request {
     Poweroff,
     /// Run a command; the stream then carries [`exec`] frames (protocol 2).
     Exec(ExecSpec),
+    /// Take a new identity (protocol 3); answered with [`Response::Ok`] once applied.
+    Reidentify(Identity),
 }
 
 /// What the agent answers.

@@ -11,6 +11,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod exec;
+mod identity;
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::time::Duration;
@@ -67,6 +68,10 @@ fn answer(req: &Request) -> Response {
             Err(message) => Response::Error { message },
         },
         Request::Poweroff => Response::Ok,
+        Request::Reidentify(id) => match identity::apply(id) {
+            Ok(()) => Response::Ok,
+            Err(message) => Response::Error { message },
+        },
         Request::Exec(_) => Response::Error {
             message: "exec needs a connection of its own".into(),
         },

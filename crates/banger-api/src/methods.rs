@@ -11,10 +11,10 @@ use crate::types::{
     CachePruneParams, CachePruneResult, Empty, ImageEnsureParams, ImageExportParams,
     ImageExportResult, ImageInfo, ImagePullParams, ImageRegisterParams, KernelCatalogInfo,
     KernelImportParams, KernelInfo, NameParams, NetStatus, OpBegun, OpRef, OpStatus,
-    OpStatusParams, OperationsListResult, PingResult, SshInfo, VmCreateParams, VmExecParams,
-    VmExecResult, VmInfo, VmListResult, VmLogsParams, VmLogsResult, VmOpResult, VmPorts, VmRef,
-    VmRefs, VmSetParams, VmStats, WorkspaceExport, WorkspaceExportParams, WorkspacePrepareParams,
-    WorkspacePrepared,
+    OpStatusParams, OperationsListResult, PingResult, SnapshotInfo, SshInfo, VmCreateParams,
+    VmExecParams, VmExecResult, VmForkParams, VmForkResult, VmInfo, VmListResult, VmLogsParams,
+    VmLogsResult, VmOpResult, VmPorts, VmRef, VmRefs, VmSetParams, VmSnapshotParams, VmStats,
+    WorkspaceExport, WorkspaceExportParams, WorkspacePrepareParams, WorkspacePrepared,
 };
 
 /// Methods whose results stream as chunks before the final response. A client that goes
@@ -102,6 +102,20 @@ methods! {
     VmKill = "vm.kill" (VmRefs) -> VmOpResult;
     /// Stops VMs and removes them with their disks.
     VmDelete = "vm.delete" (VmRefs) -> VmOpResult;
+    /// Pauses VMs, writes their memory state to disk and stops them; `vm.start` resumes
+    /// them where they were.
+    VmSuspend = "vm.suspend" (VmRefs) -> VmOpResult;
+    /// Snapshots a running VM (paused meanwhile): memory, device state and disks.
+    VmSnapshot = "vm.snapshot" (VmSnapshotParams) -> SnapshotInfo;
+    /// Snapshots a running VM and starts `count` children from it, each with its own
+    /// identity (address, MAC, name, host key, machine id, clock, RNG).
+    VmFork = "vm.fork" (VmForkParams) -> VmForkResult;
+    /// Snapshots and templates.
+    SnapshotList = "snapshot.list" (Empty) -> Vec<SnapshotInfo>;
+    /// One snapshot.
+    SnapshotShow = "snapshot.show" (NameParams) -> SnapshotInfo;
+    /// Removes a snapshot (refused while a running VM maps its memory).
+    SnapshotRm = "snapshot.rm" (NameParams) -> SnapshotInfo;
     /// How to ssh into a running VM.
     VmSsh = "vm.ssh" (VmRef) -> SshInfo;
     /// Runs a command in a VM through its agent: stdin, signals and window sizes stream in,

@@ -86,6 +86,8 @@ pub enum ValueSource {
     Auto,
     /// banger's built-in floor.
     Builtin,
+    /// The snapshot the VM started from.
+    Snapshot,
 }
 
 impl fmt::Display for ValueSource {
@@ -95,6 +97,7 @@ impl fmt::Display for ValueSource {
             ValueSource::Config => "config",
             ValueSource::Auto => "auto",
             ValueSource::Builtin => "builtin",
+            ValueSource::Snapshot => "snapshot",
         })
     }
 }
@@ -139,6 +142,86 @@ pub struct VmInfo {
     /// Labels given at create.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// How the VM last started: `boot` (cold), `snapshot NAME`, `template NAME` or `resume`
+    /// (from `vm stop --suspend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_from: Option<String>,
+    /// Stopped with `--suspend`: `vm start` resumes its memory state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
+}
+
+/// A snapshot: a paused VM's memory, device state and disks, to start VMs from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SnapshotInfo {
+    /// Stable id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// `snapshot` (taken by `vm snapshot` or `vm fork`) or `template` (an image's warm
+    /// start).
+    pub kind: String,
+    /// The VM it was taken from.
+    pub source_vm: String,
+    /// Its image.
+    pub image: String,
+    /// Virtual CPUs (a VM started from it has these).
+    pub vcpu: u32,
+    /// Memory in MiB (likewise).
+    pub memory_mib: u64,
+    /// Work disk size in bytes.
+    pub disk_bytes: u64,
+    /// The backend it was taken on.
+    pub vmm: String,
+    /// Bytes on disk (memory and disks, sparse).
+    pub size_bytes: u64,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Running VMs that map its memory (it cannot be removed while there are any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_by: Vec<String>,
+}
+
+/// Params of `vm.snapshot`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmSnapshotParams {
+    /// VM name or id (running).
+    pub name: String,
+    /// The snapshot's name; `<vm>-<time>` when absent.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+}
+
+/// Params of `vm.fork`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmForkParams {
+    /// VM name or id (running).
+    pub name: String,
+    /// How many children (1–16).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// Children's name: `NAME` for one child, `NAME-1`…`NAME-K` for several; generated
+    /// when absent.
+    #[serde(default)]
+    pub child_name: Option<String>,
+    /// Turn NAT on in the children.
+    #[serde(default)]
+    pub nat: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Result of `vm.fork`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct VmForkResult {
+    /// The snapshot the children started from.
+    pub snapshot: SnapshotInfo,
+    /// The children, running.
+    pub vms: Vec<VmInfo>,
 }
 
 /// Where each sizing value of a VM came from.
@@ -307,6 +390,12 @@ pub struct VmCreateParams {
     /// `origin=mcp` for VMs a coding agent created. Shown by `vm list`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Start from this snapshot (its image, vCPUs, memory and disks) instead of booting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
+    /// Boot cold even when the image has a warm-start template.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cold: bool,
 }
 
 /// Params of `vm.set`: the fields to change (absent fields stay as they are).

@@ -35,6 +35,9 @@ pub(crate) enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage snapshots and warm-start templates.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// The daemon's API for people who write their own client.
     #[command(subcommand)]
     Api(ApiCommand),
@@ -105,6 +108,9 @@ pub(crate) enum VmCommand {
         /// Only record the VM and make its disks; do not start it.
         #[arg(long)]
         no_start: bool,
+        /// Same as --snapshot.
+        #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["snapshot", "image", "vcpu", "memory", "disk_size", "cold"])]
+        from: Option<String>,
     },
     /// Create, start, then open a shell in a fresh VM or run CMD in it (exit code propagates).
     /// With PATH (inside a git repo), its files are copied to /root/repo first and the shell
@@ -112,8 +118,47 @@ pub(crate) enum VmCommand {
     Run(RunArgs),
     /// Start stopped VMs.
     Start(NamesArgs),
-    /// Stop VMs gracefully (guest poweroff, then kill after a short deadline).
-    Stop(NamesArgs),
+    /// Stop VMs gracefully (guest poweroff, then kill after a short deadline). With
+    /// --suspend, their memory state goes to disk instead and `vm start` resumes them where
+    /// they were (processes, /tmp and all).
+    Stop {
+        #[command(flatten)]
+        names: NamesArgs,
+        /// Suspend: keep memory state on disk for `vm start`.
+        #[arg(long)]
+        suspend: bool,
+    },
+    /// Snapshot a running VM (paused for the copy): memory, device state and disks. `vm
+    /// create --from SNAPSHOT` starts copies of it.
+    Snapshot {
+        /// VM name or id.
+        name: String,
+        /// The snapshot's name (default: VM name plus a short id).
+        #[arg(long = "name", value_name = "SNAPSHOT")]
+        snapshot: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start copies of a running VM: it is snapshotted, then each child starts from the
+    /// snapshot with its own address, MAC, name, host key and machine id, and sees the
+    /// parent's files and processes as they were.
+    Fork {
+        /// VM name or id.
+        name: String,
+        /// How many children (1-16).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Child name (NAME-1..NAME-K for several); generated when omitted.
+        #[arg(long = "name", value_name = "NAME")]
+        child_name: Option<String>,
+        /// Turn NAT on in the children.
+        #[arg(long)]
+        nat: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop then start VMs.
     Restart(NamesArgs),
     /// Kill VMs at once (when `vm stop` hangs).
@@ -524,6 +569,14 @@ pub(crate) struct CreateArgs {
     /// Label the VM (`key=value`, repeatable; shown by `vm list`).
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) label: Vec<String>,
+    /// Start from this snapshot (`banger snapshot list`) instead of booting: its image,
+    /// vCPUs, memory, disks and running processes, with a new identity (`vm create` also
+    /// takes it as `--from`).
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["image", "vcpu", "memory", "disk_size"])]
+    pub(crate) snapshot: Option<String>,
+    /// Boot cold even when the image has a warm-start template.
+    #[arg(long, conflicts_with = "snapshot")]
+    pub(crate) cold: bool,
 }
 
 #[derive(Debug, Args)]
@@ -570,6 +623,29 @@ pub(crate) enum McpCommand {
         /// Make the entry `banger mcp --ephemeral` (sandboxes deleted at session end).
         #[arg(long)]
         ephemeral: bool,
+    },
+}
+
+/// `banger snapshot`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SnapshotCommand {
+    /// List snapshots and templates.
+    #[command(visible_alias = "ls")]
+    List(ListArgs),
+    /// One snapshot.
+    Show {
+        /// Snapshot name or id.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove snapshots (refused while a running VM maps one's memory).
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// Snapshot names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 

@@ -199,6 +199,11 @@ pub struct Config {
     pub boot_timeout_secs: u64,
     /// Seconds a guest gets to power off on `vm stop` before its VMM is killed.
     pub stop_timeout_secs: u64,
+    /// Warm starts: the first VM of an image (per kernel, VMM, vCPUs, memory and disk size)
+    /// boots cold and is snapshotted once ready as that image's template; later creates
+    /// restore the template and give the copy its own identity (`vm create --cold` boots
+    /// cold anyway).
+    pub warm_start: bool,
     /// Seconds a client connection may sit without sending a complete request before the
     /// daemon closes it (a stalled or half-sent frame never holds a connection for long).
     pub rpc_idle_timeout_secs: u64,
@@ -316,6 +321,7 @@ impl Default for Config {
             ssh_key_path: None,
             boot_timeout_secs: 180,
             stop_timeout_secs: 10,
+            warm_start: true,
             rpc_idle_timeout_secs: 300,
             vm_defaults: VmDefaults::default(),
             stats_poll_interval: "30s".to_owned(),

@@ -105,6 +105,28 @@ serve!(VmStart, |d, p| many(d, p, Lifecycle::Start).await);
 serve!(VmStop, |d, p| many(d, p, Lifecycle::Stop).await);
 serve!(VmRestart, |d, p| many(d, p, Lifecycle::Restart).await);
 serve!(VmKill, |d, p| many(d, p, Lifecycle::Kill).await);
+serve!(VmSuspend, |d, p| many(d, p, Lifecycle::Suspend).await);
+serve!(VmSnapshot, |d, p| d
+    .services
+    .vm
+    .snapshot(&p.name, p.snapshot)
+    .await?);
+serve!(VmFork, |d, p| d.services.vm.fork(p).await?);
+serve!(SnapshotList, |d, Empty {}| d
+    .services
+    .vm
+    .snapshot_list()
+    .await?);
+serve!(SnapshotShow, |d, p| d
+    .services
+    .vm
+    .snapshot_show(&p.name)
+    .await?);
+serve!(SnapshotRm, |d, p| d
+    .services
+    .vm
+    .snapshot_rm(&p.name)
+    .await?);
 serve!(VmDelete, |d, p| many(d, p, Lifecycle::Delete).await);
 serve!(VmSsh, |d, p| d.services.vm.ssh_info(&p.name).await?);
 serve!(VmLogsGet, |d, p, out| d.services.vm.logs(p, &out).await?);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use banger_agent_proto::{
     AGENT_PORT, MAX_LINE, Request, Response, fallback_script, parse_fallback,
 };
-pub use banger_agent_proto::{Listener, Proto, Stats};
+pub use banger_agent_proto::{GuestFile, Identity, Listener, Proto, Stats};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,8 @@ impl GuestAddr {
 
 /// The first agent protocol with exec.
 pub const EXEC_PROTOCOL: u32 = 2;
+/// The first agent protocol with reidentify.
+pub const REIDENTIFY_PROTOCOL: u32 = 3;
 
 /// What readiness learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,6 +91,9 @@ pub trait GuestControl: Send + Sync + fmt::Debug {
     fn exec_stream(&self, guest: &GuestAddr, spec: &ExecSpec) -> Result<ExecChannel, GuestIoError>;
     /// Asks the guest to power off (best effort; the caller waits and kills).
     fn request_poweroff(&self, guest: &GuestAddr);
+    /// Gives a guest restored from a snapshot its own identity through the agent
+    /// (protocol ≥ [`REIDENTIFY_PROTOCOL`]); an error leaves the guest unusable.
+    fn reidentify(&self, guest: &GuestAddr, id: &Identity) -> Result<(), GuestIoError>;
     /// The guest's listening sockets.
     fn listening(&self, guest: &GuestAddr) -> Result<Vec<Listener>, GuestIoError>;
     /// Load, memory, disk and uptime, and where they came from (`agent` or `ssh`).
@@ -344,6 +349,22 @@ impl SshGuest {
 }
 
 impl GuestControl for SshGuest {
+    fn reidentify(&self, guest: &GuestAddr, id: &Identity) -> Result<(), GuestIoError> {
+        let uds = guest
+            .vsock
+            .as_deref()
+            .ok_or_else(|| GuestIoError("the VM has no agent channel".into()))?;
+        match agent_call(
+            uds,
+            &Request::Reidentify(id.clone()),
+            Duration::from_secs(20),
+        )? {
+            Response::Ok => Ok(()),
+            Response::Error { message } => Err(GuestIoError(format!("reidentify: {message}"))),
+            other => Err(GuestIoError(format!("reidentify: unexpected {other:?}"))),
+        }
+    }
+
     fn wait_ready(
         &self,
         guest: &GuestAddr,
@@ -352,7 +373,9 @@ impl GuestControl for SshGuest {
     ) -> Result<Ready, GuestError> {
         let deadline = Instant::now() + timeout;
         let addr = SocketAddr::from((guest.ip, 22));
+        let mut round = 0u32;
         loop {
+            round += 1;
             if watch.cancelled() {
                 return Err(GuestError::Cancelled);
             }
@@ -373,7 +396,10 @@ impl GuestControl for SshGuest {
                 Some(Response::Health { protocol, .. }) => Some(protocol),
                 _ => None,
             };
-            if ssh_banner(addr, Duration::from_millis(300)) {
+            // An agent channel is polled every 20 ms (a restored guest answers within a
+            // few); sshd, for guests without an agent, every fifth round.
+            let try_ssh = guest.vsock.is_none() || agent.is_some() || round.is_multiple_of(5);
+            if try_ssh && ssh_banner(addr, Duration::from_millis(300)) {
                 return Ok(Ready { agent });
             }
             if !watch.vmm_alive() {
@@ -382,7 +408,7 @@ impl GuestControl for SshGuest {
             if Instant::now() > deadline {
                 return Err(GuestError::Timeout(timeout.as_secs()));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(if try_ssh { 100 } else { 20 }));
         }
     }
 
@@ -558,6 +584,8 @@ pub struct FakeGuest {
     /// argv (space-joined) to stderr at end of input and exits with the number in its last
     /// argument (0 if none); a signal ends it as killed by that signal.
     pub exec_specs: Mutex<Vec<ExecSpec>>,
+    /// Every identity given by `reidentify`.
+    pub identities: Mutex<Vec<Identity>>,
 }
 
 impl FakeGuest {
@@ -576,6 +604,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl GuestControl for FakeGuest {
+    fn reidentify(&self, _guest: &GuestAddr, id: &Identity) -> Result<(), GuestIoError> {
+        lock(&self.identities).push(id.clone());
+        Ok(())
+    }
+
     fn wait_ready(
         &self,
         _guest: &GuestAddr,

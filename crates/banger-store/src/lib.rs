@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 pub use migrations::SchemaState;
-pub use records::{ImageRecord, KernelRecord, VmRecord, VmRow};
+pub use records::{ImageRecord, KernelRecord, SnapshotRecord, VmRecord, VmRow};
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -294,6 +294,59 @@ impl Store {
             conn.prepare_cached("SELECT name FROM vms WHERE image_id = ?1 ORDER BY name")?;
         let names = stmt.query_map(params![image_id], |r| r.get(0))?;
         Ok(names.collect::<Result<_, _>>()?)
+    }
+
+    // ---- snapshots ----
+
+    /// All snapshots, oldest first.
+    pub fn list_snapshots(&self) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {} FROM snapshots ORDER BY created_at, id",
+            records::SNAPSHOT_COLUMNS
+        ))?;
+        let rows = stmt.query_map([], records::snapshot_row)?;
+        rows.map(|r| r.map_err(StoreError::from).and_then(|r| r))
+            .collect()
+    }
+
+    /// One snapshot by name or id.
+    pub fn get_snapshot(&self, name_or_id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {} FROM snapshots WHERE name = ?1 OR id = ?1",
+            records::SNAPSHOT_COLUMNS
+        ))?;
+        stmt.query_row([name_or_id], records::snapshot_row)
+            .optional()?
+            .transpose()
+    }
+
+    /// Inserts a snapshot (its files are complete).
+    pub fn insert_snapshot(&self, snap: &SnapshotRecord) -> Result<(), StoreError> {
+        let conn = self.conn();
+        records::insert_snapshot(&conn, snap)
+    }
+
+    /// Deletes a snapshot row. Returns whether it existed.
+    pub fn delete_snapshot(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM snapshots WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    /// Whether a snapshot with this name exists.
+    pub fn snapshot_name_taken(&self, name: &str) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT 1 FROM snapshots WHERE name = ?1",
+                [name],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
     }
 
     // ---- kernels ----

@@ -20,11 +20,18 @@ pub struct Migration {
 }
 
 /// Every migration this build knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "baseline",
-    sql: include_str!("../migrations/0001_baseline.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "baseline",
+        sql: include_str!("../migrations/0001_baseline.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "snapshots",
+        sql: include_str!("../migrations/0002_snapshots.sql"),
+    },
+];
 
 /// How a database relates to this build's migrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -320,3 +320,83 @@ pub(crate) fn list_kernels(conn: &Connection) -> Result<Vec<KernelRecord>, Store
     let rows = stmt.query_map([], kernel_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// A snapshot: files under `<state>/snapshots/<id>/` (`state`, `memory`, `root.ext4`,
+/// `work.ext4`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    /// Stable id (its directory).
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// `snapshot` or `template`.
+    pub kind: String,
+    /// Name of the VM it was taken from (kept after that VM is gone).
+    pub source_vm: String,
+    /// The image the VM ran.
+    pub image_id: String,
+    /// Virtual CPUs a restore must have.
+    pub vcpu: u32,
+    /// Memory a restore must have, MiB.
+    pub memory_mib: u64,
+    /// Work disk size.
+    pub disk_bytes: u64,
+    /// The backend it was taken on.
+    pub vmm: String,
+    /// What a restore must match (kernel, image, VMM, vCPUs, memory).
+    pub key: String,
+    /// The source VM's spec (init, labels, workspace...).
+    pub spec: serde_json::Value,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+pub(crate) const SNAPSHOT_COLUMNS: &str = "id, name, kind, source_vm, image_id, vcpu, memory_mib, \
+     disk_bytes, vmm, key, spec_json, size_bytes, created_at";
+
+pub(crate) fn snapshot_row(r: &Row<'_>) -> rusqlite::Result<Result<SnapshotRecord, StoreError>> {
+    let spec: String = r.get(10)?;
+    let rec = (|| {
+        Ok(SnapshotRecord {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            kind: r.get(2)?,
+            source_vm: r.get(3)?,
+            image_id: r.get(4)?,
+            vcpu: r.get(5)?,
+            memory_mib: r.get(6)?,
+            disk_bytes: r.get(7)?,
+            vmm: r.get(8)?,
+            key: r.get(9)?,
+            spec: json("snapshots.spec_json", &spec)?,
+            size_bytes: r.get(11)?,
+            created_at: r.get(12)?,
+        })
+    })();
+    Ok(rec)
+}
+
+pub(crate) fn insert_snapshot(conn: &Connection, s: &SnapshotRecord) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO snapshots ({SNAPSHOT_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ))?
+    .execute(params![
+        s.id,
+        s.name,
+        s.kind,
+        s.source_vm,
+        s.image_id,
+        s.vcpu,
+        s.memory_mib,
+        s.disk_bytes,
+        s.vmm,
+        s.key,
+        s.spec.to_string(),
+        s.size_bytes,
+        s.created_at,
+    ])?;
+    Ok(())
+}

@@ -53,6 +53,7 @@ fn spec(dir: &Path) -> VmSpec {
         run_dir: run,
         console_log: dir.join("console.log"),
         vmm_log: dir.join("vmm.log"),
+        restore: None,
     }
 }
 

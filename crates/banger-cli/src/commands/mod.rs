@@ -6,6 +6,7 @@ mod exec;
 mod image;
 mod mcp;
 mod net;
+mod snapshot;
 mod sshconfig;
 mod system;
 mod vm;
@@ -18,7 +19,7 @@ use clap::CommandFactory as _;
 
 use crate::cli::{
     CacheCommand, Cli, Command, DaemonCommand, DnsCommand, ImageCommand, KernelCommand, NetCommand,
-    SystemCommand, VmCommand, WorkspaceCommand,
+    SnapshotCommand, SystemCommand, VmCommand, WorkspaceCommand,
 };
 use crate::connect::connect;
 use crate::output;
@@ -45,7 +46,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             vm::list(&layout, args.json).await
         }
         Command::Vm(VmCommand::Show { name, json }) => vm::show(&layout, &name, json).await,
-        Command::Vm(VmCommand::Create { args, no_start }) => {
+        Command::Vm(VmCommand::Create {
+            mut args,
+            no_start,
+            from,
+        }) => {
+            if from.is_some() {
+                args.snapshot = from;
+            }
             vm::create(&layout, &args, no_start).await
         }
         Command::Vm(VmCommand::Run(args)) => workspace::run(&layout, &args).await,
@@ -66,7 +74,39 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Vm(VmCommand::Prune { force }) => workspace::prune(&layout, force).await,
         Command::Vm(VmCommand::Start(n)) => vm::many(&layout, &n.names, vm::Op::Start).await,
-        Command::Vm(VmCommand::Stop(n)) => vm::many(&layout, &n.names, vm::Op::Stop).await,
+        Command::Vm(VmCommand::Stop { names, suspend }) => {
+            let op = if suspend {
+                vm::Op::Suspend
+            } else {
+                vm::Op::Stop
+            };
+            vm::many(&layout, &names.names, op).await
+        }
+        Command::Vm(VmCommand::Snapshot {
+            name,
+            snapshot,
+            json,
+        }) => snapshot::take(&layout, name, snapshot, json).await,
+        Command::Vm(VmCommand::Fork {
+            name,
+            count,
+            child_name,
+            nat,
+            json,
+        }) => {
+            let p = banger_api::types::VmForkParams {
+                name,
+                count,
+                child_name,
+                nat,
+            };
+            snapshot::fork(&layout, p, json).await
+        }
+        Command::Snapshot(SnapshotCommand::List(args)) => snapshot::list(&layout, args.json).await,
+        Command::Snapshot(SnapshotCommand::Show { name, json }) => {
+            snapshot::show(&layout, name, json).await
+        }
+        Command::Snapshot(SnapshotCommand::Rm { names }) => snapshot::rm(&layout, names).await,
         Command::Vm(VmCommand::Restart(n)) => vm::many(&layout, &n.names, vm::Op::Restart).await,
         Command::Vm(VmCommand::Kill(n)) => vm::many(&layout, &n.names, vm::Op::Kill).await,
         Command::Vm(VmCommand::Delete(n)) => vm::many(&layout, &n.names, vm::Op::Delete).await,

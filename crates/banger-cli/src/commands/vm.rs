@@ -34,7 +34,11 @@ pub(crate) async fn list(layout: &Layout, as_json: bool) -> anyhow::Result<ExitC
         .map(|vm| {
             let mut row = vec![
                 vm.name.clone(),
-                vm.state.to_string(),
+                if vm.suspended {
+                    "suspended".to_owned()
+                } else {
+                    vm.state.to_string()
+                },
                 vm.image.clone(),
                 vm.guest_ip.clone(),
                 vm.vcpu.to_string(),
@@ -114,6 +118,10 @@ fn describe(vm: &VmInfo) -> String {
         ),
         ("nat", if vm.nat { "yes".into() } else { "no".into() }),
         ("vmm", vm.vmm.clone().unwrap_or_else(|| "-".into())),
+        (
+            "started",
+            vm.started_from.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("created", vm.created_at.clone()),
         ("updated", vm.updated_at.clone()),
     ];
@@ -154,7 +162,7 @@ use std::time::Instant;
 
 use banger_api::methods::{
     VmCreateBegin, VmCreateCancel, VmCreateStatus, VmDelete, VmKill, VmLogsGet, VmRestart, VmSsh,
-    VmStart, VmStop,
+    VmStart, VmStop, VmSuspend,
 };
 use banger_api::types::{SshInfo, VmCreateParams, VmOpResult, VmRefs};
 
@@ -170,6 +178,8 @@ fn create_params(args: &CreateArgs, no_start: bool, keep_failed_boot: bool) -> V
         no_start,
         nat: args.nat,
         keep_failed_boot,
+        from_snapshot: args.snapshot.clone(),
+        cold: args.cold,
         labels: args
             .label
             .iter()
@@ -239,6 +249,7 @@ pub(crate) enum Op {
     Restart,
     Kill,
     Delete,
+    Suspend,
 }
 
 pub(crate) async fn many(layout: &Layout, names: &[String], op: Op) -> anyhow::Result<ExitCode> {
@@ -251,6 +262,7 @@ pub(crate) async fn many(layout: &Layout, names: &[String], op: Op) -> anyhow::R
         Op::Stop => (conn.client.call::<VmStop>(&refs).await?, "stopped"),
         Op::Restart => (conn.client.call::<VmRestart>(&refs).await?, "restarted"),
         Op::Kill => (conn.client.call::<VmKill>(&refs).await?, "killed"),
+        Op::Suspend => (conn.client.call::<VmSuspend>(&refs).await?, "suspended"),
         Op::Delete => (conn.client.call::<VmDelete>(&refs).await?, "deleted"),
     };
     let mut failed = false;

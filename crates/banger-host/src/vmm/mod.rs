@@ -7,6 +7,7 @@
 
 pub mod firecracker;
 pub mod qemu;
+pub mod qmp;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,10 @@ pub struct VmSpec {
     pub console_log: PathBuf,
     /// The VMM's own log file.
     pub vmm_log: PathBuf,
+    /// Start from this snapshot directory (`state` + `memory`, see [`Vmm::snapshot`])
+    /// instead of booting; the guest resumes where the snapshot was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<PathBuf>,
 }
 
 /// A running VMM process.
@@ -160,6 +165,38 @@ pub trait Vmm: Send + Sync + fmt::Debug {
     /// Whether `launch` honours `VmSpec::vsock`.
     fn supports_vsock(&self) -> bool {
         true
+    }
+    /// Whether [`Vmm::snapshot`] and launches with `VmSpec::restore` work.
+    fn supports_snapshots(&self) -> bool {
+        false
+    }
+    /// Stops the guest's vCPUs (its devices quiesce).
+    fn pause(&self, _handle: &VmmHandle) -> Result<(), VmmError> {
+        Err(VmmError::Unsupported(format!(
+            "{} cannot pause VMs",
+            self.name()
+        )))
+    }
+    /// Runs a paused guest again.
+    fn resume(&self, _handle: &VmmHandle) -> Result<(), VmmError> {
+        Err(VmmError::Unsupported(format!(
+            "{} cannot resume VMs",
+            self.name()
+        )))
+    }
+    /// Connects (`up`) or disconnects the guest's network link. A VM restored from a
+    /// snapshot starts with its link down, so nothing leaves it under the snapshot's
+    /// identity before it has its own.
+    fn set_link(&self, _handle: &VmmHandle, _up: bool) -> Result<(), VmmError> {
+        Ok(())
+    }
+    /// Writes a paused VM's device state (`dir/state`) and memory (`dir/memory`) into the
+    /// existing, empty `dir`. The VM stays paused.
+    fn snapshot(&self, _handle: &VmmHandle, _spec: &VmSpec, _dir: &Path) -> Result<(), VmmError> {
+        Err(VmmError::Unsupported(format!(
+            "{} cannot snapshot VMs",
+            self.name()
+        )))
     }
 }
 

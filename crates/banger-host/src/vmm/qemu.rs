@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::qmp::{Qmp, QmpError, qmp_command};
 use super::{VmSpec, Vmm, VmmError, VmmHandle, check_socket_path};
 
 /// CPU acceleration.
@@ -117,31 +118,6 @@ pub fn qmp_socket(run_dir: &Path) -> PathBuf {
     run_dir.join("qmp.sock")
 }
 
-/// Runs one QMP command (after the capabilities handshake); returns its reply line.
-pub fn qmp_command(socket: &Path, command: &str) -> std::io::Result<String> {
-    use std::io::{BufRead as _, BufReader, Write as _};
-    let stream = std::os::unix::net::UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
-    let mut line = String::new();
-    reader.read_line(&mut line)?; // greeting
-    writer.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
-    line.clear();
-    reader.read_line(&mut line)?;
-    writer.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        // Skip asynchronous events; the reply has `return` or `error`.
-        if line.contains("\"return\"") || line.contains("\"error\"") {
-            return Ok(line.trim().to_owned());
-        }
-    }
-}
-
 /// `path` opened for appending, twice (stdout and stderr of a child).
 fn append_log(path: &Path) -> Result<(std::fs::File, std::fs::File), VmmError> {
     let err = |source| VmmError::Io {
@@ -168,10 +144,7 @@ pub fn serial_socket(run_dir: &Path) -> PathBuf {
 pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| (*s).to_owned()));
-    let machine = match spec.vsock {
-        Some(_) => "microvm,pit=on,pic=on,rtc=on,memory-backend=mem",
-        None => "microvm,pit=on,pic=on,rtc=on",
-    };
+    let machine = "microvm,pit=on,pic=on,rtc=on,memory-backend=mem";
     push(&[
         "-name",
         &format!("banger-{},process=banger-{}", spec.name, spec.name),
@@ -223,14 +196,25 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
             &format!("virtio-net-device,netdev=n0,mac={}", net.mac),
         ]);
     }
+    // Guest memory: a shared memfd a snapshot copies out (and leaves out of the migration
+    // stream, `x-ignore-shared`); a restored VM maps the snapshot's memory file privately,
+    // copy-on-write, so its pages are read only when touched and shared between siblings.
+    // A snapshot without a memory file carries the RAM in its stream: anonymous memory
+    // then (its untouched pages cost nothing to check for zero while loading).
+    let memory = match &spec.restore {
+        None => format!(
+            "memory-backend-memfd,id=mem,size={}M,share=on",
+            spec.memory_mib
+        ),
+        Some(dir) if dir.join(SNAPSHOT_MEMORY).is_file() => format!(
+            "memory-backend-file,id=mem,size={}M,mem-path={},share=off",
+            spec.memory_mib,
+            kv(&dir.join(SNAPSHOT_MEMORY))
+        ),
+        Some(_) => format!("memory-backend-ram,id=mem,size={}M", spec.memory_mib),
+    };
+    push(&["-object", &memory]);
     if spec.vsock.is_some() {
-        push(&[
-            "-object",
-            &format!(
-                "memory-backend-memfd,id=mem,size={}M,share=on",
-                spec.memory_mib
-            ),
-        ]);
         push(&["-device", "virtio-serial-device,max_ports=2"]);
         push(&[
             "-chardev",
@@ -253,8 +237,98 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
         &format!("unix:{},server=on,wait=off", kv(&qmp_socket(&spec.run_dir))),
     ]);
     push(&["-pidfile", &p(&spec.run_dir.join("qemu.pid"))]);
+    if spec.restore.is_some() {
+        push(&["-incoming", "defer"]);
+    }
     push(&["-daemonize"]);
     a
+}
+
+/// A snapshot's device state (the migration stream).
+pub const SNAPSHOT_STATE: &str = "state";
+/// A snapshot's guest memory (a sparse file of the guest's size).
+pub const SNAPSHOT_MEMORY: &str = "memory";
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(qmp_err)`
+fn qmp_err(e: QmpError) -> VmmError {
+    VmmError::Unsupported(e.to_string())
+}
+
+fn qmp(handle: &VmmHandle) -> Result<Qmp, VmmError> {
+    Qmp::connect(&handle.control_socket, Duration::from_secs(10)).map_err(qmp_err)
+}
+
+/// Polls `query-migrate` until the outgoing migration ends.
+fn wait_migration(q: &mut Qmp, deadline: Instant) -> Result<(), VmmError> {
+    loop {
+        let r = q
+            .execute("query-migrate", serde_json::Value::Null)
+            .map_err(qmp_err)?;
+        match r.get("status").and_then(serde_json::Value::as_str) {
+            Some("completed") => return Ok(()),
+            Some(s @ ("failed" | "cancelled")) => {
+                let why = r
+                    .get("error-desc")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(s);
+                return Err(VmmError::Unsupported(format!("snapshot failed: {why}")));
+            }
+            _ if Instant::now() > deadline => {
+                let _ = q.execute("migrate_cancel", serde_json::Value::Null);
+                return Err(VmmError::Unsupported("snapshot timed out".into()));
+            }
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// The guest memory memfd of QEMU process `pid` (`/proc/PID/fd/N`), when it has one.
+fn memfd_of(pid: u32) -> Option<PathBuf> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    dir.flatten().map(|e| e.path()).find(|p| {
+        std::fs::read_link(p).is_ok_and(|l| {
+            l.to_string_lossy()
+                .starts_with("/memfd:memory-backend-memfd")
+        })
+    })
+}
+
+/// Copies `src` into a new file `dest` of `len` bytes, keeping it sparse: only the data
+/// ranges of `src` (`SEEK_DATA`) are read, and all-zero blocks within them are skipped.
+pub fn sparse_copy(src: &Path, dest: &Path, len: u64) -> std::io::Result<()> {
+    use rustix::fs::{SeekFrom, seek};
+    use std::os::unix::fs::FileExt as _;
+    const BLOCK: usize = 1 << 20;
+    let from = std::fs::File::open(src)?;
+    let to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)?;
+    to.set_len(len)?;
+    let mut buf = vec![0u8; BLOCK];
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match seek(&from, SeekFrom::Data(pos)) {
+            Ok(p) => p,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = seek(&from, SeekFrom::Hole(start))?.min(len);
+        let mut off = start;
+        while off < end {
+            let want = usize::try_from((end - off).min(BLOCK as u64)).unwrap_or(BLOCK);
+            let n = from.read_at(&mut buf[..want], off)?;
+            if n == 0 {
+                break;
+            }
+            if buf[..n].iter().any(|&b| b != 0) {
+                to.write_all_at(&buf[..n], off)?;
+            }
+            off += n as u64;
+        }
+        pos = end;
+    }
+    to.sync_all()
 }
 
 impl Vmm for QemuVmm {
@@ -271,6 +345,70 @@ impl Vmm for QemuVmm {
 
     fn request_shutdown(&self, handle: &VmmHandle) {
         let _ = qmp_command(&handle.control_socket, "system_powerdown");
+    }
+
+    fn supports_snapshots(&self) -> bool {
+        self.agent_mux.is_some()
+    }
+
+    fn pause(&self, handle: &VmmHandle) -> Result<(), VmmError> {
+        qmp(handle)?
+            .execute("stop", serde_json::Value::Null)
+            .map(drop)
+            .map_err(qmp_err)
+    }
+
+    fn set_link(&self, handle: &VmmHandle, up: bool) -> Result<(), VmmError> {
+        qmp(handle)?
+            .execute("set_link", serde_json::json!({"name": "n0", "up": up}))
+            .map(drop)
+            .map_err(qmp_err)
+    }
+
+    fn resume(&self, handle: &VmmHandle) -> Result<(), VmmError> {
+        qmp(handle)?
+            .execute("cont", serde_json::Value::Null)
+            .map(drop)
+            .map_err(qmp_err)
+    }
+
+    /// Device state through `migrate fd:` into `dir/state`; memory copied out of the
+    /// memfd (left out of the stream by `x-ignore-shared`) into `dir/memory`. A VM that was
+    /// itself restored has private memory, so the stream carries its RAM and there is no
+    /// `dir/memory`.
+    fn snapshot(&self, handle: &VmmHandle, spec: &VmSpec, dir: &Path) -> Result<(), VmmError> {
+        let io = |path: PathBuf| move |source| VmmError::Io { path, source };
+        let mut q = qmp(handle)?;
+        q.execute(
+            "migrate-set-capabilities",
+            serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+        )
+        .map_err(qmp_err)?;
+        // The default bandwidth cap (32 MiB/s) is for live migration over a network; a
+        // paused guest to a local file goes as fast as the disk takes it.
+        q.execute(
+            "migrate-set-parameters",
+            serde_json::json!({"max-bandwidth": 1u64 << 40}),
+        )
+        .map_err(qmp_err)?;
+        let state_path = dir.join(SNAPSHOT_STATE);
+        let state = fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&state_path)
+            .map_err(io(state_path.clone()))?;
+        q.pass_fd("banger-snapshot", state.file())
+            .map_err(qmp_err)?;
+        drop(state);
+        q.execute("migrate", serde_json::json!({"uri": "fd:banger-snapshot"}))
+            .map_err(qmp_err)?;
+        wait_migration(&mut q, Instant::now() + Duration::from_mins(5))?;
+        let memory = dir.join(SNAPSHOT_MEMORY);
+        let len = spec.memory_mib << 20;
+        if let Some(memfd) = memfd_of(handle.pid) {
+            sparse_copy(&memfd, &memory, len).map_err(io(memory))?;
+        }
+        Ok(())
     }
 
     fn launch(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
@@ -290,7 +428,19 @@ impl Vmm for QemuVmm {
                 crate::process::kill(pid, start);
             }
         };
-        match self.launch_qemu(spec, qmp) {
+        let launched = self
+            .launch_qemu(spec, qmp)
+            .and_then(|h| match &spec.restore {
+                None => Ok(h),
+                Some(dir) => match self.load_snapshot(&h, dir) {
+                    Ok(()) => Ok(h),
+                    Err(e) => {
+                        crate::process::kill(h.pid, h.start_time);
+                        Err(e)
+                    }
+                },
+            });
+        match launched {
             Ok(mut h) => {
                 h.helpers.extend(helper);
                 Ok(h)
@@ -304,6 +454,61 @@ impl Vmm for QemuVmm {
 }
 
 impl QemuVmm {
+    /// Feeds `dir/state` to a QEMU started with `-incoming defer` and runs the guest.
+    fn load_snapshot(&self, h: &VmmHandle, dir: &Path) -> Result<(), VmmError> {
+        let mut q = qmp(h)?;
+        q.execute(
+            "migrate-set-capabilities",
+            serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+        )
+        .map_err(qmp_err)?;
+        let state_path = dir.join(SNAPSHOT_STATE);
+        let state = fs_err::File::open(&state_path).map_err(|source| VmmError::Io {
+            path: state_path,
+            source,
+        })?;
+        q.pass_fd("banger-restore", state.file()).map_err(qmp_err)?;
+        drop(state);
+        q.execute(
+            "migrate-incoming",
+            serde_json::json!({"uri": "fd:banger-restore"}),
+        )
+        .map_err(qmp_err)?;
+        let deadline = Instant::now() + Duration::from_mins(2);
+        loop {
+            if !crate::process::is_same_process(h.pid, h.start_time) {
+                return Err(VmmError::Startup {
+                    program: self.binary.display().to_string(),
+                    detail: "exited while loading the snapshot (see vmm.log)".into(),
+                });
+            }
+            let status = q
+                .execute("query-status", serde_json::Value::Null)
+                .map_err(qmp_err)?;
+            match status.get("status").and_then(serde_json::Value::as_str) {
+                Some("inmigrate") if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Some("running") => return Ok(()),
+                // A snapshot is taken paused: the copy starts paused too. Its link stays
+                // down until the caller has given it its identity (`set_link`).
+                Some("paused" | "postmigrate" | "prelaunch") => {
+                    let _ = q.execute("set_link", serde_json::json!({"name": "n0", "up": false}));
+                    return q
+                        .execute("cont", serde_json::Value::Null)
+                        .map(drop)
+                        .map_err(qmp_err);
+                }
+                other => {
+                    return Err(VmmError::Startup {
+                        program: self.binary.display().to_string(),
+                        detail: format!("snapshot load ended in state {other:?}"),
+                    });
+                }
+            }
+        }
+    }
+
     fn launch_qemu(&self, spec: &VmSpec, qmp: PathBuf) -> Result<VmmHandle, VmmError> {
         let pidfile = spec.run_dir.join("qemu.pid");
         let _ = fs_err::remove_file(&pidfile);
@@ -393,6 +598,7 @@ mod tests {
             run_dir: "/r".into(),
             console_log: "/v/console.log".into(),
             vmm_log: "/v/vmm.log".into(),
+            restore: None,
         }
     }
 
@@ -436,7 +642,9 @@ mod tests {
     fn test_qemu_args_tcg_microvm() {
         let args = qemu_args(&spec(), Accel::Tcg).join(" ");
         assert!(
-            args.contains("-M microvm,pit=on,pic=on,rtc=on -accel tcg -cpu max -smp 2 -m 1024M"),
+            args.contains(
+                "-M microvm,pit=on,pic=on,rtc=on,memory-backend=mem -accel tcg -cpu max -smp 2 -m 1024M"
+            ),
             "{args}"
         );
         assert!(

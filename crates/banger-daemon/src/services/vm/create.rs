@@ -80,6 +80,11 @@ impl VmService {
         p: VmCreateParams,
         progress: &Arc<Progress>,
     ) -> Result<VmInfo, VmError> {
+        if let Some(from) = p.from_snapshot.clone() {
+            let snap = self.get_snapshot(&from).await?;
+            let how = format!("snapshot {}", snap.name);
+            return self.create_from(p, snap, how, progress).await;
+        }
         // Validation first: nothing is created for bad input.
         if let Some(name) = &p.name {
             validate_name(name)?;
@@ -95,6 +100,23 @@ impl VmService {
             .unwrap_or_else(|| self.infra.config.default_image_name.clone());
         progress.stage("image")?;
         let (image, kernel) = self.image.ensure_image(&image_name).await?;
+        // A warm start: the image's template for these sizes, restored and reidentified.
+        let mut template_key = None;
+        if self.warm_starts() && !p.cold && !p.no_start && !p.keep_failed_boot {
+            let sizes = (sizing.vcpu.0, sizing.memory_mib.0, sizing.disk_bytes.0);
+            let key = super::snapshot::restore_key(&kernel, &image, &self.infra.vmm.name(), sizes);
+            if let Some(t) = self.template_for(key.clone()).await? {
+                let how = format!("template {}", t.name);
+                let params = VmCreateParams {
+                    vcpu: None,
+                    memory_mib: None,
+                    disk_size: None,
+                    ..p
+                };
+                return self.create_from(params, t, how, progress).await;
+            }
+            template_key = Some(key);
+        }
         progress.stage("reserve")?;
         let mut vm = self.reserve(&p, &sizing, &image, &kernel).await?;
         let lock = self.vm_lock(&vm.id);
@@ -103,7 +125,7 @@ impl VmService {
         let result = async {
             self.provision(&vm, &image, progress).await?;
             if !p.no_start {
-                self.start_locked(&mut vm, &kernel, progress).await?;
+                self.start_locked(&mut vm, &kernel, progress, None).await?;
             }
             progress.check().map_err(VmError::from)
         }
@@ -115,12 +137,15 @@ impl VmService {
         }
         crate::crashpoint::hit("stage:created");
         self.finish_create(&mut vm).await?;
+        if let Some(key) = template_key {
+            self.make_template(&vm, &image, &key).await;
+        }
         self.sync_ssh_config().await;
         self.show(&vm.id).await
     }
 
     /// Clears the row's in-creation marker: from here on the VM is the user's.
-    async fn finish_create(&self, vm: &mut VmRecord) -> Result<(), VmError> {
+    pub(super) async fn finish_create(&self, vm: &mut VmRecord) -> Result<(), VmError> {
         if let Some(spec) = vm.spec.as_object_mut() {
             spec.remove(CREATING);
         }
@@ -128,7 +153,7 @@ impl VmService {
     }
 
     /// Name check + IP allocation + first row insert, under `create_reservation`.
-    async fn reserve(
+    pub(super) async fn reserve(
         &self,
         p: &VmCreateParams,
         sizing: &Sizing,
@@ -198,7 +223,7 @@ impl VmService {
     /// Undoes a create that failed with `err` (VMM, tap, files, known_hosts line, row), or
     /// with `keep_failed_boot` and a failed boot keeps the VM in state `error` for its logs.
     /// Returns the error to report.
-    async fn undo_create(
+    pub(super) async fn undo_create(
         &self,
         mut vm: VmRecord,
         err: VmError,

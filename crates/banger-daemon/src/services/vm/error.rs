@@ -167,6 +167,46 @@ pub enum VmError {
     /// The store.
     #[error("store")]
     Store(#[from] crate::services::support::StoreCallError),
+    /// The backend cannot snapshot.
+    #[error("the {0} backend cannot snapshot VMs")]
+    SnapshotUnsupported(String),
+    /// No snapshot by that name or id.
+    #[error("snapshot {0:?} not found")]
+    SnapshotNotFound(String),
+    /// The snapshot name is taken.
+    #[error("snapshot {0:?} already exists")]
+    SnapshotNameTaken(String),
+    /// A snapshot still mapped by running VMs.
+    #[error("snapshot {name:?} is in use by {users}")]
+    SnapshotInUse {
+        /// Snapshot.
+        name: String,
+        /// The VMs.
+        users: String,
+    },
+    /// A restore that does not match the snapshot (sizes, backend).
+    #[error("cannot start from snapshot {name:?}: {why}")]
+    SnapshotMismatch {
+        /// Snapshot.
+        name: String,
+        /// What differs.
+        why: String,
+    },
+    /// Fork count out of range.
+    #[error("--count {0} is out of range")]
+    ForkCount(u32),
+    /// Taking a snapshot (pause, VMM state, disks).
+    #[error("snapshot")]
+    Snapshot(#[source] VmmError),
+    /// Copying or writing snapshot files.
+    #[error("snapshot files")]
+    SnapshotFiles(#[source] std::io::Error),
+    /// Copying a snapshot's disks.
+    #[error("snapshot disks")]
+    SnapshotDisk(#[source] DiskError),
+    /// The restored guest refused its new identity.
+    #[error("reidentify")]
+    Reidentify(#[source] GuestIoError),
     /// The caller cancelled.
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
@@ -199,8 +239,11 @@ impl ServiceError for VmError {
     fn code(&self) -> ErrorCode {
         use VmError as E;
         match self {
-            E::NotFound(_) => ErrorCode::NotFound,
-            E::NameTaken(_) => ErrorCode::AlreadyExists,
+            E::NotFound(_) | E::SnapshotNotFound(_) => ErrorCode::NotFound,
+            E::NameTaken(_) | E::SnapshotNameTaken(_) => ErrorCode::AlreadyExists,
+            E::SnapshotInUse { .. } | E::SnapshotMismatch { .. } | E::ForkCount(_) => {
+                ErrorCode::BadRequest
+            }
             E::NotRunning(_) => ErrorCode::NotRunning,
             E::InvalidName(_)
             | E::InvalidLabel(_)
@@ -214,7 +257,9 @@ impl ServiceError for VmError {
             | E::RunningSizing(_)
             | E::NoWorkspace(_)
             | E::InvalidExec(_) => ErrorCode::BadRequest,
-            E::NoAgent(_) | E::AgentTooOld { .. } => ErrorCode::Unsupported,
+            E::NoAgent(_) | E::AgentTooOld { .. } | E::SnapshotUnsupported(_) => {
+                ErrorCode::Unsupported
+            }
             E::KeptForLogs { source, .. } => source.code(),
             E::Image(e) => e.code(),
             E::Net(e) => e.code(),
@@ -228,6 +273,23 @@ impl ServiceError for VmError {
         use VmError as E;
         let h = match self {
             E::NotFound(_) => "`banger vm list` shows the VMs that exist".into(),
+            E::SnapshotNotFound(_) => "`banger snapshot list` shows the snapshots that exist".into(),
+            E::SnapshotNameTaken(_) => {
+                "pick another name, or `banger snapshot rm` the old one".into()
+            }
+            E::SnapshotUnsupported(_) => {
+                "snapshots need the QEMU backend with bangerd's agent channel, or Firecracker".into()
+            }
+            E::SnapshotInUse { .. } => {
+                "stop or delete those VMs first (`banger vm stop NAME`)".into()
+            }
+            E::SnapshotMismatch { .. } => {
+                "a VM started from a snapshot has the snapshot's vCPUs and memory; leave --vcpu and --memory out".into()
+            }
+            E::ForkCount(_) => "use --count 1 to 16".into(),
+            E::Reidentify(_) => {
+                "the snapshot's guest agent is too old or unhealthy; take a new snapshot".into()
+            }
             E::InvalidName(_) => {
                 "names are 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
                     .into()

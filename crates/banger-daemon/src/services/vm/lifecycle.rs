@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use banger_api::types::{VmInfo, VmState};
 use banger_host::GuestError;
+use banger_host::guest::Identity;
 use banger_host::guest::WaitWatch;
 use banger_host::vmm::{Drive, NetSpec, VmSpec, VmmHandle, VsockSpec};
 use banger_store::{KernelRecord, VmRecord, VmRow};
@@ -17,6 +18,19 @@ use super::{BootFailure, Handles, VmError, VmService, vm_info};
 use crate::progress::Progress;
 use crate::services::network::mac_for;
 use crate::services::support::{Cancelled, blocking, chain, lock, unique_names, with_store};
+
+/// Where a start resumes from instead of booting.
+#[derive(Debug, Clone)]
+pub(super) struct Restore {
+    /// The snapshot directory (`state`, `memory`).
+    pub dir: PathBuf,
+    /// The identity a copy takes (none: the VM's own suspended state resumes).
+    pub identity: Option<Identity>,
+    /// What `vm show` reports (`snapshot NAME`, `template NAME`, `resume`).
+    pub label: String,
+    /// What maps the memory file: a snapshot id, or `suspend` for the VM's own.
+    pub memory_from: String,
+}
 
 /// A lifecycle operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +43,8 @@ pub enum Lifecycle {
     Restart,
     /// Immediate kill.
     Kill,
+    /// Memory state to disk, then stop (`vm start` resumes it).
+    Suspend,
     /// Stop and remove.
     Delete,
 }
@@ -76,7 +92,7 @@ fn boot_error(cause: GuestError, console: &Path) -> VmError {
 impl VmService {
     /// The VMM's view of VM `vm`: sizing, kernel, disks, console and (when the backend has
     /// it) vsock; the network is added once a tap is held.
-    fn vm_spec(&self, vm: &VmRecord, kernel: &KernelRecord, ip: Ipv4Addr) -> VmSpec {
+    pub(super) fn vm_spec(&self, vm: &VmRecord, kernel: &KernelRecord, ip: Ipv4Addr) -> VmSpec {
         let (dir, run_dir) = (self.vm_dir(&vm.id), self.run_dir(&vm.id));
         let drive = |id: &str, file: &str| Drive {
             id: id.into(),
@@ -100,6 +116,7 @@ impl VmService {
             run_dir,
             console_log: dir.join("console.log"),
             vmm_log: dir.join("vmm.log"),
+            restore: None,
         }
     }
 
@@ -110,6 +127,7 @@ impl VmService {
         vm: &mut VmRecord,
         kernel: &KernelRecord,
         progress: &Arc<Progress>,
+        restore: Option<Restore>,
     ) -> Result<(), VmError> {
         let started = Instant::now();
         let ip: Ipv4Addr = vm
@@ -117,6 +135,7 @@ impl VmService {
             .parse()
             .map_err(|_| VmError::CorruptGuestIp(vm.guest_ip.clone()))?;
         let mut spec = self.vm_spec(vm, kernel, ip);
+        spec.restore = restore.as_ref().map(|r| r.dir.clone());
         let network = Arc::clone(&self.network);
         let vmm = Arc::clone(&self.infra.vmm);
         let pr = Arc::clone(progress);
@@ -174,6 +193,29 @@ impl VmService {
         })
         .await?;
         self.handles.set_agent(&vm.id, ready.agent);
+        if let Some(r) = &restore {
+            progress.stage("identity")?;
+            let guest = Arc::clone(&self.infra.guest);
+            let vmm = Arc::clone(&self.infra.vmm);
+            let (addr, h) = (self.guest_addr(vm), handle.clone());
+            let identity = r.identity.clone();
+            blocking(move || -> Result<(), VmError> {
+                if let Some(id) = &identity {
+                    guest.reidentify(&addr, id).map_err(VmError::Reidentify)?;
+                }
+                vmm.set_link(&h, true).map_err(VmError::Snapshot)
+            })
+            .await?;
+        }
+        if let Some(spec) = vm.spec.as_object_mut() {
+            let (from, memory) = match &restore {
+                Some(r) => (r.label.clone(), Some(r.memory_from.clone())),
+                None => ("boot".to_owned(), None),
+            };
+            spec.insert("started_from".into(), from.into());
+            spec.insert("memory_from".into(), memory.into());
+            spec.remove("suspended");
+        }
         vm.state = VmState::Running;
         vm.vmm = Some(handle.backend.clone());
         vm.last_error = None;
@@ -233,6 +275,7 @@ impl VmService {
     /// tears down.
     pub(super) async fn stop_locked(&self, vm: &mut VmRecord) -> Result<(), VmError> {
         crate::crashpoint::hit("stop:poweroff");
+        let was_alive = self.vmm_alive(&vm.id);
         if let Some(h) = self.handles.get(&vm.id)
             && self.infra.vmm.is_alive(&h.vmm)
         {
@@ -253,13 +296,18 @@ impl VmService {
         }
         crate::crashpoint::hit("stop:teardown");
         self.teardown(vm).await;
+        if was_alive {
+            // A VM resumed from a suspend mapped that image; it is done with it now. (A
+            // stop of a suspended VM keeps it suspended.)
+            self.drop_suspend_images(vm, None);
+        }
         crate::crashpoint::hit("stop:save");
         vm.state = VmState::Stopped;
         vm.updated_at = self.infra.clock.now_rfc3339();
         self.save(vm).await
     }
 
-    async fn kernel_for(&self, vm: &VmRecord) -> Result<KernelRecord, VmError> {
+    pub(super) async fn kernel_for(&self, vm: &VmRecord) -> Result<KernelRecord, VmError> {
         let image_id = vm.image_id.clone();
         let image = with_store(&self.infra.store, move |s| s.get_image(&image_id))
             .await?
@@ -285,7 +333,11 @@ impl VmService {
                 self.teardown(&vm).await;
                 let kernel = self.kernel_for(&vm).await?;
                 let progress = Arc::new(Progress::default());
-                if let Err(e) = self.start_locked(&mut vm, &kernel, &progress).await {
+                let restore = self.resume_point(&vm);
+                if let Err(e) = self
+                    .start_locked(&mut vm, &kernel, &progress, restore)
+                    .await
+                {
                     self.teardown(&vm).await;
                     vm.state = VmState::Error;
                     vm.last_error = Some(chain(&e));
@@ -299,8 +351,9 @@ impl VmService {
                 self.stop_locked(&mut vm).await?;
                 let kernel = self.kernel_for(&vm).await?;
                 let progress = Arc::new(Progress::default());
-                self.start_locked(&mut vm, &kernel, &progress).await?;
+                self.start_locked(&mut vm, &kernel, &progress, None).await?;
             }
+            Lifecycle::Suspend => self.suspend_locked(&mut vm).await?,
             Lifecycle::Kill => {
                 self.teardown(&vm).await;
                 vm.state = VmState::Stopped;

@@ -23,6 +23,7 @@ mod observe;
 mod provision;
 mod reconcile;
 mod settings;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -78,7 +79,18 @@ pub(crate) fn vm_info(row: VmRow) -> VmInfo {
         .get("labels")
         .and_then(|l| serde_json::from_value(l.clone()).ok())
         .unwrap_or_default();
+    let started_from = vm
+        .spec
+        .get("started_from")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let suspended = vm
+        .spec
+        .get("suspended")
+        .is_some_and(serde_json::Value::is_string);
     VmInfo {
+        started_from,
+        suspended,
         labels,
         id: vm.id,
         name: vm.name,

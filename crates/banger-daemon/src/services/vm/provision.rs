@@ -39,6 +39,24 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), VmError> {
         .map_err(VmError::WorkDiskFile)
 }
 
+/// A VM's `/etc/hosts`.
+pub(super) fn hosts_file(vm: &VmRecord) -> String {
+    format!(
+        "127.0.0.1 localhost\n127.0.1.1 {0}\n{1} {0}.vm {0}\n::1 localhost ip6-localhost\n",
+        vm.name, vm.guest_ip
+    )
+}
+
+/// A VM's `/etc/banger/network.env` (read by `banger-network` at boot).
+pub(super) fn network_env(vm: &VmRecord, cfg: &banger_config::Config) -> String {
+    format!(
+        "BANGER_IFACE=eth0\nBANGER_ADDR={}/{}\nBANGER_GATEWAY={}\n",
+        vm.guest_ip,
+        cfg.cidr.prefix_len(),
+        cfg.bridge_ip
+    )
+}
+
 /// What provisioning needs, owned so it can move to a blocking thread.
 struct Plan {
     dir: PathBuf,
@@ -79,6 +97,25 @@ impl Plan {
         Ok(())
     }
 
+    /// A copy of snapshot `snap`: its disks and a fresh, pinned host key. Returns the key
+    /// (private, public) for the guest's new identity; the private half is not kept.
+    fn run_restore(&self, snap: &Path, progress: &Progress) -> Result<(String, String), VmError> {
+        progress.stage("disks")?;
+        fs_err::create_dir_all(&self.dir).map_err(VmError::VmDir)?;
+        for f in ["root.ext4", "work.ext4"] {
+            disk::cow_copy(self.runner.as_ref(), &snap.join(f), &self.dir.join(f))
+                .map_err(VmError::SnapshotDisk)?;
+        }
+        progress.stage("host key")?;
+        let host_key = self.host_key()?;
+        self.pin_host_key(&host_key)?;
+        let private = fs_err::read_to_string(&host_key).map_err(VmError::HostKeyFile)?;
+        let public =
+            fs_err::read_to_string(host_key.with_extension("pub")).map_err(VmError::HostKeyFile)?;
+        let _ = fs_err::remove_file(&host_key);
+        Ok((private, public))
+    }
+
     /// A fresh ssh host key for the VM (private half removed once it is in the disk).
     fn host_key(&self) -> Result<PathBuf, VmError> {
         let host_key = self.dir.join("ssh_host_ed25519_key");
@@ -105,16 +142,8 @@ impl Plan {
             host_path,
             mode,
         };
-        let hosts = format!(
-            "127.0.0.1 localhost\n127.0.1.1 {0}\n{1} {0}.vm {0}\n::1 localhost ip6-localhost\n",
-            vm.name, vm.guest_ip
-        );
-        let network = format!(
-            "BANGER_IFACE=eth0\nBANGER_ADDR={}/{}\nBANGER_GATEWAY={}\n",
-            vm.guest_ip,
-            cfg.cidr.prefix_len(),
-            cfg.bridge_ip
-        );
+        let hosts = hosts_file(vm);
+        let network = network_env(vm, cfg);
         let mut files = vec![
             file(
                 "/etc/hostname",
@@ -218,7 +247,13 @@ impl VmService {
         image: &ImageRecord,
         progress: &Arc<Progress>,
     ) -> Result<(), VmError> {
-        let plan = Plan {
+        let plan = self.plan(vm, image);
+        let progress = Arc::clone(progress);
+        blocking(move || plan.run(&progress)).await
+    }
+
+    fn plan(&self, vm: &VmRecord, image: &ImageRecord) -> Plan {
+        Plan {
             dir: self.vm_dir(&vm.id),
             vm: vm.clone(),
             image: image.clone(),
@@ -229,9 +264,21 @@ impl VmService {
             config: Arc::clone(&self.infra.config),
             runner: Arc::clone(&self.infra.runner),
             clock: Arc::clone(&self.infra.clock),
-        };
+        }
+    }
+
+    /// Disks and host key for a VM started from snapshot directory `snap`; returns the
+    /// host key (private, public).
+    pub(super) async fn provision_restore(
+        &self,
+        vm: &VmRecord,
+        image: &ImageRecord,
+        snap: PathBuf,
+        progress: &Arc<Progress>,
+    ) -> Result<(String, String), VmError> {
+        let plan = self.plan(vm, image);
         let progress = Arc::clone(progress);
-        blocking(move || plan.run(&progress)).await
+        blocking(move || plan.run_restore(&snap, &progress)).await
     }
 
     /// Removes VM `id`'s pinned host key from banger's known_hosts.

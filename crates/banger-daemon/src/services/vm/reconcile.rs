@@ -53,6 +53,7 @@ impl VmService {
         let live: HashSet<String> = rows.iter().map(|r| r.vm.id.clone()).collect();
         self.remove_orphan_dirs(&live).await;
         self.prune_host_keys(live).await;
+        self.sweep_snapshots().await;
         for row in rows {
             let mut vm = row.vm;
             if vm.spec.get(CREATING).is_some() {
@@ -71,6 +72,14 @@ impl VmService {
                         pid = h.vmm.pid,
                         "reconcile: vmm alive, keeping it"
                     );
+                    // A kill during a snapshot or suspend leaves the guest paused.
+                    let vmm = Arc::clone(&self.infra.vmm);
+                    let hv = h.vmm.clone();
+                    let _ = blocking(move || -> Result<(), VmError> {
+                        let _ = vmm.resume(&hv);
+                        Ok(())
+                    })
+                    .await;
                     self.handles.adopt(&vm.id, h);
                     if vm.state != VmState::Running {
                         vm.state = VmState::Running;
@@ -89,6 +98,8 @@ impl VmService {
                         vm.updated_at = self.infra.clock.now_rfc3339();
                         self.save(&vm).await?;
                     }
+                    let keep = vm.spec.get("suspended").and_then(|s| s.as_str());
+                    self.drop_suspend_images(&vm, keep);
                 }
             }
         }
