@@ -151,16 +151,23 @@ impl Guest {
 
 impl Drop for Guest {
     fn drop(&mut self) {
-        let _ = self
-            .cmd(&[
-                "vm", "kill", "p1", "t1", "b1", "n1", "n2", "w1", "w2", "m1", "m2", "c1",
-            ])
-            .output();
-        let _ = self
-            .cmd(&[
-                "vm", "delete", "p1", "t1", "b1", "n1", "n2", "w1", "w2", "m1", "m2", "c1",
-            ])
-            .output();
+        let names: Vec<String> =
+            serde_json::from_slice::<Value>(&self.run(&["vm", "list", "--json"]).stdout)
+                .ok()
+                .and_then(|v| v.as_array().cloned())
+                .map(|vms| {
+                    vms.iter()
+                        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+        if !names.is_empty() {
+            let mut args = vec!["vm", "kill"];
+            args.extend(names.iter().map(String::as_str));
+            let _ = self.cmd(&args).output();
+            args[1] = "delete";
+            let _ = self.cmd(&args).output();
+        }
         let _ = self
             .cmd(&["daemon", "stop"])
             .env("BANGER_NO_AUTOSTART", "1")
@@ -1481,6 +1488,9 @@ fn state_of(list: &Value, name: &str) -> Option<String> {
 #[test]
 fn e2e_crash_at_every_stage_of_create_start_stop_delete() {
     let Some(g) = Guest::new() else { return };
+    // The cold create path, stage by stage (warm starts have their own crash cases in
+    // `e2e_snapshots_fork_suspend_and_warm_starts`).
+    g.env.write_config_raw("warm_start = false\n");
     g.ok(&["vm", "create", "--name", "b1"]);
     let mut killed = 0;
     for stage in [
@@ -1539,5 +1549,250 @@ fn e2e_crash_at_every_stage_of_create_start_stop_delete() {
     }
     eprintln!("crash harness: bangerd killed at {killed} points, host consistent after each");
     g.ok(&["vm", "delete", "c1", "b1"]);
+    g.assert_nothing_left();
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The counter a test started with `start_counter`, read in `vm`.
+fn counter(g: &Guest, vm: &str) -> u64 {
+    g.ok(&["vm", "exec", vm, "--", "cat", "/tmp/counter"])
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("counter in {vm}: {e}"))
+}
+
+/// What makes a VM itself: hostname, address, machine id, host key fingerprint.
+fn identity(g: &Guest, vm: &str) -> Vec<String> {
+    g.ok(&[
+        "vm",
+        "exec",
+        vm,
+        "--",
+        "sh",
+        "-c",
+        "hostname; ip -4 -o addr show eth0 | awk '{print $4}'; cat /etc/machine-id; ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f2",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Snapshots end to end: the first VM of an image becomes its template and the next
+/// restores it; a counter survives suspend/resume; a fork's children have their own
+/// identity but the parent's files and processes, isolated writes, and outlive the parent;
+/// `vm create --from`; bad input; bangerd killed mid-snapshot, mid-restore and mid-suspend.
+#[test]
+fn e2e_snapshots_fork_suspend_and_warm_starts() {
+    let Some(g) = Guest::new() else { return };
+    // Warm start: the first create boots cold and leaves a template; the next restores it.
+    g.ok(&["vm", "create", "--name", "s1"]);
+    let snaps = json(&g.ok(&["snapshot", "list", "--json"]));
+    assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
+    assert_eq!(snaps[0]["kind"], "template", "{snaps}");
+    let s1 = json(&g.ok(&["vm", "show", "s1", "--json"]));
+    assert_eq!(s1["started_from"], "boot");
+    g.ok(&["vm", "create", "--name", "b1"]);
+    let b1 = json(&g.ok(&["vm", "show", "b1", "--json"]));
+    assert!(
+        b1["started_from"]
+            .as_str()
+            .unwrap()
+            .starts_with("template template-"),
+        "{b1}"
+    );
+    let (id_s1, id_b1) = (identity(&g, "s1"), identity(&g, "b1"));
+    assert_eq!(id_b1[0], "b1");
+    for (a, b) in id_s1.iter().zip(&id_b1) {
+        assert_ne!(a, b, "a template copy shares {a} with its source");
+    }
+    // --cold boots even though the template exists.
+    g.ok(&["vm", "create", "--name", "c1", "--cold"]);
+    assert_eq!(
+        json(&g.ok(&["vm", "show", "c1", "--json"]))["started_from"],
+        "boot"
+    );
+    g.ok(&["vm", "delete", "c1"]);
+
+    // A process and files in s1.
+    g.ok(&[
+        "vm",
+        "exec",
+        "s1",
+        "--",
+        "sh",
+        "-c",
+        "echo parent > /root/pf; echo tmp > /tmp/tf; setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 &",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while g
+        .run(&["vm", "exec", "s1", "--", "cat", "/tmp/counter"])
+        .stdout
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "no counter");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // Suspend keeps memory; resume continues where it was.
+    let before = counter(&g, "s1");
+    g.ok(&["vm", "stop", "--suspend", "s1"]);
+    let s1 = json(&g.ok(&["vm", "show", "s1", "--json"]));
+    assert_eq!(
+        (s1["state"].as_str(), s1["suspended"].as_bool()),
+        (Some("stopped"), Some(true)),
+        "{s1}"
+    );
+    assert!(g.ok(&["vm", "list"]).contains("suspended"));
+    g.ok(&["vm", "start", "s1"]);
+    let s1 = json(&g.ok(&["vm", "show", "s1", "--json"]));
+    assert_eq!(s1["started_from"], "resume", "{s1}");
+    let resumed = counter(&g, "s1");
+    assert!(resumed >= before, "counter went back: {before} → {resumed}");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(
+        counter(&g, "s1") > resumed,
+        "the counter stopped after resume"
+    );
+    assert_eq!(
+        g.ok(&["vm", "exec", "s1", "--", "cat", "/root/pf", "/tmp/tf"]),
+        "parent\ntmp\n"
+    );
+
+    // Fork: three children with their own identity and the parent's state.
+    let fork = json(&g.ok(&["vm", "fork", "s1", "--count", "3", "--name", "k", "--json"]));
+    let kids: Vec<String> = fork["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kids, ["k-1", "k-2", "k-3"], "{fork}");
+    let snap = fork["snapshot"]["name"].as_str().unwrap().to_owned();
+    let mut seen = std::collections::BTreeSet::new();
+    for id in [&id_s1, &id_b1] {
+        seen.extend(id[1..].iter().cloned());
+    }
+    for k in &kids {
+        let id = identity(&g, k);
+        assert_eq!(&id[0], k, "hostname");
+        for part in &id[1..] {
+            assert!(
+                seen.insert(part.clone()),
+                "{k} shares {part} with another vm"
+            );
+        }
+        let ip = id[1].split('/').next().unwrap();
+        assert!(
+            dig(&g, &format!("{k}.vm"), &["+short"]).contains(ip),
+            "{k}.vm"
+        );
+        assert_eq!(
+            g.ok(&["vm", "exec", k, "--", "cat", "/root/pf"]),
+            "parent\n"
+        );
+        let c = counter(&g, k);
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert!(counter(&g, k) > c, "{k}'s copy of the counter does not run");
+        // Its new host key is the pinned one: strict ssh works.
+        g.ok(&["vm", "ssh", k, "--", "true"]);
+    }
+    g.ok(&[
+        "vm",
+        "exec",
+        "k-1",
+        "--",
+        "sh",
+        "-c",
+        "echo mine > /root/only-k1; sync",
+    ]);
+    for other in ["s1", "k-2", "k-3"] {
+        let out = g.run(&["vm", "exec", other, "--", "cat", "/root/only-k1"]);
+        assert!(!out.status.success(), "{other} sees k-1's write");
+    }
+    // The snapshot cannot go while its children map its memory.
+    let out = g.run(&["snapshot", "rm", &snap]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("in use by running vm(s) k-1"),
+        "{}",
+        stderr(&out)
+    );
+    // The parent goes; the children stay.
+    g.ok(&["vm", "delete", "s1"]);
+    assert_eq!(
+        g.ok(&["vm", "exec", "k-2", "--", "cat", "/root/pf"]),
+        "parent\n"
+    );
+
+    // vm create --from; bad input creates nothing.
+    g.ok(&["vm", "create", "--from", &snap, "--name", "f1"]);
+    let f1 = json(&g.ok(&["vm", "show", "f1", "--json"]));
+    assert_eq!(f1["started_from"], format!("snapshot {snap}"), "{f1}");
+    g.ok(&["vm", "exec", "f1", "--", "cat", "/root/pf"]);
+    let out = g.run(&["vm", "create", "--from", "nope", "--name", "f2"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("snapshot \"nope\" not found")
+            && stderr(&out).contains("banger snapshot list"),
+        "{}",
+        stderr(&out)
+    );
+    let out = g.run(&["vm", "fork", "k-1", "--count", "99"]);
+    assert!(
+        stderr(&out).contains("--count 99 is out of range"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(state_of(&json(&g.ok(&["vm", "list", "--json"])), "f2").is_none());
+
+    // bangerd killed mid-snapshot, mid-restore, mid-suspend: nothing half-made is listed.
+    let before = json(&g.ok(&["snapshot", "list", "--json"]));
+    for point in ["snapshot:paused", "snapshot:row"] {
+        g.crash(point, &["vm", "snapshot", "k-1", "--name", "x1"]);
+        let now = json(&g.ok(&["snapshot", "list", "--json"]));
+        assert_eq!(now, before, "after {point}");
+        g.ok(&["vm", "exec", "k-1", "--", "true"]);
+        let dirs: Vec<_> = std::fs::read_dir(g.env.home().join("state/snapshots"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .collect();
+        assert_eq!(
+            dirs.len(),
+            now.as_array().unwrap().len(),
+            "after {point}: {dirs:?}"
+        );
+    }
+    for stage in ["disks", "vmm", "identity", "created"] {
+        let list = g.crash(
+            &format!("stage:{stage}"),
+            &["vm", "create", "--from", &snap, "--name", "f2"],
+        );
+        assert_eq!(
+            state_of(&list, "f2"),
+            None,
+            "restore killed at {stage}: {list}"
+        );
+    }
+    let list = g.crash("suspend:teardown", &["vm", "stop", "--suspend", "k-3"]);
+    assert!(state_of(&list, "k-3").is_some());
+    g.ok(&["vm", "start", "k-3"]);
+    g.ok(&["vm", "exec", "k-3", "--", "cat", "/root/pf"]);
+
+    // Everything goes, snapshots last.
+    g.ok(&["vm", "delete", "b1", "k-1", "k-2", "k-3", "f1"]);
+    for s in json(&g.ok(&["snapshot", "list", "--json"]))
+        .as_array()
+        .unwrap()
+    {
+        g.ok(&["snapshot", "rm", s["name"].as_str().unwrap()]);
+    }
+    let left: Vec<_> = std::fs::read_dir(g.env.home().join("state/snapshots"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect();
+    assert!(left.is_empty(), "snapshot files left: {left:?}");
     g.assert_nothing_left();
 }

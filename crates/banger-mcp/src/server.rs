@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use banger_api::Client;
 use banger_api::methods::{
-    ImageList, VmCreate, VmDelete, VmList, VmLogsGet, VmPortsGet, VmShow, VmStop,
-    VmWorkspaceExport, VmWorkspacePrepare,
+    ImageList, SnapshotShow, VmCreate, VmDelete, VmFork, VmList, VmLogsGet, VmPortsGet, VmShow,
+    VmSnapshot, VmStop, VmWorkspaceExport, VmWorkspacePrepare,
 };
 use banger_api::types::{
-    Empty, VmCreateParams, VmInfo, VmLogsParams, VmRef, VmRefs, WorkspaceExportParams,
-    WorkspacePrepareParams,
+    Empty, NameParams, VmCreateParams, VmForkParams, VmInfo, VmLogsParams, VmRef, VmRefs,
+    VmSnapshotParams, WorkspaceExportParams, WorkspacePrepareParams,
 };
 use banger_config::McpConfig;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -84,9 +84,36 @@ pub struct CreateParams {
     /// run there by default.
     #[serde(default)]
     pub workspace: bool,
-    /// Start from this snapshot instead of booting (needs banger's snapshot support).
+    /// Start from this snapshot (`sandbox_snapshot` makes one) instead of booting: its
+    /// image, vCPUs, memory, files and running processes, with a new name and address.
     #[serde(default)]
     pub from_snapshot: Option<String>,
+}
+
+/// `sandbox_snapshot`'s input.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotParams {
+    /// Sandbox name (created over MCP).
+    pub sandbox: String,
+    /// The snapshot's name; generated when omitted.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `sandbox_fork`'s input.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkParams {
+    /// Sandbox name (created over MCP, running).
+    pub sandbox: String,
+    /// How many copies (1-16, within [mcp] max_sandboxes).
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A sandbox, by name.
@@ -321,15 +348,25 @@ impl Banger {
     }
 
     async fn create_impl(&self, p: CreateParams) -> Result<Value, ToolError> {
-        if p.from_snapshot.is_some() {
-            return Err(ToolError::new(
-                "unsupported",
-                "starting from a snapshot is not available in this banger yet",
-                "create without from_snapshot",
-            ));
-        }
         let limits = &self.settings().limits;
         let mut c = self.client().await?;
+        // From a snapshot, its sizes are what the limits see.
+        let (mut vcpu, mut memory_mib, mut image) = (p.vcpu, p.memory_mib, p.image.clone());
+        if let Some(s) = &p.from_snapshot {
+            if p.vcpu.is_some() || p.memory_mib.is_some() || p.image.is_some() {
+                return Err(bad(
+                    "a sandbox from a snapshot has the snapshot's image, vcpu and memory",
+                    "leave image, vcpu and memory_mib out with from_snapshot",
+                ));
+            }
+            let snap = c
+                .call::<SnapshotShow>(&NameParams { name: s.clone() })
+                .await
+                .map_err(|e| {
+                    ToolError::from(e).not_found_hint("`sandbox_snapshot` makes a snapshot")
+                })?;
+            (vcpu, memory_mib, image) = (Some(snap.vcpu), Some(snap.memory_mib), Some(snap.image));
+        }
         let existing = c
             .call::<VmList>(&Empty {})
             .await?
@@ -340,9 +377,9 @@ impl Banger {
         check_create(
             limits,
             &Ask {
-                image: p.image.as_deref(),
-                vcpu: p.vcpu,
-                memory_mib: p.memory_mib,
+                image: image.as_deref(),
+                vcpu,
+                memory_mib,
                 nat: p.nat,
                 existing,
             },
@@ -362,11 +399,15 @@ impl Banger {
         let vm = c
             .call::<VmCreate>(&VmCreateParams {
                 name: p.name,
+                memory_mib: match &p.from_snapshot {
+                    None => p.memory_mib.or(Some(1024.min(limits.max_memory_mib))),
+                    Some(_) => None,
+                },
                 image: p.image,
                 vcpu: p.vcpu,
-                memory_mib: p.memory_mib.or(Some(1024.min(limits.max_memory_mib))),
                 nat: p.nat,
                 labels: [(ORIGIN_KEY.to_owned(), ORIGIN_MCP.to_owned())].into(),
+                from_snapshot: p.from_snapshot,
                 ..VmCreateParams::default()
             })
             .await
@@ -750,6 +791,80 @@ impl Banger {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .retain(|n| n != &name);
                 Ok(json!({ "sandbox": name, "deleted": true }))
+            }
+            .await,
+        )
+    }
+
+    #[tool(
+        description = "Snapshot a running sandbox (paused for the copy): memory, processes and files. `sandbox_create` with `from_snapshot` starts copies of it."
+    )]
+    async fn sandbox_snapshot(
+        &self,
+        Parameters(p): Parameters<SnapshotParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        done(
+            async {
+                let vm = self.own(&p.sandbox).await?;
+                let mut c = self.client().await?;
+                let s = c
+                    .call::<VmSnapshot>(&VmSnapshotParams {
+                        name: vm.name,
+                        snapshot: p.name,
+                    })
+                    .await?;
+                Ok(json!({ "snapshot": s.name, "from": s.source_vm, "size_bytes": s.size_bytes }))
+            }
+            .await,
+        )
+    }
+
+    #[tool(
+        description = "Fork a running sandbox: `count` copies that start where it is now (its files and running processes), each with its own name and address; the original keeps running. Try risky changes in a copy."
+    )]
+    async fn sandbox_fork(
+        &self,
+        Parameters(p): Parameters<ForkParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        done(
+            async {
+                let vm = self.own(&p.sandbox).await?;
+                let limits = &self.settings().limits;
+                let mut c = self.client().await?;
+                let existing = c
+                    .call::<VmList>(&Empty {})
+                    .await?
+                    .vms
+                    .iter()
+                    .filter(|v| is_mcp(v))
+                    .count();
+                if existing + p.count as usize > limits.max_sandboxes as usize {
+                    return Err(ToolError::new(
+                        "limit_exceeded",
+                        format!(
+                            "{existing} sandboxes exist and {} more would pass [mcp] max_sandboxes {}",
+                            p.count, limits.max_sandboxes
+                        ),
+                        "delete some with `sandbox_delete`, or fork fewer",
+                    ));
+                }
+                let r = c
+                    .call::<VmFork>(&VmForkParams {
+                        name: vm.name.clone(),
+                        count: p.count,
+                        ..VmForkParams::default()
+                    })
+                    .await?;
+                let names: Vec<String> = r.vms.iter().map(|v| v.name.clone()).collect();
+                self.inner
+                    .created
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(names.iter().cloned());
+                Ok(json!({
+                    "sandboxes": r.vms.iter().map(sandbox_json).collect::<Vec<_>>(),
+                    "snapshot": r.snapshot.name,
+                }))
             }
             .await,
         )

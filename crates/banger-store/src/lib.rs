@@ -336,6 +336,27 @@ impl Store {
             > 0)
     }
 
+    /// Deletes the warm-start templates of an image (they go with it); returns their ids
+    /// (their directories are the caller's to remove).
+    pub fn delete_image_templates(&self, image_id: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "DELETE FROM snapshots WHERE image_id = ?1 AND kind = 'template' RETURNING id",
+        )?;
+        let ids = stmt.query_map([image_id], |r| r.get(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
+    }
+
+    /// Names of the snapshots (not templates) taken of VMs of an image.
+    pub fn snapshots_of_image(&self, image_id: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name FROM snapshots WHERE image_id = ?1 AND kind = 'snapshot' ORDER BY name",
+        )?;
+        let names = stmt.query_map([image_id], |r| r.get(0))?;
+        Ok(names.collect::<Result<_, _>>()?)
+    }
+
     /// Whether a snapshot with this name exists.
     pub fn snapshot_name_taken(&self, name: &str) -> Result<bool, StoreError> {
         let conn = self.conn();

@@ -276,7 +276,14 @@ impl TestBed {
         for ip in self.privileged.nat_ips() {
             out.push(format!("nat {ip}"));
         }
-        for dir in [infra.layout.vms_dir(), infra.layout.runtime_dir.join("vms")] {
+        for s in infra.store.list_snapshots().unwrap_or_default() {
+            out.push(format!("snapshot {}", s.name));
+        }
+        for dir in [
+            infra.layout.vms_dir(),
+            infra.layout.runtime_dir.join("vms"),
+            infra.layout.state_dir.join("snapshots"),
+        ] {
             for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 out.push(format!("file {}", e.path().display()));
             }

@@ -47,6 +47,7 @@ pub fn read_journal(api_sock: &Path) -> Vec<JournalEntry> {
 #[derive(Debug, Default)]
 struct State {
     started: bool,
+    paused: bool,
     boot_source: Option<Value>,
     machine: Option<Value>,
     drives: BTreeMap<String, Value>,
@@ -277,7 +278,84 @@ impl FakeFirecracker {
                 Some("FlushMetrics") if st.started => ok,
                 _ => Err(fault("The requested operation is not supported before starting the microVM.")),
             },
-            "patchVm" if st.started => ok,
+            "patchVm" if st.started => {
+                st.paused = body.get("state").and_then(Value::as_str) == Some("Paused");
+                ok
+            }
+            "createSnapshot" => {
+                if !st.started {
+                    return Err(fault("The requested operation is not supported before starting the microVM."));
+                }
+                if !st.paused {
+                    return Err(fault("Cannot save the microVM state: the microVM must be paused first."));
+                }
+                // The state file records the configuration as given (drive paths too: a load
+                // cannot change them); the memory file has the guest's size.
+                let state = json!({
+                    "machine-config": st.machine,
+                    "drives": st.drives,
+                    "network-interfaces": st.nets,
+                    "vsock": st.vsock,
+                });
+                let path = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                std::fs::write(path("snapshot_path"), state.to_string())
+                    .map_err(|e| fault(format!("Cannot save the microVM state: {e}")))?;
+                let mib = st.machine.as_ref().and_then(|m| m["mem_size_mib"].as_u64()).unwrap_or(128);
+                std::fs::File::create(path("mem_file_path"))
+                    .and_then(|f| f.set_len(mib << 20))
+                    .map_err(|e| fault(format!("Cannot save the guest memory: {e}")))?;
+                ok
+            }
+            "loadSnapshot" => {
+                if st.started || st.boot_source.is_some() || !st.drives.is_empty() || !st.nets.is_empty() || st.machine.is_some() {
+                    return Err(fault("Loading a microVM snapshot not allowed after configuring boot-specific resources."));
+                }
+                let path = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+                let mem = path(body.pointer("/mem_backend/backend_path").or_else(|| body.get("mem_file_path")));
+                must_exist("Cannot load the guest memory", Some(&json!(mem)))?;
+                let text = std::fs::read_to_string(path(body.get("snapshot_path")))
+                    .map_err(|e| fault(format!("Load snapshot error: Cannot open the snapshot file: {e}")))?;
+                let saved: Value = serde_json::from_str(&text)
+                    .map_err(|e| fault(format!("Load snapshot error: bad state file: {e}")))?;
+                // Drives are reopened at their recorded paths (relative ones against this
+                // process's directory).
+                let mut drives = BTreeMap::new();
+                for (id, d) in saved["drives"].as_object().into_iter().flatten() {
+                    must_exist("Load snapshot error: block device", d.get("path_on_host"))?;
+                    drives.insert(id.clone(), d.clone());
+                }
+                let mut nets: BTreeMap<String, Value> = saved["network-interfaces"]
+                    .as_object()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    .unwrap_or_default();
+                for o in body.get("network_overrides").and_then(Value::as_array).into_iter().flatten() {
+                    let id = o["iface_id"].as_str().unwrap_or_default();
+                    let Some(n) = nets.get_mut(id) else {
+                        return Err(fault(format!("Load snapshot error: no network interface {id} in the snapshot")));
+                    };
+                    n["host_dev_name"] = o["host_dev_name"].clone();
+                }
+                let mut vsock = saved.get("vsock").cloned().filter(|v| !v.is_null());
+                if let (Some(v), Some(uds)) = (&mut vsock, body.pointer("/vsock_override/uds_path")) {
+                    v["uds_path"] = uds.clone();
+                }
+                if let Some(v) = &vsock {
+                    let uds = v["uds_path"].as_str().unwrap_or_default();
+                    let _ = std::fs::remove_file(uds);
+                    let l = UnixListener::bind(uds)
+                        .map_err(|e| fault(format!("Load snapshot error: vsock: {e}")))?;
+                    st.vsock_listener = Some(l);
+                }
+                st.machine = saved.get("machine-config").cloned().filter(|v| !v.is_null());
+                st.drives = drives;
+                st.nets = nets;
+                st.vsock = vsock;
+                st.started = true;
+                st.paused = body.get("resume_vm") != Some(&Value::Bool(true));
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "fake-firecracker: guest {} restored", self.id);
+                ok
+            }
             _ => Err(fault(format!("the fake does not implement {op}"))),
         }
     }

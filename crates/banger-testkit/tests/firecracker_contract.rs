@@ -251,9 +251,148 @@ async fn daemon_lifecycle_on_the_firecracker_backend() {
             .all(|e| e.violations.is_empty() && e.status == 204),
         "{journal:?}"
     );
-    assert_eq!(journal.last().unwrap().body["action_type"], "InstanceStart");
+    let paths: Vec<(&str, &str)> = journal
+        .iter()
+        .map(|e| (e.method.as_str(), e.path.as_str()))
+        .collect();
+    // Booted, then (warm starts are on) paused, snapshotted as the image's template, resumed.
+    assert_eq!(
+        paths[paths.len() - 4..],
+        [
+            ("PUT", "/actions"),
+            ("PATCH", "/vm"),
+            ("PUT", "/snapshot/create"),
+            ("PATCH", "/vm")
+        ],
+        "{journal:?}"
+    );
+    // The next create restores the template with its own tap and vsock socket, and the
+    // guest gets its own identity.
+    let p = VmCreateParams {
+        name: Some("fc2".into()),
+        ..Default::default()
+    };
+    let vm2 = vms.create(p, &Arc::new(Progress::default())).await.unwrap();
+    assert!(
+        vm2.started_from
+            .as_deref()
+            .unwrap()
+            .starts_with("template "),
+        "{vm2:?}"
+    );
+    let run2 = bed
+        .daemon
+        .infra
+        .layout
+        .runtime_dir
+        .join("vms")
+        .join(&vm2.id);
+    let journal2 = read_journal(&run2.join("fc.sock"));
+    let load = journal2.last().unwrap();
+    assert_eq!(load.path, "/snapshot/load");
+    assert!(load.violations.is_empty() && load.status == 204, "{load:?}");
+    assert_eq!(
+        load.body["vsock_override"]["uds_path"],
+        run2.join("vsock.sock").display().to_string()
+    );
+    let tap1 = journal
+        .iter()
+        .find(|e| e.path == "/network-interfaces/eth0")
+        .unwrap()
+        .body["host_dev_name"]
+        .clone();
+    assert_ne!(load.body["network_overrides"][0]["host_dev_name"], tap1);
+    let ids = bed.guest.identities.lock().unwrap().clone();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0].hostname, "fc2");
+    assert_eq!(ids[0].address, format!("{}/24", vm2.guest_ip));
     let stopped = vms.lifecycle("fc1", Lifecycle::Stop).await.unwrap();
     assert_eq!(stopped.state, VmState::Stopped);
     vms.lifecycle("fc1", Lifecycle::Delete).await.unwrap();
+    vms.lifecycle("fc2", Lifecycle::Delete).await.unwrap();
+    for s in vms.snapshot_list().await.unwrap() {
+        vms.snapshot_rm(&s.name).await.unwrap();
+    }
     assert_eq!(bed.leftovers(), Vec::<String>::new());
+}
+
+/// Snapshot of a running VM and a copy restored from it: every request valid against the
+/// spec, the load overrides the tap and the vsock socket, and the copy's drives resolve in
+/// its own directory (Firecracker 1.16 cannot override drive paths on load).
+#[test]
+fn snapshot_and_restore_requests_validate_and_copies_use_their_own_disks() {
+    let parent_dir = tempfile::tempdir().unwrap();
+    let parent = spec(parent_dir.path());
+    let vmm = FirecrackerVmm::new(PathBuf::from(FAKE));
+    assert!(vmm.supports_snapshots());
+    let h = vmm.launch(&parent).unwrap();
+    let snap = tempfile::tempdir().unwrap();
+    // Snapshots are taken paused.
+    assert!(vmm.snapshot(&h, &parent, snap.path()).is_err());
+    vmm.pause(&h).unwrap();
+    vmm.snapshot(&h, &parent, snap.path()).unwrap();
+    vmm.resume(&h).unwrap();
+    let journal = read_journal(&h.control_socket);
+    for e in &journal {
+        assert!(
+            e.violations.is_empty(),
+            "{} {}: {:?}",
+            e.method,
+            e.path,
+            e.violations
+        );
+    }
+    let create = journal
+        .iter()
+        .rfind(|e| e.path == "/snapshot/create")
+        .unwrap();
+    assert_eq!(create.status, 204, "{}", create.body);
+    assert_eq!(create.body["snapshot_type"], "Full");
+    // Drives went in relative to the VM's directory, where Firecracker runs.
+    let drive = journal.iter().find(|e| e.path == "/drives/rootfs").unwrap();
+    assert_eq!(drive.body["path_on_host"], "root.ext4");
+
+    // A copy: its own directory with its own disks, tap and vsock socket.
+    let child_dir = tempfile::tempdir().unwrap();
+    let mut child = spec(child_dir.path());
+    child.net.as_mut().unwrap().tap = "bt-abcdefabcdef".into();
+    child.restore = Some(snap.path().to_owned());
+    let c = vmm.launch(&child).unwrap();
+    let journal = read_journal(&c.control_socket);
+    let paths: Vec<&str> = journal.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["/logger", "/metrics", "/snapshot/load"]);
+    let load = &journal[2];
+    assert!(load.violations.is_empty(), "{:?}", load.violations);
+    assert_eq!(load.status, 204, "{}", load.body);
+    assert_eq!(
+        load.body["network_overrides"][0]["host_dev_name"],
+        "bt-abcdefabcdef"
+    );
+    assert_eq!(
+        load.body["vsock_override"]["uds_path"],
+        child.vsock.as_ref().unwrap().uds_path.display().to_string()
+    );
+    assert_eq!(load.body["mem_backend"]["backend_type"], "File");
+    // Where the copy's drives resolve: its own directory, never the parent's.
+    let config = api_request(&c.control_socket, "GET", "/vm/config", None).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config.body).unwrap();
+    let cwd = std::fs::read_link(format!("/proc/{}/cwd", c.pid)).unwrap();
+    for d in config["drives"].as_array().unwrap() {
+        let resolved = cwd.join(d["path_on_host"].as_str().unwrap());
+        assert!(
+            resolved.starts_with(child_dir.path()),
+            "{}",
+            resolved.display()
+        );
+        assert!(!resolved.starts_with(parent_dir.path()));
+    }
+    // A copy whose directory lacks the disks fails to load instead of opening others'.
+    let bare = tempfile::tempdir().unwrap();
+    let mut orphan = spec(bare.path());
+    std::fs::remove_file(bare.path().join("work.ext4")).unwrap();
+    orphan.restore = Some(snap.path().to_owned());
+    let err = vmm.launch(&orphan).unwrap_err().to_string();
+    assert!(err.contains("block device"), "{err}");
+    vmm.kill(&h);
+    vmm.kill(&c);
 }

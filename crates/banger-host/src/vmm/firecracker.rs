@@ -117,9 +117,20 @@ pub fn api_request(
     }
 }
 
-/// The configuration requests for `spec`, in order, as (path, body). `InstanceStart` last.
-pub fn config_requests(spec: &VmSpec) -> Vec<(String, Value)> {
-    let mut reqs = vec![
+/// The directory all of `spec`'s drives are in, when they share one: Firecracker runs there
+/// and is given drive paths relative to it. A snapshot records those relative paths, and
+/// v1.16 cannot override drive paths on load, so a copy restored in its own directory opens
+/// its own disks — never the snapshot's or another VM's.
+pub fn drive_dir(spec: &VmSpec) -> Option<PathBuf> {
+    let first = spec.drives.first()?.path.parent()?.to_owned();
+    spec.drives
+        .iter()
+        .all(|d| d.path.parent() == Some(first.as_path()) && d.path.file_name().is_some())
+        .then_some(first)
+}
+
+fn logging_requests(spec: &VmSpec) -> Vec<(String, Value)> {
+    vec![
         (
             "/logger".to_owned(),
             json!({"log_path": spec.vmm_log, "level": "Info", "show_level": true, "show_log_origin": false}),
@@ -128,11 +139,37 @@ pub fn config_requests(spec: &VmSpec) -> Vec<(String, Value)> {
             "/metrics".to_owned(),
             json!({"metrics_path": spec.run_dir.join("metrics.json")}),
         ),
-        (
-            "/machine-config".to_owned(),
-            json!({"vcpu_count": spec.vcpu, "mem_size_mib": spec.memory_mib, "smt": false}),
-        ),
-    ];
+    ]
+}
+
+/// The requests that start `spec`: logging, then `/snapshot/load` with the tap and vsock
+/// socket overridden (the drives resolve in the VM's own directory, see [`drive_dir`]).
+pub fn restore_requests(spec: &VmSpec, dir: &Path) -> Vec<(String, Value)> {
+    let mut reqs = logging_requests(spec);
+    let mut load = json!({
+        "snapshot_path": dir.join(super::qemu::SNAPSHOT_STATE),
+        "mem_backend": {"backend_type": "File", "backend_path": dir.join(super::qemu::SNAPSHOT_MEMORY)},
+        "resume_vm": true,
+        "clock_realtime": true,
+    });
+    if let Some(net) = &spec.net {
+        load["network_overrides"] = json!([{"iface_id": "eth0", "host_dev_name": net.tap}]);
+    }
+    if let Some(v) = &spec.vsock {
+        load["vsock_override"] = json!({"uds_path": v.uds_path});
+    }
+    reqs.push(("/snapshot/load".to_owned(), load));
+    reqs
+}
+
+/// The configuration requests for `spec`, in order, as (path, body). `InstanceStart` last.
+pub fn config_requests(spec: &VmSpec) -> Vec<(String, Value)> {
+    let relative = drive_dir(spec).is_some();
+    let mut reqs = logging_requests(spec);
+    reqs.extend([(
+        "/machine-config".to_owned(),
+        json!({"vcpu_count": spec.vcpu, "mem_size_mib": spec.memory_mib, "smt": false}),
+    )]);
     let mut boot = json!({"kernel_image_path": spec.kernel, "boot_args": spec.cmdline});
     if let Some(initrd) = &spec.initrd {
         boot["initrd_path"] = json!(initrd);
@@ -143,7 +180,10 @@ pub fn config_requests(spec: &VmSpec) -> Vec<(String, Value)> {
             format!("/drives/{}", d.id),
             json!({
                 "drive_id": d.id,
-                "path_on_host": d.path,
+                "path_on_host": match (relative, d.path.file_name()) {
+                    (true, Some(name)) => PathBuf::from(name),
+                    _ => d.path.clone(),
+                },
                 "is_root_device": i == 0,
                 "is_read_only": d.read_only,
                 "cache_type": "Unsafe",
@@ -168,6 +208,26 @@ pub fn config_requests(spec: &VmSpec) -> Vec<(String, Value)> {
         json!({"action_type": "InstanceStart"}),
     ));
     reqs
+}
+
+/// One API request that must answer 204.
+fn call(handle: &VmmHandle, method: &str, path: &str, body: &Value) -> Result<(), VmmError> {
+    let resp = api_request(&handle.control_socket, method, path, Some(body)).map_err(|e| {
+        VmmError::Api {
+            request: format!("{method} {path}"),
+            status: 0,
+            fault: e.to_string(),
+        }
+    })?;
+    if resp.status == 204 {
+        Ok(())
+    } else {
+        Err(VmmError::Api {
+            request: format!("{method} {path}"),
+            status: resp.status,
+            fault: fault(&resp.body),
+        })
+    }
 }
 
 fn fault(body: &str) -> String {
@@ -248,7 +308,11 @@ impl Vmm for FirecrackerVmm {
         fs_err::File::create(&metrics).map_err(io(&metrics))?;
         let console = fs_err::File::create(&spec.console_log).map_err(io(&spec.console_log))?;
         let program = self.binary.display().to_string();
-        let mut child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(dir) = drive_dir(spec) {
+            command.current_dir(dir);
+        }
+        let mut child = command
             .arg("--api-sock")
             .arg(&sock)
             .args(["--id", &spec.name])
@@ -283,7 +347,11 @@ impl Vmm for FirecrackerVmm {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            for (path, body) in config_requests(spec) {
+            let requests = match &spec.restore {
+                None => config_requests(spec),
+                Some(dir) => restore_requests(spec, dir),
+            };
+            for (path, body) in requests {
                 let resp = api_request(&sock, "PUT", &path, Some(&body))
                     .map_err(|e| self.startup(format!("PUT {path}: {e}")))?;
                 if resp.status != 204 {
@@ -306,6 +374,31 @@ impl Vmm for FirecrackerVmm {
             let _ = child.wait();
         });
         Ok(handle)
+    }
+
+    fn supports_snapshots(&self) -> bool {
+        true
+    }
+
+    fn pause(&self, handle: &VmmHandle) -> Result<(), VmmError> {
+        call(handle, "PATCH", "/vm", &json!({"state": "Paused"}))
+    }
+
+    fn resume(&self, handle: &VmmHandle) -> Result<(), VmmError> {
+        call(handle, "PATCH", "/vm", &json!({"state": "Resumed"}))
+    }
+
+    fn snapshot(&self, handle: &VmmHandle, _spec: &VmSpec, dir: &Path) -> Result<(), VmmError> {
+        call(
+            handle,
+            "PUT",
+            "/snapshot/create",
+            &json!({
+                "snapshot_type": "Full",
+                "snapshot_path": dir.join(super::qemu::SNAPSHOT_STATE),
+                "mem_file_path": dir.join(super::qemu::SNAPSHOT_MEMORY),
+            }),
+        )
     }
 
     fn request_shutdown(&self, handle: &VmmHandle) {

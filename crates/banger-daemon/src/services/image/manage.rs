@@ -28,7 +28,26 @@ impl ImageService {
             });
         }
         let id = rec.id.clone();
-        with_store(&self.infra.store, move |s| s.delete_image(&id)).await?;
+        let snaps = with_store(&self.infra.store, move |s| s.snapshots_of_image(&id)).await?;
+        if !snaps.is_empty() {
+            return Err(ImageError::InUse {
+                kind: Kind::Image,
+                name: name.to_owned(),
+                users: format!("snapshot(s) {}", snaps.join(", ")),
+            });
+        }
+        // Its warm-start templates go with it (rows first; a kill leaves dirs the next
+        // start sweeps).
+        let id = rec.id.clone();
+        let templates = with_store(&self.infra.store, move |s| {
+            let t = s.delete_image_templates(&id)?;
+            s.delete_image(&id)?;
+            Ok(t)
+        })
+        .await?;
+        for t in templates {
+            let _ = fs_err::remove_dir_all(self.infra.layout.state_dir.join("snapshots").join(t));
+        }
         if rec.managed
             && let Some(dir) = Path::new(&rec.rootfs_path).parent()
             && dir.starts_with(self.infra.layout.images_dir())

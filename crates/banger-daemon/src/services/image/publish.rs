@@ -125,6 +125,7 @@ impl ImageService {
                     && let Some(old) = s.get_image(&i.name)?
                     && old.id != i.id
                 {
+                    s.delete_image_templates(&old.id)?;
                     s.delete_image(&old.id)?;
                 }
                 s.upsert_image(i)
