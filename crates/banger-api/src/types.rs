@@ -954,6 +954,10 @@ pub struct VmStats {
     /// The VMM's resident memory, MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_mib: Option<u64>,
+    /// The VMM's proportional set size, MiB: memory shared with other VMMs (copies of one
+    /// snapshot share its pages) counted once in total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pss_mib: Option<u64>,
     /// Guest-side numbers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<GuestStats>,

@@ -50,7 +50,8 @@ async def full():
         names = {t.name for t in tools}
         for want in ["sandbox_create", "sandbox_list", "sandbox_exec", "sandbox_read_file",
                      "sandbox_write_file", "sandbox_list_dir", "sandbox_ports", "sandbox_logs",
-                     "sandbox_workspace_export", "sandbox_stop", "sandbox_delete", "image_list"]:
+                     "sandbox_workspace_export", "sandbox_stop", "sandbox_delete", "image_list",
+                     "sandbox_snapshot", "sandbox_fork"]:
             check(want in names, f"tool {want} missing: {sorted(names)}")
         for t in tools:
             check(t.description and len(t.description) > 20, f"{t.name}: no description")
@@ -77,8 +78,13 @@ async def full():
             check(e["code"] == "not_found" and "sandbox_list" in e["hint"], (tool, e))
         e = await call(c, "sandbox_exec", {"sandbox": "nope"}, ok=False)
         check(e["code"] == "bad_request", e)
-        e = await call(c, "sandbox_create", {"workspace": True, "from_snapshot": "s"}, ok=False)
-        check(e["code"] == "unsupported", e)
+        e = await call(c, "sandbox_create", {"from_snapshot": "nope"}, ok=False)
+        check(e["code"] == "not_found" and "sandbox_snapshot" in e["hint"], e)
+        e = await call(c, "sandbox_create", {"from_snapshot": "nope", "vcpu": 2}, ok=False)
+        check(e["code"] == "bad_request", e)
+        for tool, args in [("sandbox_snapshot", {}), ("sandbox_fork", {"count": 1})]:
+            e = await call(c, tool, {"sandbox": "nope", **args}, ok=False)
+            check(e["code"] == "not_found" and "sandbox_list" in e["hint"], (tool, e))
 
         t0 = time.monotonic()
         sb = await call(c, "sandbox_create", {"name": "m1", "workspace": True})
@@ -115,6 +121,35 @@ async def full():
         r = await call(c, "sandbox_workspace_export", {"sandbox": "m1"})
         check("+v2" in r["patch"] and "new/file.txt" in r["patch"] and not r["truncated"], r)
         summary["patch_bytes"] = r["bytes"]
+
+        # Fork: a copy with m1's files and workspace; its writes stay its own.
+        t0 = time.monotonic()
+        r = await call(c, "sandbox_fork", {"sandbox": "m1", "count": 1})
+        kid = r["sandboxes"][0]["name"]
+        r = await call(c, "sandbox_exec", {"sandbox": kid, "command": "cat new/file.txt; hostname"})
+        summary["fork_to_first_exec_s"] = round(time.monotonic() - t0, 2)
+        check(r["stdout"] == f"hi there\n{kid}\n", r)
+        await call(c, "sandbox_exec", {"sandbox": kid, "command": "echo kid > only-kid"})
+        r = await call(c, "sandbox_exec", {"sandbox": "m1", "command": "test -e only-kid"})
+        check(r["exit_code"] == 1, r)
+        e = await call(c, "sandbox_fork", {"sandbox": "m1", "count": 50}, ok=False)
+        check(e["code"] == "limit_exceeded", e)
+        await call(c, "sandbox_delete", {"sandbox": kid})
+        # A named snapshot, and a sandbox from it.
+        r = await call(c, "sandbox_snapshot", {"sandbox": "m1", "name": "m1-snap"})
+        check(r["snapshot"] == "m1-snap", r)
+        t0 = time.monotonic()
+        r = await call(c, "sandbox_create", {"name": "m2", "from_snapshot": "m1-snap"})
+        r = await call(c, "sandbox_exec", {"sandbox": "m2", "command": "cat tracked"})
+        summary["from_snapshot_to_first_exec_s"] = round(time.monotonic() - t0, 2)
+        check(r["stdout"] == "v2\n", r)
+        await call(c, "sandbox_delete", {"sandbox": "m2"})
+        # Warm start: a plain create restores the image's template (made by m1's create).
+        t0 = time.monotonic()
+        await call(c, "sandbox_create", {"name": "m3"})
+        r = await call(c, "sandbox_exec", {"sandbox": "m3", "argv": ["true"]})
+        summary["warm_create_to_first_exec_s"] = round(time.monotonic() - t0, 2)
+        await call(c, "sandbox_delete", {"sandbox": "m3"})
 
         r = await call(c, "sandbox_list")
         check([s["name"] for s in r["sandboxes"]] == ["m1"], r)

@@ -179,6 +179,9 @@ pub struct Config {
     pub firecracker_bin: Option<PathBuf>,
     /// QEMU binary (default: `qemu-system-x86_64` on PATH).
     pub qemu_bin: Option<PathBuf>,
+    /// Under TCG, the size of QEMU's translation cache per VM in MiB (QEMU's own default
+    /// is 1 GiB, most of an idle VM's footprint); 0 leaves QEMU's default.
+    pub qemu_tb_size_mib: u32,
     /// Image used when `--image` is not given.
     pub default_image_name: String,
     /// Bridge all VM taps attach to.
@@ -311,6 +314,7 @@ impl Default for Config {
             vmm: VmmKind::Auto,
             firecracker_bin: None,
             qemu_bin: None,
+            qemu_tb_size_mib: 128,
             default_image_name: "debian-bookworm".to_owned(),
             bridge_name: "br-fc".to_owned(),
             bridge_ip: Ipv4Addr::new(172, 16, 0, 1),

@@ -276,7 +276,11 @@ fn select_vmm(config: &Config) -> Arc<dyn Vmm> {
             let mux = std::env::current_exe()
                 .inspect_err(|e| tracing::warn!("guests get no agent channel: {e}"))
                 .ok();
-            Arc::new(QemuVmm::new(qemu, accel).with_agent_mux(mux))
+            Arc::new(
+                QemuVmm::new(qemu, accel)
+                    .with_agent_mux(mux)
+                    .with_tb_size(config.qemu_tb_size_mib),
+            )
         }
     }
 }

@@ -16,6 +16,9 @@ pub trait HostProbe: Send + Sync + std::fmt::Debug {
     fn cpu_time(&self, pid: u32, start: u64) -> Option<Duration>;
     /// Resident memory of process `pid` in KiB.
     fn rss_kib(&self, pid: u32) -> Option<u64>;
+    /// Proportional set size of process `pid` in KiB (shared pages split between their
+    /// users).
+    fn pss_kib(&self, pid: u32) -> Option<u64>;
     /// Where host program `name` is: on `PATH`, else in `/usr/sbin` or `/sbin` (root's
     /// tools, often off an unprivileged user's `PATH`), else `~/.cargo/bin` (where
     /// `cargo install` puts tools such as `vhost-device-vsock`).
@@ -38,6 +41,9 @@ impl HostProbe for RealProbe {
     }
     fn rss_kib(&self, pid: u32) -> Option<u64> {
         crate::process::rss_kib(pid)
+    }
+    fn pss_kib(&self, pid: u32) -> Option<u64> {
+        crate::process::pss_kib(pid)
     }
     fn which(&self, name: &str) -> Option<PathBuf> {
         let cargo_bin = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
@@ -101,6 +107,10 @@ impl HostProbe for FakeProbe {
         self.process(pid).map(|p| p.1)
     }
     fn rss_kib(&self, pid: u32) -> Option<u64> {
+        self.process(pid).map(|p| p.2)
+    }
+    fn pss_kib(&self, pid: u32) -> Option<u64> {
+        // Nothing shared in the fake: PSS is RSS.
         self.process(pid).map(|p| p.2)
     }
     fn which(&self, name: &str) -> Option<PathBuf> {

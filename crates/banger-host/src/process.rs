@@ -108,16 +108,27 @@ pub fn cpu_time(pid: u32, start: u64) -> Option<std::time::Duration> {
     ))
 }
 
-/// Resident memory of a process in KiB (`VmRSS`).
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+/// Proportional set size of process `pid` in KiB (`/proc/PID/smaps_rollup`): shared pages
+/// count divided by how many processes map them, so copies of one snapshot that share its
+/// memory are not counted as if each had it alone.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    parse_kib_field(&rollup, "Pss:")
+}
+
+fn parse_kib_field(text: &str, field: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
         .ok()
+}
+
+/// Resident memory of a process in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_kib_field(&status, "VmRSS:")
 }
 
 #[cfg(test)]

@@ -104,6 +104,9 @@ impl banger_host::HostProbe for BedProbe {
     fn rss_kib(&self, pid: u32) -> Option<u64> {
         banger_host::RealProbe.rss_kib(pid)
     }
+    fn pss_kib(&self, pid: u32) -> Option<u64> {
+        banger_host::RealProbe.pss_kib(pid)
+    }
     fn which(&self, name: &str) -> Option<PathBuf> {
         let missing = self
             .missing

@@ -260,6 +260,7 @@ pub(crate) async fn stats(
             s.state.to_string(),
             s.cpu_percent.map_or("-".into(), |c| format!("{c:.1}%")),
             s.rss_mib.map_or("-".into(), mib),
+            s.pss_mib.map_or("-".into(), mib),
             g.map_or("-".into(), |g| {
                 format!("{:.2} {:.2} {:.2}", g.load[0], g.load[1], g.load[2])
             }),
@@ -286,6 +287,7 @@ pub(crate) async fn stats(
             "STATE",
             "VMM CPU",
             "VMM RSS",
+            "VMM PSS",
             "LOAD",
             "GUEST MEM",
             "GUEST DISK",

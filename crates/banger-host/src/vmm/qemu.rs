@@ -23,6 +23,7 @@ pub struct QemuVmm {
     binary: PathBuf,
     accel: Accel,
     agent_mux: Option<PathBuf>,
+    tb_size_mib: u32,
 }
 
 impl QemuVmm {
@@ -32,6 +33,7 @@ impl QemuVmm {
             binary,
             accel,
             agent_mux: None,
+            tb_size_mib: 0,
         }
     }
 
@@ -42,6 +44,13 @@ impl QemuVmm {
     #[must_use]
     pub fn with_agent_mux(mut self, binary: Option<PathBuf>) -> Self {
         self.agent_mux = binary;
+        self
+    }
+
+    /// Caps TCG's translation cache at `mib` MiB per VM (0: QEMU's default, 1 GiB).
+    #[must_use]
+    pub fn with_tb_size(mut self, mib: u32) -> Self {
+        self.tb_size_mib = mib;
         self
     }
 
@@ -138,6 +147,19 @@ fn append_log(path: &Path) -> Result<(std::fs::File, std::fs::File), VmmError> {
 /// The socket QEMU connects the agent's virtio-serial port to (the helper listens).
 pub fn serial_socket(run_dir: &Path) -> PathBuf {
     run_dir.join("agent-serial.sock")
+}
+
+/// The full QEMU argument vector for `spec` (without the binary), TCG's translation cache
+/// capped at `tb_size_mib` (0: QEMU's default).
+pub fn qemu_args_tb(spec: &VmSpec, accel: Accel, tb_size_mib: u32) -> Vec<String> {
+    let mut a = qemu_args(spec, accel);
+    if accel == Accel::Tcg
+        && tb_size_mib > 0
+        && let Some(i) = a.iter().position(|x| x == "tcg")
+    {
+        a[i] = format!("tcg,tb-size={tb_size_mib}");
+    }
+    a
 }
 
 /// The full QEMU argument vector for `spec` (without the binary).
@@ -515,7 +537,7 @@ impl QemuVmm {
         let (log, log2) = append_log(&spec.vmm_log)?;
         let program = self.binary.display().to_string();
         let status = Command::new(&self.binary)
-            .args(qemu_args(spec, self.accel))
+            .args(qemu_args_tb(spec, self.accel, self.tb_size_mib))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -673,6 +695,19 @@ mod tests {
         assert!(
             args.contains("memory-backend=mem")
                 && args.contains("-device virtserialport,chardev=agent0,name=org.banger.agent")
+        );
+    }
+
+    #[test]
+    fn test_translation_cache_cap_only_under_tcg() {
+        let args = qemu_args_tb(&spec(), Accel::Tcg, 128).join(" ");
+        assert!(args.contains("-accel tcg,tb-size=128 "), "{args}");
+        let args = qemu_args_tb(&spec(), Accel::Tcg, 0).join(" ");
+        assert!(args.contains("-accel tcg "), "{args}");
+        let args = qemu_args_tb(&spec(), Accel::Kvm, 128).join(" ");
+        assert!(
+            args.contains("-accel kvm ") && !args.contains("tb-size"),
+            "{args}"
         );
     }
 

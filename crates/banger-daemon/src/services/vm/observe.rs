@@ -125,6 +125,7 @@ impl VmService {
             pid: None,
             cpu_percent: None,
             rss_mib: None,
+            pss_mib: None,
             guest: None,
             last_touched_at: vm.last_touched_at.clone(),
             error: None,
@@ -138,6 +139,7 @@ impl VmService {
         };
         out.pid = Some(h.vmm.pid);
         out.rss_mib = self.infra.probe.rss_kib(h.vmm.pid).map(|k| k / 1024);
+        out.pss_mib = self.infra.probe.pss_kib(h.vmm.pid).map(|k| k / 1024);
         let gap = Duration::from_millis(200);
         out.cpu_percent = match self.sample_cpu(&vm.id, &h, gap) {
             Some(p) => Some(p),
