@@ -218,20 +218,23 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
             &format!("virtio-net-device,netdev=n0,mac={}", net.mac),
         ]);
     }
-    // Guest memory: a shared memfd a snapshot copies out (and leaves out of the migration
-    // stream, `x-ignore-shared`); a restored VM maps the snapshot's memory file privately,
-    // copy-on-write, so its pages are read only when touched and shared between siblings.
-    // A snapshot without a memory file carries the RAM in its stream: anonymous memory
-    // then (its untouched pages cost nothing to check for zero while loading).
+    // Guest memory is always shared, so `x-ignore-shared` leaves it out of a snapshot's
+    // migration stream and the snapshot copies it out as a sparse file: a memfd for a boot;
+    // for a restore, the VM's own copy of the snapshot's memory file in shared memory
+    // (`memory_copy_path`, unlinked once QEMU has it mapped). (A private copy-on-write
+    // mapping of the snapshot file would share pages between copies, but then the copy's
+    // RAM is not shared: snapshotting it again would stream all of it, faulting in every
+    // hole of the file — seconds for a few GiB.) A snapshot without a memory file (older
+    // layout) carries the RAM in its stream: anonymous memory then.
     let memory = match &spec.restore {
         None => format!(
             "memory-backend-memfd,id=mem,size={}M,share=on",
             spec.memory_mib
         ),
         Some(dir) if dir.join(SNAPSHOT_MEMORY).is_file() => format!(
-            "memory-backend-file,id=mem,size={}M,mem-path={},share=off",
+            "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
             spec.memory_mib,
-            kv(&dir.join(SNAPSHOT_MEMORY))
+            kv(&memory_copy_path(spec))
         ),
         Some(_) => format!("memory-backend-ram,id=mem,size={}M", spec.memory_mib),
     };
@@ -304,13 +307,32 @@ fn wait_migration(q: &mut Qmp, deadline: Instant) -> Result<(), VmmError> {
     }
 }
 
-/// The guest memory memfd of QEMU process `pid` (`/proc/PID/fd/N`), when it has one.
-fn memfd_of(pid: u32) -> Option<PathBuf> {
+/// Where a restored VM's copy of the snapshot memory goes: `/dev/shm/banger-<uid>/` (shared
+/// memory, like a boot's memfd), else the VM's run directory.
+pub fn memory_copy_path(spec: &VmSpec) -> PathBuf {
+    let uid = rustix::process::getuid().as_raw();
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        shm.join(format!("banger-{uid}"))
+    } else {
+        spec.run_dir.clone()
+    };
+    let id = spec
+        .run_dir
+        .file_name()
+        .map_or_else(|| spec.name.clone(), |n| n.to_string_lossy().into_owned());
+    dir.join(format!("{id}.mem"))
+}
+
+/// The guest memory of QEMU process `pid` (`/proc/PID/fd/N`): its memfd, or its (unlinked)
+/// copy of a snapshot's memory.
+fn guest_memory_of(pid: u32) -> Option<PathBuf> {
     let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
     dir.flatten().map(|e| e.path()).find(|p| {
         std::fs::read_link(p).is_ok_and(|l| {
-            l.to_string_lossy()
-                .starts_with("/memfd:memory-backend-memfd")
+            let l = l.to_string_lossy();
+            l.starts_with("/memfd:memory-backend-memfd")
+                || (l.contains("/banger-") && l.ends_with(".mem (deleted)"))
         })
     })
 }
@@ -350,7 +372,9 @@ pub fn sparse_copy(src: &Path, dest: &Path, len: u64) -> std::io::Result<()> {
         }
         pos = end;
     }
-    to.sync_all()
+    // Not fsynced: as durable as the disks copied beside it (a killed daemon loses
+    // nothing; a power cut may).
+    Ok(())
 }
 
 impl Vmm for QemuVmm {
@@ -427,8 +451,8 @@ impl Vmm for QemuVmm {
         wait_migration(&mut q, Instant::now() + Duration::from_mins(5))?;
         let memory = dir.join(SNAPSHOT_MEMORY);
         let len = spec.memory_mib << 20;
-        if let Some(memfd) = memfd_of(handle.pid) {
-            sparse_copy(&memfd, &memory, len).map_err(io(memory))?;
+        if let Some(mem) = guest_memory_of(handle.pid) {
+            sparse_copy(&mem, &memory, len).map_err(io(memory))?;
         }
         Ok(())
     }
@@ -450,6 +474,30 @@ impl Vmm for QemuVmm {
                 crate::process::kill(pid, start);
             }
         };
+        // A restore maps its own copy of the snapshot's memory (see `qemu_args`).
+        let copy = match &spec.restore {
+            Some(dir) if dir.join(SNAPSHOT_MEMORY).is_file() => {
+                let path = memory_copy_path(spec);
+                let made = (|| {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent)?;
+                        std::fs::set_permissions(
+                            parent,
+                            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                        )?;
+                    }
+                    let _ = std::fs::remove_file(&path);
+                    sparse_copy(&dir.join(SNAPSHOT_MEMORY), &path, spec.memory_mib << 20)
+                })();
+                if let Err(source) = made {
+                    let _ = std::fs::remove_file(&path);
+                    kill_helper();
+                    return Err(VmmError::Io { path, source });
+                }
+                Some(path)
+            }
+            _ => None,
+        };
         let launched = self
             .launch_qemu(spec, qmp)
             .and_then(|h| match &spec.restore {
@@ -462,6 +510,10 @@ impl Vmm for QemuVmm {
                     }
                 },
             });
+        // QEMU has the copy mapped (or failed): its name goes, its memory with QEMU.
+        if let Some(path) = copy {
+            let _ = std::fs::remove_file(path);
+        }
         match launched {
             Ok(mut h) => {
                 h.helpers.extend(helper);

@@ -118,7 +118,7 @@ impl VmService {
             template_key = Some(key);
         }
         progress.stage("reserve")?;
-        let mut vm = self.reserve(&p, &sizing, &image, &kernel).await?;
+        let mut vm = self.reserve(&p, &sizing, &image, &kernel, None).await?;
         let lock = self.vm_lock(&vm.id);
         let _guard = lock.lock().await;
         info!(vm = vm.name, ip = vm.guest_ip, "creating vm");
@@ -159,6 +159,7 @@ impl VmService {
         sizing: &Sizing,
         image: &ImageRecord,
         kernel: &KernelRecord,
+        memory_from: Option<&str>,
     ) -> Result<VmRecord, VmError> {
         let _reserve = self.create_reservation.lock().await;
         let name_taken = |name: String| async move {
@@ -208,6 +209,9 @@ impl VmService {
                 "labels": p.labels,
                 // Until the create finishes: reconcile undoes a create a kill interrupted.
                 CREATING: true,
+                // The snapshot a restore maps, from the reservation on (`snapshot rm`
+                // checks under the same lock).
+                "memory_from": memory_from,
             }),
             workspace: None,
             last_error: None,

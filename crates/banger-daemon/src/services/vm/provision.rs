@@ -102,10 +102,22 @@ impl Plan {
     fn run_restore(&self, snap: &Path, progress: &Progress) -> Result<(String, String), VmError> {
         progress.stage("disks")?;
         fs_err::create_dir_all(&self.dir).map_err(VmError::VmDir)?;
-        for f in ["root.ext4", "work.ext4"] {
-            disk::cow_copy(self.runner.as_ref(), &snap.join(f), &self.dir.join(f))
-                .map_err(VmError::SnapshotDisk)?;
-        }
+        std::thread::scope(|scope| {
+            let copies: Vec<_> = ["root.ext4", "work.ext4"]
+                .into_iter()
+                .map(|f| {
+                    let (from, to) = (snap.join(f), self.dir.join(f));
+                    scope.spawn(move || disk::cow_copy(self.runner.as_ref(), &from, &to))
+                })
+                .collect();
+            copies.into_iter().try_for_each(|t| {
+                t.join()
+                    .map_err(|_| {
+                        VmError::SnapshotFiles(std::io::Error::other("disk copy panicked"))
+                    })?
+                    .map_err(VmError::SnapshotDisk)
+            })
+        })?;
         progress.stage("host key")?;
         let host_key = self.host_key()?;
         self.pin_host_key(&host_key)?;

@@ -92,14 +92,14 @@ impl VmService {
             .ok_or_else(|| VmError::SnapshotNotFound(name.to_owned()))
     }
 
-    /// Running VMs whose memory maps snapshot `id`.
+    /// Running VMs whose memory maps snapshot `id`, and VMs being created from it.
     async fn snapshot_users(&self, id: &str) -> Result<Vec<String>, VmError> {
         let rows = with_store(&self.infra.store, Store::list_vms).await?;
         Ok(rows
             .into_iter()
             .filter(|r| {
-                r.vm.state == VmState::Running
-                    && r.vm.spec.get("memory_from").and_then(|v| v.as_str()) == Some(id)
+                let live = r.vm.state == VmState::Running || r.vm.spec.get("creating").is_some();
+                live && r.vm.spec.get("memory_from").and_then(|v| v.as_str()) == Some(id)
             })
             .map(|r| r.vm.name)
             .collect())
@@ -219,18 +219,28 @@ impl VmService {
             fs_err::create_dir_all(&st).map_err(VmError::SnapshotFiles)?;
             vmm.pause(&handle.vmm).map_err(VmError::Snapshot)?;
             crate::crashpoint::hit("snapshot:paused");
-            // Memory, device state and disks at one instant; the guest resumes whatever
-            // happened.
-            let taken = vmm
-                .snapshot(&handle.vmm, &spec, &st)
-                .map_err(VmError::Snapshot)
-                .and_then(|()| {
-                    for f in ["root.ext4", "work.ext4"] {
-                        disk::cow_copy(runner.as_ref(), &vm_dir.join(f), &st.join(f))
-                            .map_err(VmError::SnapshotDisk)?;
-                    }
-                    Ok(())
+            // Memory, device state and disks at one instant (copied side by side while the
+            // guest is paused); the guest resumes whatever happened.
+            let taken = std::thread::scope(|scope| {
+                let disks: Vec<_> = ["root.ext4", "work.ext4"]
+                    .into_iter()
+                    .map(|f| {
+                        let (runner, from, to) = (&runner, vm_dir.join(f), st.join(f));
+                        scope.spawn(move || disk::cow_copy(runner.as_ref(), &from, &to))
+                    })
+                    .collect();
+                let state = vmm
+                    .snapshot(&handle.vmm, &spec, &st)
+                    .map_err(VmError::Snapshot);
+                let copies = disks.into_iter().try_for_each(|t| {
+                    t.join()
+                        .map_err(|_| {
+                            VmError::SnapshotFiles(std::io::Error::other("disk copy panicked"))
+                        })?
+                        .map_err(VmError::SnapshotDisk)
                 });
+                state.and(copies)
+            });
             let resumed = vmm.resume(&handle.vmm).map_err(VmError::Snapshot);
             taken?;
             resumed?;
@@ -385,7 +395,9 @@ impl VmService {
             labels = p.labels.clone();
         }
         let p = VmCreateParams { labels, ..p };
-        let mut vm = self.reserve(&p, &sizing, &image, &kernel).await?;
+        let mut vm = self
+            .reserve(&p, &sizing, &image, &kernel, Some(&snap.id))
+            .await?;
         let lock = self.vm_lock(&vm.id);
         let _guard = lock.lock().await;
         if let Some(spec) = vm.spec.as_object_mut() {
