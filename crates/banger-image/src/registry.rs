@@ -272,7 +272,7 @@ struct RootFs {
 }
 
 /// Parses an image config JSON into the run config and diff ids, refusing non-linux/amd64.
-fn parse_config(raw: &[u8]) -> Result<(RunConfig, Vec<String>), RegistryError> {
+pub fn parse_config(raw: &[u8]) -> Result<(RunConfig, Vec<String>), RegistryError> {
     let cfg: ConfigFile = serde_json::from_slice(raw)
         .map_err(|e| RegistryError::Unsupported(format!("the image config is not valid: {e}")))?;
     if (!cfg.architecture.is_empty() && cfg.architecture != "amd64")
