@@ -73,7 +73,13 @@ impl Progress {
             && last.state == StageState::Running
         {
             last.state = state;
-            last.ended = Some(Instant::now());
+            let now = Instant::now();
+            last.ended = Some(now);
+            tracing::debug!(
+                stage = last.name,
+                elapsed_ms = now.duration_since(last.started).as_millis() as u64,
+                "stage ended"
+            );
         }
     }
 
