@@ -149,6 +149,36 @@ pub struct VmInfo {
     /// Stopped with `--suspend`: `vm start` resumes its memory state.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspended: bool,
+    /// The running VMM's cgroup: its limits and use (`vm show` only; absent when the
+    /// VM does not run or the daemon has no cgroups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<VmCgroup>,
+}
+
+/// A VMM's cgroup: the limits derived from the VM's spec and what it uses now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct VmCgroup {
+    /// Its directory (cgroup v1: the memory hierarchy's).
+    pub path: String,
+    /// `v1` or `v2`.
+    pub version: String,
+    /// Memory limit: guest RAM plus the VMM's overhead, bytes.
+    pub memory_max_bytes: u64,
+    /// Memory charged now, bytes.
+    pub memory_bytes: u64,
+    /// The most ever charged, bytes, where the kernel reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_peak_bytes: Option<u64>,
+    /// CPU time allowed per period, µs (one period per vCPU: one host CPU each).
+    pub cpu_quota_us: u64,
+    /// The CPU period, µs.
+    pub cpu_period_us: u64,
+    /// Periods in which the quota stopped the VMM.
+    pub cpu_throttled_periods: u64,
+    /// Task limit.
+    pub pids_max: u64,
+    /// Tasks now.
+    pub pids: u64,
 }
 
 /// A snapshot: a paused VM's memory, device state and disks, to start VMs from.

@@ -134,6 +134,134 @@ impl Guest {
             .collect()
     }
 
+    /// This home's daemon's VM cgroups, as the host sees them (the daemon, in the netns's
+    /// mount namespace, mounts the same hierarchies elsewhere).
+    fn cgroups(&self) -> banger_host::cgroup::VmCgroups {
+        use banger_host::cgroup::{Hierarchy, VmCgroups, instance_name};
+        let instance = instance_name(&self.env.home().join("state"));
+        VmCgroups::new(Hierarchy::detect().unwrap(), &instance).unwrap()
+    }
+
+    /// The VM cgroups of this home's daemon that exist.
+    fn cgroups_left(&self) -> Vec<String> {
+        let cg = self.cgroups();
+        let names = cg.names();
+        cg.remove_instance();
+        names
+    }
+
+    /// VM `vm`'s VMM (and nothing else) is in its cgroup, whose limits follow the VM's
+    /// spec; a guest loading every vCPU and filling 160 MiB of memory is charged there and
+    /// never takes the VMM past them (cgroup files and the VMM's RSS, sampled throughout).
+    fn assert_vmm_bounded(&self, vm: &str) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let show: Value = serde_json::from_str(&self.ok(&["vm", "show", vm, "--json"])).unwrap();
+        let cg = &show["cgroup"];
+        assert!(cg.is_object(), "no cgroup: {show}");
+        let memory = show["memory_mib"].as_u64().unwrap() << 20;
+        let limit = cg["memory_max_bytes"].as_u64().unwrap();
+        assert!(
+            limit > memory && limit <= memory + (1536 << 20),
+            "memory limit {limit} for a {memory}-byte guest"
+        );
+        let period = cg["cpu_period_us"].as_u64().unwrap();
+        let quota = cg["cpu_quota_us"].as_u64().unwrap();
+        assert_eq!(quota, show["vcpu"].as_u64().unwrap() * period);
+        assert_eq!(cg["pids_max"], 512);
+        let dir = self.cgroups().path(show["id"].as_str().unwrap());
+        let tail: PathBuf = dir
+            .iter()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        assert!(
+            cg["path"]
+                .as_str()
+                .unwrap()
+                .ends_with(tail.to_str().unwrap()),
+            "{} vs {}",
+            cg["path"],
+            dir.display()
+        );
+        let procs: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(procs.len(), 1, "one process in the vm's cgroup: {procs:?}");
+        let pid = procs[0];
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(
+            cmdline.contains("qemu") && cmdline.contains(&self.env.home().display().to_string())
+        );
+        let cpu_ticks = || -> u64 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let f: Vec<&str> = after.split(' ').collect();
+            f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        };
+        let rss = || -> u64 {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap()
+                * 1024
+        };
+        let usage_file = if dir.join("memory.current").exists() {
+            dir.join("memory.current")
+        } else {
+            dir.join("memory.usage_in_bytes")
+        };
+        let usage = move || -> u64 {
+            std::fs::read_to_string(&usage_file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let done = AtomicBool::new(false);
+        let (t0, c0) = (std::time::Instant::now(), cpu_ticks());
+        let (max_rss, max_usage) = std::thread::scope(|s| {
+            let sampler = s.spawn(|| {
+                let (mut r, mut u) = (0, 0);
+                while !done.load(Ordering::Relaxed) {
+                    r = r.max(rss());
+                    u = u.max(usage());
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                (r, u)
+            });
+            let load = "for i in $(seq $(nproc)); do (while :; do :; done) & done; \
+                        head -c 160M /dev/zero > /dev/shm/fill && sleep 1; \
+                        kill $(jobs -p); rm -f /dev/shm/fill";
+            let out = self.run(&["vm", "exec", vm, "--", "sh", "-c", load]);
+            done.store(true, Ordering::Relaxed);
+            assert!(out.status.success(), "{}", stderr(&out));
+            sampler.join().unwrap()
+        });
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = (cpu_ticks() - c0) as f64 / 100.0;
+        let cores = quota as f64 / period as f64;
+        eprintln!(
+            "cgroup: limit {} MiB, peak use {} MiB, peak rss {} MiB; cpu {cpu:.1}s in {wall:.1}s \
+             (quota {cores} cpus)",
+            limit >> 20,
+            max_usage >> 20,
+            max_rss >> 20
+        );
+        assert!(
+            max_usage >= 160 << 20,
+            "the guest's memory is charged to the vm's cgroup"
+        );
+        assert!(max_usage <= limit && max_rss <= limit);
+        assert!(cpu <= cores * wall * 1.1 + 0.3, "cpu {cpu}s over {wall}s");
+    }
+
     fn assert_nothing_left(&self) {
         let list: Value = serde_json::from_str(&self.ok(&["vm", "list", "--json"])).unwrap();
         assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
@@ -146,6 +274,7 @@ impl Guest {
             .map(|d| d.filter_map(Result::ok).collect())
             .unwrap_or_default();
         assert!(left.is_empty(), "files left under {}", vms.display());
+        assert_eq!(self.cgroups_left(), Vec::<String>::new(), "cgroups left");
     }
 }
 
@@ -519,6 +648,8 @@ fn e2e_work_disk_persists_and_vms_survive_daemon_kill() {
     let show: Value = serde_json::from_str(&g.ok(&["vm", "show", "p1", "--json"])).unwrap();
     assert_eq!(show["state"], "running");
     assert_eq!(g.ok(&["vm", "exec", "p1", "--", "hostname"]).trim(), "p1");
+    // Its cgroup outlived the daemon too, and holds the VMM under load.
+    g.assert_vmm_bounded("p1");
     let code = g
         .run(&["vm", "exec", "p1", "--", "sh", "-c", "exit 3"])
         .status

@@ -182,6 +182,10 @@ pub struct Config {
     /// Under TCG, the size of QEMU's translation cache per VM in MiB (QEMU's own default
     /// is 1 GiB, most of an idle VM's footprint); 0 leaves QEMU's default.
     pub qemu_tb_size_mib: u32,
+    /// Runs every VMM in a cgroup of its own with memory, CPU and task limits derived from
+    /// the VM's spec (needs root or a delegated cgroup; without one VMs run unlimited and
+    /// `doctor` says why).
+    pub vmm_cgroups: bool,
     /// Image used when `--image` is not given.
     pub default_image_name: String,
     /// Bridge all VM taps attach to.
@@ -315,6 +319,7 @@ impl Default for Config {
             firecracker_bin: None,
             qemu_bin: None,
             qemu_tb_size_mib: 128,
+            vmm_cgroups: true,
             default_image_name: "debian-bookworm".to_owned(),
             bridge_name: "br-fc".to_owned(),
             bridge_ip: Ipv4Addr::new(172, 16, 0, 1),

@@ -80,6 +80,7 @@ fn bench_rpc(c: &mut Criterion) {
         guest: Arc::new(banger_host::FakeGuest::default()),
         probe: Arc::new(banger_host::RealProbe),
         agent: None,
+        cgroups: None,
     };
     let daemon = Arc::new(Daemon::new(infra, banger_config::layout::current_uid()));
     let listener = rt.block_on(bind_socket(&layout.socket_path)).unwrap();

@@ -29,6 +29,9 @@ pub struct Infra {
     pub guest: Arc<dyn GuestControl>,
     /// Host facts that change while the daemon runs (CPUs, memory, VMM CPU time and RSS).
     pub probe: Arc<dyn HostProbe>,
+    /// Per-VM cgroups for VMM processes (none: off in config, or the host lets this daemon
+    /// have none).
+    pub cgroups: Option<Arc<banger_host::cgroup::VmCgroups>>,
     /// The static guest agent binary put into every VM (none: guests run without it and
     /// the daemon uses ssh).
     pub agent: Option<std::path::PathBuf>,

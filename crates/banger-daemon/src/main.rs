@@ -10,7 +10,7 @@ use banger_host::vmm::{self, Choice, FirecrackerVmm, QemuVmm, Vmm};
 use banger_host::{CommandRunner, InProcessPrivileged, RealRunner, SystemClock};
 use banger_store::{SchemaState, Store};
 use clap::Parser;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// banger's daemon: owns VM state and does the host work. The CLI starts it on demand.
 #[derive(Debug, Parser)]
@@ -176,7 +176,9 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
         }
         None => Arc::new(InProcessPrivileged::new(Arc::clone(&runner))),
     };
+    let cgroups = vm_cgroups(&layout, &config);
     let infra = Infra {
+        cgroups: cgroups.clone(),
         layout: layout.clone(),
         config: Arc::new(config),
         store: Arc::new(store),
@@ -223,8 +225,40 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
     );
     serve(Arc::clone(&daemon), listener).await;
     let _ = fs_err::remove_file(&layout.socket_path);
+    if let Some(cg) = cgroups {
+        cg.remove_instance();
+    }
     info!("bangerd stopped");
     Ok(())
+}
+
+/// The daemon's VM cgroups (see `banger_host::cgroup`), when config wants them and the host
+/// lets this daemon make them.
+fn vm_cgroups(layout: &Layout, config: &Config) -> Option<Arc<banger_host::cgroup::VmCgroups>> {
+    use banger_host::cgroup::{Hierarchy, VmCgroups, instance_name};
+    if !config.vmm_cgroups {
+        info!("vmm cgroups are off (config vmm_cgroups = false)");
+        return None;
+    }
+    let made = Hierarchy::detect_or_mount(&layout.runtime_dir.join("cgroup"))
+        .and_then(|h| VmCgroups::new(h, &instance_name(&layout.state_dir)));
+    match made {
+        Ok(cg) => {
+            info!(
+                version = cg.hierarchy().version(),
+                path = %cg.path("").display(),
+                "vmm cgroups"
+            );
+            Some(Arc::new(cg))
+        }
+        Err(e) => {
+            warn!(
+                "VMs run without cgroup limits: {}",
+                banger_daemon::edge::chain(&e)
+            );
+            None
+        }
+    }
 }
 
 /// The static guest agent: `$BANGER_AGENT`, else next to this binary, else the static dev

@@ -2,6 +2,7 @@
 //! with a real implementation and a recording fake for tests.
 
 pub mod agentmux;
+pub mod cgroup;
 pub mod clock;
 pub mod disk;
 pub mod exec;

@@ -238,6 +238,7 @@ impl TestBed {
             guest: Arc::clone(&guest) as _,
             probe: Arc::clone(&probe) as _,
             agent: None,
+            cgroups: None,
         };
         Ok(TestBed {
             home,

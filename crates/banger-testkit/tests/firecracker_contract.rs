@@ -54,6 +54,7 @@ fn spec(dir: &Path) -> VmSpec {
         console_log: dir.join("console.log"),
         vmm_log: dir.join("vmm.log"),
         restore: None,
+        cgroup: Vec::new(),
     }
 }
 
@@ -395,4 +396,30 @@ fn snapshot_and_restore_requests_validate_and_copies_use_their_own_disks() {
     assert!(err.contains("block device"), "{err}");
     vmm.kill(&h);
     vmm.kill(&c);
+}
+
+/// The Firecracker process runs in the VM's cgroup from its first instruction (the real
+/// host hierarchy: needs root).
+#[test]
+fn launch_places_firecracker_in_the_vms_cgroup() {
+    use banger_host::cgroup::{Hierarchy, Limits, VmCgroups};
+    use banger_testkit::require;
+    if !require::met(&[require::root()]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let instance = format!("contract-{}", std::process::id());
+    let cg = VmCgroups::new(Hierarchy::detect().unwrap(), &instance).unwrap();
+    let limits = Limits::for_vm(2, 512, 256);
+    let mut s = spec(dir.path());
+    s.cgroup = cg.create("fc", &limits).unwrap();
+    let vmm = FirecrackerVmm::new(PathBuf::from(FAKE));
+    let h = vmm.launch(&s).unwrap();
+    let usage = cg.usage("fc").unwrap();
+    vmm.kill(&h);
+    assert!(wait_dead(&vmm, &h));
+    assert_eq!(usage.procs, vec![h.pid]);
+    assert_eq!(usage.limits, limits);
+    assert!(cg.remove("fc"));
+    assert!(cg.names().is_empty());
 }

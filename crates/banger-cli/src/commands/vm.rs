@@ -93,6 +93,19 @@ fn labels_text(labels: &std::collections::BTreeMap<String, String>) -> String {
         .join(",")
 }
 
+/// A CPU quota as host CPUs (`2`, `1.5`).
+fn cpu_cores(quota_us: u64, period_us: u64) -> String {
+    if period_us == 0 || quota_us == u64::MAX {
+        return "unlimited".into();
+    }
+    let tenths = quota_us * 10 / period_us;
+    if tenths.is_multiple_of(10) {
+        format!("{}", tenths / 10)
+    } else {
+        format!("{}.{}", tenths / 10, tenths % 10)
+    }
+}
+
 fn describe(vm: &VmInfo) -> String {
     let src = |pick: fn(&banger_api::types::SizingSources) -> banger_api::types::ValueSource| {
         vm.sizing_sources
@@ -130,6 +143,20 @@ fn describe(vm: &VmInfo) -> String {
     }
     if let Some(ws) = &vm.workspace {
         lines.push(("workspace", ws.to_string()));
+    }
+    if let Some(cg) = &vm.cgroup {
+        lines.push((
+            "limits",
+            format!(
+                "memory {} (using {}), cpu {}, tasks {} (cgroup {} {})",
+                output::size(cg.memory_max_bytes),
+                output::size(cg.memory_bytes),
+                cpu_cores(cg.cpu_quota_us, cg.cpu_period_us),
+                cg.pids_max,
+                cg.version,
+                cg.path
+            ),
+        ));
     }
     if let Some(err) = &vm.last_error {
         lines.push(("last error", err.clone()));

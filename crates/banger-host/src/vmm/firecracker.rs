@@ -308,7 +308,9 @@ impl Vmm for FirecrackerVmm {
         fs_err::File::create(&metrics).map_err(io(&metrics))?;
         let console = fs_err::File::create(&spec.console_log).map_err(io(&spec.console_log))?;
         let program = self.binary.display().to_string();
+        let entry = crate::cgroup::CgroupEntry::open(&spec.cgroup)?;
         let mut command = Command::new(&self.binary);
+        entry.apply(&mut command);
         if let Some(dir) = drive_dir(spec) {
             command.current_dir(dir);
         }

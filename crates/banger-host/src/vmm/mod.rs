@@ -77,6 +77,10 @@ pub struct VmSpec {
     /// instead of booting; the guest resumes where the snapshot was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<PathBuf>,
+    /// `cgroup.procs` files the VMM process enters before it runs
+    /// ([`crate::cgroup::CgroupEntry`]); empty: the daemon's own cgroup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup: Vec<PathBuf>,
 }
 
 /// A running VMM process.
@@ -132,6 +136,9 @@ pub enum VmmError {
     /// The VMM is present but cannot be used.
     #[error("{0}")]
     Unsupported(String),
+    /// The VMM's cgroup could not be entered.
+    #[error("cannot place the vmm in its cgroup")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     /// Filesystem error around the VMM's files.
     #[error("vmm file error at {path}")]
     Io {
@@ -161,6 +168,11 @@ pub trait Vmm: Send + Sync + fmt::Debug {
         for (pid, start) in &handle.helpers {
             crate::process::kill(*pid, *start);
         }
+    }
+    /// Host memory the VMM process needs beyond the guest's RAM, MiB (its cgroup's
+    /// memory limit is the sum).
+    fn memory_overhead_mib(&self) -> u64 {
+        crate::cgroup::MEMORY_OVERHEAD_MIB
     }
     /// Whether `launch` honours `VmSpec::vsock`.
     fn supports_vsock(&self) -> bool {
@@ -351,13 +363,13 @@ impl Vmm for FakeVmm {
                 detail: msg,
             });
         }
-        let child = std::process::Command::new("sleep")
-            .arg("600")
-            .spawn()
-            .map_err(|source| VmmError::Spawn {
-                program: "sleep".into(),
-                source,
-            })?;
+        let entry = crate::cgroup::CgroupEntry::open(&spec.cgroup)?;
+        let mut cmd = std::process::Command::new("sleep");
+        entry.apply(&mut cmd);
+        let child = cmd.arg("600").spawn().map_err(|source| VmmError::Spawn {
+            program: "sleep".into(),
+            source,
+        })?;
         let pid = child.id();
         // Reap it in the background so a kill does not leave a zombie.
         std::thread::spawn(move || {

@@ -385,6 +385,20 @@ impl Vmm for QemuVmm {
         }
     }
 
+    fn memory_overhead_mib(&self) -> u64 {
+        let tb = if self.accel == Accel::Tcg {
+            // QEMU's default translation cache is 1 GiB.
+            if self.tb_size_mib > 0 {
+                u64::from(self.tb_size_mib)
+            } else {
+                1024
+            }
+        } else {
+            0
+        };
+        crate::cgroup::MEMORY_OVERHEAD_MIB + tb
+    }
+
     fn supports_vsock(&self) -> bool {
         self.agent_mux.is_some()
     }
@@ -588,7 +602,11 @@ impl QemuVmm {
         let _ = fs_err::remove_file(&pidfile);
         let (log, log2) = append_log(&spec.vmm_log)?;
         let program = self.binary.display().to_string();
-        let status = Command::new(&self.binary)
+        let entry = crate::cgroup::CgroupEntry::open(&spec.cgroup)?;
+        let mut cmd = Command::new(&self.binary);
+        // The process enters the VM's cgroup before exec; its daemonized child stays there.
+        entry.apply(&mut cmd);
+        let status = cmd
             .args(qemu_args_tb(spec, self.accel, self.tb_size_mib))
             .stdin(Stdio::null())
             .stdout(log)
@@ -673,6 +691,7 @@ mod tests {
             console_log: "/v/console.log".into(),
             vmm_log: "/v/vmm.log".into(),
             restore: None,
+            cgroup: Vec::new(),
         }
     }
 

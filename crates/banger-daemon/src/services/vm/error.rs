@@ -99,6 +99,9 @@ pub enum VmError {
     /// The VM's runtime dir.
     #[error("run dir")]
     RunDir(#[source] std::io::Error),
+    /// Making the VM's cgroup.
+    #[error("vmm cgroup")]
+    Cgroup(#[source] banger_host::cgroup::CgroupError),
     /// Launching the VMM.
     #[error("vmm spawn")]
     VmmSpawn(#[source] VmmError),
@@ -312,6 +315,9 @@ impl ServiceError for VmError {
             }
             E::NoFreeAddress(_) => {
                 "delete unused VMs (`banger vm prune`) or widen `cidr` in config.toml".into()
+            }
+            E::Cgroup(_) => {
+                "set `vmm_cgroups = false` in config.toml to run VMMs without cgroup limits".into()
             }
             E::Boot(_) => "`banger vm logs NAME` shows the full console log".into(),
             E::BootTimeout(_) => "`banger vm logs NAME` shows the console; raise `boot_timeout_secs` in config.toml for slow hosts".into(),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use banger_api::types::{VmInfo, VmState};
 use banger_host::GuestError;
+use banger_host::cgroup::Limits;
 use banger_host::guest::Identity;
 use banger_host::guest::WaitWatch;
 use banger_host::vmm::{Drive, NetSpec, VmSpec, VmmHandle, VsockSpec};
@@ -117,6 +118,7 @@ impl VmService {
             console_log: dir.join("console.log"),
             vmm_log: dir.join("vmm.log"),
             restore: None,
+            cgroup: Vec::new(),
         }
     }
 
@@ -138,7 +140,9 @@ impl VmService {
         spec.restore = restore.as_ref().map(|r| r.dir.clone());
         let network = Arc::clone(&self.network);
         let vmm = Arc::clone(&self.infra.vmm);
+        let cgroups = self.infra.cgroups.clone();
         let pr = Arc::clone(progress);
+        let id = vm.id.clone();
         let (handle, tap) = blocking(move || -> Result<_, VmError> {
             pr.stage("network")?;
             fs_err::create_dir_all(&spec.run_dir).map_err(VmError::RunDir)?;
@@ -148,15 +152,22 @@ impl VmService {
                 tap: tap.clone(),
                 mac: mac_for(ip),
             });
-            let launched = pr
-                .stage("vmm")
-                .map_err(VmError::from)
-                .and_then(|()| vmm.launch(&spec).map_err(VmError::VmmSpawn));
+            let launched = pr.stage("vmm").map_err(VmError::from).and_then(|()| {
+                if let Some(cg) = &cgroups {
+                    let limits =
+                        Limits::for_vm(spec.vcpu, spec.memory_mib, vmm.memory_overhead_mib());
+                    spec.cgroup = cg.create(&id, &limits).map_err(VmError::Cgroup)?;
+                }
+                vmm.launch(&spec).map_err(VmError::VmmSpawn)
+            });
             match launched {
                 Ok(h) => Ok((h, tap)),
                 Err(e) => {
                     // No handle records the tap yet: give it back here.
                     let _ = network.delete_tap(&tap);
+                    if let Some(cg) = &cgroups {
+                        cg.remove(&id);
+                    }
                     Err(e)
                 }
             }
@@ -263,6 +274,11 @@ impl VmService {
         }
         // Without handles the tap (if any) is an orphan; the next reconcile removes it.
         self.handles.set(id, None);
+        if let Some(cg) = &self.infra.cgroups {
+            // Empty once the VMM is gone; a VMM that outlived its kill keeps it, and the
+            // next reconcile tries again.
+            cg.remove(id);
+        }
         let _ = fs_err::remove_dir_all(self.run_dir(id));
         if vm.nat
             && let Err(e) = self.network.sync_nat().await

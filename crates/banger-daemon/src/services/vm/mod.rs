@@ -89,6 +89,7 @@ pub(crate) fn vm_info(row: VmRow) -> VmInfo {
         .get("suspended")
         .is_some_and(serde_json::Value::is_string);
     VmInfo {
+        cgroup: None,
         started_from,
         suspended,
         labels,
@@ -187,8 +188,26 @@ impl VmService {
         Ok(rows.into_iter().map(vm_info).collect())
     }
 
-    /// One VM by name or id.
+    /// One VM by name or id, with its VMM's cgroup when it runs.
     pub async fn show(&self, name: &str) -> Result<VmInfo, VmError> {
-        Ok(vm_info(self.get_row(name).await?))
+        let mut info = vm_info(self.get_row(name).await?);
+        if let Some(cg) = &self.infra.cgroups
+            && self.vmm_alive(&info.id)
+            && let Some(u) = cg.usage(&info.id)
+        {
+            info.cgroup = Some(banger_api::types::VmCgroup {
+                path: u.path.display().to_string(),
+                version: cg.hierarchy().version().to_owned(),
+                memory_max_bytes: u.limits.memory_bytes,
+                memory_bytes: u.memory_bytes,
+                memory_peak_bytes: u.memory_peak_bytes,
+                cpu_quota_us: u.limits.cpu_quota_us,
+                cpu_period_us: banger_host::cgroup::CPU_PERIOD_US,
+                cpu_throttled_periods: u.cpu_throttled_periods,
+                pids_max: u.limits.pids,
+                pids: u.pids,
+            });
+        }
+        Ok(info)
     }
 }

@@ -31,6 +31,7 @@ impl VmService {
         if let Err(e) = self.network.sync_nat().await {
             warn!("reconcile: {}", chain(&e));
         }
+        self.reconcile_cgroups(&running);
         let in_use: HashSet<String> = running
             .iter()
             .filter_map(|v| self.handles.get(&v.id).map(|h| h.tap))
@@ -104,6 +105,23 @@ impl VmService {
             }
         }
         Ok(())
+    }
+
+    /// Removes the cgroups of VMs that do not run (a VMM that died while the daemon was
+    /// down, a kill between a launch failure and its cleanup, a deleted VM).
+    fn reconcile_cgroups(&self, running: &[&VmRecord]) {
+        let Some(cg) = &self.infra.cgroups else {
+            return;
+        };
+        for name in cg.names() {
+            if !running.iter().any(|v| v.id == name) {
+                info!(
+                    cgroup = name,
+                    "reconcile: no running vm owns it; removing it"
+                );
+                cg.remove(&name);
+            }
+        }
     }
 
     /// Removes VM directories (state and runtime) that no row owns: what a kill between a
