@@ -28,6 +28,8 @@ pub enum ErrorCode {
     Cancelled,
     /// The VM (its guest agent or its backend) lacks what the request needs.
     Unsupported,
+    /// A filesystem banger writes to is full; what the operation had done was undone.
+    NoSpace,
 }
 
 impl ErrorCode {
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => -32006,
             ErrorCode::Cancelled => -32007,
             ErrorCode::Unsupported => -32008,
+            ErrorCode::NoSpace => -32009,
         }
     }
 
@@ -60,6 +63,7 @@ impl ErrorCode {
             ErrorCode::UnknownMethod => "unknown_method",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::Unsupported => "unsupported",
+            ErrorCode::NoSpace => "no_space",
         }
     }
 }
@@ -146,6 +150,9 @@ mod tests {
             ErrorCode::OperationFailed,
             ErrorCode::Unauthorized,
             ErrorCode::UnknownMethod,
+            ErrorCode::Cancelled,
+            ErrorCode::Unsupported,
+            ErrorCode::NoSpace,
         ] {
             let json = serde_json::to_string(&kind).unwrap();
             assert_eq!(json, format!("\"{}\"", kind.as_str()));

@@ -457,19 +457,39 @@ impl VmCgroups {
     /// Removes VM `name`'s cgroup (nothing when it is gone; the kernel refuses while a
     /// process is still in it). Returns whether none is left.
     pub fn remove(&self, name: &str) -> bool {
-        let mut gone = true;
+        let left = self.try_remove(name);
+        for (dir, e) in &left {
+            tracing::warn!(path = %dir.display(), "cannot remove cgroup: {e}");
+        }
+        left.is_empty()
+    }
+
+    /// [`VmCgroups::remove`], retried until `timeout` while the kernel still counts a task
+    /// in it (a killed VMM leaves its cgroup only once it has been reaped).
+    pub fn remove_within(&self, name: &str, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.try_remove(name).is_empty() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return self.remove(name);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn try_remove(&self, name: &str) -> Vec<(PathBuf, std::io::Error)> {
+        let mut left = Vec::new();
         for root in self.roots() {
             let dir = root.join(&self.parent).join(name);
             match std::fs::remove_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(path = %dir.display(), "cannot remove cgroup: {e}");
-                    gone = false;
-                }
+                Err(e) => left.push((dir, e)),
             }
         }
-        gone
+        left
     }
 
     /// Removes this daemon's own `banger/<instance>` directories when no VM cgroup is left

@@ -356,15 +356,35 @@ pub fn shallow_git_dir(
             &snap.head,
         ],
     )?;
+    // pack-objects runs in the new repository, reading the host's objects through an
+    // alternate: git writes a pack as a temp file in the object directory of the repository
+    // it runs in, then renames it, which fails across filesystems (the repo on one, the
+    // staging dir on another).
+    let source = git(
+        runner,
+        &snap.root,
+        &[
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-path",
+            "objects",
+        ],
+    )?;
+    let alternates = dir.join(".git/objects/info/alternates");
+    std::fs::create_dir_all(dir.join(".git/objects/info"))
+        .and_then(|()| std::fs::write(&alternates, format!("{}\n", source.trim())))
+        .map_err(io("cannot write the staging repository's alternates"))?;
     let pack_base = dir.join(".git/objects/pack/pack");
     runner.run(
         &Cmd::new("git")
             .arg("-C")
-            .arg(snap.root.display().to_string())
+            .arg(dir.display().to_string())
             .args(["pack-objects", "-q", "--window=0", "--compression=1"])
             .arg(pack_base.display().to_string())
             .stdin(objects),
     )?;
+    // The guest's copy must not point at a host path.
+    std::fs::remove_file(&alternates).map_err(io("cannot remove the alternates file"))?;
     let has_parents = !git(
         runner,
         &snap.root,

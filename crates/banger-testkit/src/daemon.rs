@@ -186,14 +186,34 @@ impl TestBed {
         Self::build_with(config, vmm, disks, None)
     }
 
+    /// Like [`TestBed::new`] with the home in a new directory under `parent` (e.g. a small
+    /// filesystem).
+    pub fn in_dir(config: Config, parent: &Path) -> Result<Self, TestBedError> {
+        Self::build_in(config, None, Disks::Real, None, Some(parent))
+    }
+
     fn build_with(
         config: Config,
         vmm: Option<Arc<dyn Vmm>>,
         disks: Disks,
         real_privileged: Option<Arc<dyn banger_host::PrivilegedOps>>,
     ) -> Result<Self, TestBedError> {
+        Self::build_in(config, vmm, disks, real_privileged, None)
+    }
+
+    fn build_in(
+        config: Config,
+        vmm: Option<Arc<dyn Vmm>>,
+        disks: Disks,
+        real_privileged: Option<Arc<dyn banger_host::PrivilegedOps>>,
+        parent: Option<&Path>,
+    ) -> Result<Self, TestBedError> {
         let custom_vmm = vmm;
-        let home = tempfile::tempdir().map_err(setup)?;
+        let home = match parent {
+            Some(p) => tempfile::tempdir_in(p),
+            None => tempfile::tempdir(),
+        }
+        .map_err(setup)?;
         let h = home.path().to_owned();
         let layout =
             Layout::from_vars(|k| (k == "BANGER_HOME").then(|| h.clone()), 0).map_err(setup)?;

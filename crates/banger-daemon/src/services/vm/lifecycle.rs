@@ -274,10 +274,14 @@ impl VmService {
         }
         // Without handles the tap (if any) is an orphan; the next reconcile removes it.
         self.handles.set(id, None);
-        if let Some(cg) = &self.infra.cgroups {
-            // Empty once the VMM is gone; a VMM that outlived its kill keeps it, and the
-            // next reconcile tries again.
-            cg.remove(id);
+        if let Some(cg) = self.infra.cgroups.clone() {
+            // Empty once the VMM is gone and reaped; a VMM that outlived its kill keeps it,
+            // and the next reconcile tries again.
+            let id = id.to_owned();
+            let _ = blocking(move || -> Result<bool, VmError> {
+                Ok(cg.remove_within(&id, Duration::from_secs(3)))
+            })
+            .await;
         }
         let _ = fs_err::remove_dir_all(self.run_dir(id));
         if vm.nat

@@ -110,7 +110,8 @@ impl VmService {
         let image = with_store(&self.infra.store, move |st| st.get_image(&image_id))
             .await?
             .map_or_else(|| s.image_id.clone(), |i| i.name);
-        let used_by = self.snapshot_users(&s.id).await?;
+        let mut used_by = self.snapshot_users(&s.id).await?;
+        used_by.sort();
         Ok(SnapshotInfo {
             id: s.id,
             name: s.name,
