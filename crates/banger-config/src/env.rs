@@ -18,5 +18,6 @@ pub const NO_COLOR: &str = "NO_COLOR";
 pub const BANGER_NO_PROGRESS: &str = "BANGER_NO_PROGRESS";
 /// Crash-consistency testing only: the daemon SIGKILLs itself when it reaches this crash
 /// point (`stage:<create or start stage>`, `stop:<step>`, `delete:<step>`), as `kill -9`
-/// would. Never set in normal use.
+/// would; `sqlite:N` kills any process opening the store after SQLite's N-th instruction.
+/// Never set in normal use.
 pub const BANGER_CRASH_AT: &str = "BANGER_CRASH_AT";

@@ -99,6 +99,33 @@ fn is_damage(e: &rusqlite::Error) -> bool {
         if matches!(f.code, rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt))
 }
 
+/// The crash-consistency harness: with `BANGER_CRASH_AT=sqlite:N` the process SIGKILLs
+/// itself at SQLite's N-th virtual-machine instruction on this connection (opening,
+/// migrating, then whatever follows) — a `kill -9` at an arbitrary point inside a
+/// statement or transaction. Never set in normal use.
+fn crash_after_ops(conn: &Connection) {
+    let Some(n) = std::env::var("BANGER_CRASH_AT")
+        .ok()
+        .and_then(|v| v.strip_prefix("sqlite:")?.parse::<u64>().ok())
+    else {
+        return;
+    };
+    // SQLite counts instructions per statement; this counts them across statements.
+    let count = std::sync::atomic::AtomicU64::new(0);
+    let _ = conn.progress_handler(
+        1,
+        Some(move || {
+            if count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 >= n {
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::KILL,
+                );
+            }
+            false
+        }),
+    );
+}
+
 /// `err` as [`StoreError::Damaged`] when SQLite found the file damaged; otherwise unchanged.
 fn damaged(path: &Path, err: StoreError) -> StoreError {
     match err {
@@ -128,6 +155,7 @@ impl Store {
         let conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
+        crash_after_ops(&conn);
         if let SchemaState::Incompatible { db_version, known } = migrations::inspect(&conn)? {
             return Err(StoreError::Incompatible {
                 path: path.to_owned(),
