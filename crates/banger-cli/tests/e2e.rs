@@ -1683,6 +1683,127 @@ fn e2e_crash_at_every_stage_of_create_start_stop_delete() {
     g.assert_nothing_left();
 }
 
+/// The longer matrix (`scripts/crash-matrix.sh`; not in CI's time budget): bangerd killed
+/// at every stage of an image pull, a workspace prepare and a fork (snapshot of the parent,
+/// then each restore stage of the child). After each the next daemon leaves no image row,
+/// staging directory, partial blob, workspace staging, cgroup, VM or snapshot that does not
+/// work, and the operation then succeeds.
+#[test]
+#[ignore = "long: run by scripts/crash-matrix.sh"]
+fn e2e_crash_matrix_pull_workspace_fork() {
+    let Some(g) = Guest::new() else { return };
+    let reg = banger_testkit::registry::TestRegistry::start()
+        .expect("docker-registry did not start (scripts/test.sh installs it)");
+    push_default_image_as_oci(&g, &reg);
+    let _mirror = reg.mirror_in_netns(&g.netns, reg.port()).unwrap();
+    let reference = format!("127.0.0.1:{}/e2e/debian:v1", reg.port());
+    g.ok(&["vm", "create", "--name", "b1"]);
+    let mut killed: Vec<String> = Vec::new();
+    let leftovers = |what: &str| {
+        let home = g.env.home();
+        let mut left: Vec<String> = Vec::new();
+        for (dir, prefix) in [
+            ("state/images", ".staging-"),
+            ("state/kernels", ".staging-"),
+            ("cache", ".workspace-"),
+            ("state/snapshots", ".partial-"),
+        ] {
+            for e in std::fs::read_dir(home.join(dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.file_name().to_string_lossy().starts_with(prefix) {
+                    left.push(e.path().display().to_string());
+                }
+            }
+        }
+        for e in std::fs::read_dir(home.join("cache/blobs/partial"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            left.push(e.path().display().to_string());
+        }
+        assert!(left.is_empty(), "after a kill at {what}: {left:?}");
+    };
+    for stage in ["manifest", "flatten", "ext4", "publish"] {
+        g.crash(
+            &format!("stage:{stage}"),
+            &["image", "pull", &reference, "--name", "pm"],
+        );
+        leftovers(stage);
+        let images = g.ok(&["image", "list", "--json"]);
+        assert!(
+            !images.contains("\"pm\""),
+            "pull killed at {stage}: {images}"
+        );
+        killed.push(format!("pull {stage}"));
+    }
+    g.ok(&["image", "pull", &reference, "--name", "pm"]);
+
+    let src = tempfile::tempdir().unwrap();
+    git(src.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(src.path().join("f"), "v1\n").unwrap();
+    git(src.path(), &["add", "-A"]);
+    git(src.path(), &["commit", "-qm", "one"]);
+    let repo = src.path().display().to_string();
+    for point in ["workspace:staged", "workspace:imported"] {
+        g.crash(point, &["vm", "workspace", "prepare", "b1", &repo]);
+        leftovers(point);
+        killed.push(point.to_owned());
+    }
+    g.ok(&["vm", "workspace", "prepare", "b1", &repo]);
+    g.ok(&["vm", "exec", "b1", "--", "test", "-f", "/root/repo/f"]);
+
+    for point in [
+        "snapshot:paused",
+        "snapshot:row",
+        "stage:disks",
+        "stage:host key",
+        "stage:network",
+        "stage:vmm",
+        "stage:boot",
+        "stage:identity",
+        "stage:created",
+    ] {
+        let list = g.crash(point, &["vm", "fork", "b1", "--name", "f1"]);
+        leftovers(point);
+        if let Some(state) = state_of(&list, "f1") {
+            // A child that was made answers (assert_consistent) and goes like any VM.
+            assert_eq!(state, "running", "fork killed at {point}: {list}");
+            g.ok(&["vm", "delete", "f1"]);
+        }
+        for s in json(&g.ok(&["snapshot", "list", "--json"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "snapshot")
+        {
+            g.ok(&["snapshot", "rm", s["name"].as_str().unwrap()]);
+        }
+        killed.push(format!("fork {point}"));
+    }
+    g.ok(&["vm", "fork", "b1", "--name", "f1"]);
+    g.ok(&["vm", "exec", "f1", "--", "test", "-f", "/root/repo/f"]);
+    eprintln!(
+        "crash matrix: bangerd killed at {} points, host consistent after each: {}",
+        killed.len(),
+        killed.join(", ")
+    );
+    g.ok(&["vm", "delete", "f1", "b1"]);
+    for s in json(&g.ok(&["snapshot", "list", "--json"]))
+        .as_array()
+        .unwrap()
+    {
+        if s["kind"] == "snapshot" {
+            g.ok(&["snapshot", "rm", s["name"].as_str().unwrap()]);
+        }
+    }
+    g.ok(&["image", "delete", "pm"]);
+    g.assert_nothing_left();
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }

@@ -1,8 +1,8 @@
 //! Crash points for the crash-consistency harness (`crates/banger-cli/tests/crash.rs`): when
 //! `BANGER_CRASH_AT` names a point the daemon reaches, the daemon SIGKILLs itself right there
 //! — no unwinding, no cleanup, exactly what `kill -9` does at that instant. Points are
-//! `stage:<name>` (every create and start stage, as it begins), `stop:<step>` and
-//! `delete:<step>`. Unset in normal use: one string comparison per point.
+//! `stage:<name>` (every create, start, restore and pull stage, as it begins), `stop:<step>`,
+//! `delete:<step>`, `snapshot:<step>`, `suspend:<step>` and `workspace:staged|imported`. Unset in normal use: one string comparison per point.
 
 use std::sync::OnceLock;
 

@@ -642,9 +642,11 @@ async fn test_leftovers_of_a_killed_daemon_are_cleaned_at_start() {
     let partial = layout.cache_dir.join("blobs/partial");
     std::fs::create_dir_all(&partial).unwrap();
     std::fs::write(partial.join("abc.1234"), "half").unwrap();
+    let ws = layout.cache_dir.join(".workspace-Ab12Cd");
+    std::fs::create_dir_all(ws.join(".git/objects")).unwrap();
     let restarted = tb.restarted();
-    assert_eq!(restarted.services.image.clean_leftovers(), 3);
-    assert!(!staging.exists() && !kstaging.exists());
+    assert_eq!(restarted.services.image.clean_leftovers(), 4);
+    assert!(!staging.exists() && !kstaging.exists() && !ws.exists());
     assert!(std::fs::read_dir(&partial).unwrap().next().is_none());
     assert!(
         layout.images_dir().join("test-image").exists(),

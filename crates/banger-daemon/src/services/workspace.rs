@@ -301,6 +301,7 @@ impl WorkspaceService {
                 .map_err(WorkspaceError::Staging)?;
             let dot_git = ws::shallow_git_dir(runner.as_ref(), &snap, staging.path())
                 .map_err(WorkspaceError::Repo)?;
+            crate::crashpoint::hit("workspace:staged");
             let mut pack_err = None;
             let mut feed = |w: &mut dyn std::io::Write| {
                 ws::write_tar(&snap, &dot_git, w).map_err(|e| {
@@ -318,6 +319,7 @@ impl WorkspaceService {
             if out.code != 0 {
                 return Err(in_guest("workspace import", &out));
             }
+            crate::crashpoint::hit("workspace:imported");
             Ok(snap)
         })
         .await?;

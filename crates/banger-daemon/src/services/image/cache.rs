@@ -51,10 +51,15 @@ impl ImageService {
         ] {
             removed += remove_matching(&dir, ".staging-");
         }
+        // A workspace prepare's staging repository (a tempdir a kill leaves behind).
+        removed += remove_matching(&self.infra.layout.cache_dir, ".workspace-");
         removed += remove_matching(std::path::Path::new("/dev/shm"), &self.tmpfs_prefix());
         removed += self.cache().clean_partials();
         if removed > 0 {
-            info!(removed, "removed leftovers of interrupted image work");
+            info!(
+                removed,
+                "removed leftovers of interrupted image and workspace work"
+            );
         }
         removed
     }
