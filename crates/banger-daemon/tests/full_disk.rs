@@ -89,35 +89,6 @@ fn assert_no_space(e: &RpcError, home: &Path) {
     );
 }
 
-/// What a pull could leave: staging dirs, partial blobs, the image's row and directory.
-fn pull_leftovers(tb: &TestBed, name: &str) -> Vec<String> {
-    let layout = &tb.daemon.infra.layout;
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(layout.images_dir()).unwrap().flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.starts_with(".staging") || n == name {
-            out.push(format!("dir {n}"));
-        }
-    }
-    let partial = layout.cache_dir.join("blobs/partial");
-    for e in std::fs::read_dir(partial).into_iter().flatten().flatten() {
-        out.push(format!("partial {}", e.path().display()));
-    }
-    for e in std::fs::read_dir(&layout.cache_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if e.file_name().to_string_lossy().starts_with(".workspace-") {
-            out.push(format!("workspace staging {}", e.path().display()));
-        }
-    }
-    if tb.daemon.infra.store.get_image(name).unwrap().is_some() {
-        out.push(format!("row {name}"));
-    }
-    out
-}
-
 async fn pull(tb: &TestBed, reference: &str) -> Result<(), RpcError> {
     let p = ImagePullParams {
         reference: reference.into(),
@@ -195,11 +166,11 @@ async fn test_a_full_disk_fails_create_pull_and_workspace_cleanly_and_the_daemon
 
     let e = pull(&tb, &reference).await.unwrap_err();
     assert_no_space(&e, &home);
-    assert_eq!(pull_leftovers(&tb, "pulled"), Vec::<String>::new());
+    assert_eq!(tb.pull_leftovers("pulled"), Vec::<String>::new());
 
     let e = vms.workspace_prepare(ws()).await.wire().unwrap_err();
     assert_no_space(&e, &home);
-    assert_eq!(pull_leftovers(&tb, "pulled"), Vec::<String>::new());
+    assert_eq!(tb.pull_leftovers("pulled"), Vec::<String>::new());
     assert!(vms.show("w").await.unwrap().workspace.is_none());
 
     // Still serving: reads answer, and once there is room again everything works.

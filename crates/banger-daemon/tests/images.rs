@@ -79,26 +79,6 @@ fn dir(p: &str) -> Entry {
     Entry::Dir(p.into(), 0o755)
 }
 
-/// Nothing an image pull could leave: staging dirs, partial downloads, rows named `name`.
-fn pull_leftovers(tb: &TestBed, name: &str) -> Vec<String> {
-    let layout = &tb.daemon.infra.layout;
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(layout.images_dir()).unwrap().flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.starts_with(".staging") || n == name {
-            out.push(format!("dir {n}"));
-        }
-    }
-    let partial = layout.cache_dir.join("blobs/partial");
-    for e in std::fs::read_dir(partial).into_iter().flatten().flatten() {
-        out.push(format!("partial {}", e.path().display()));
-    }
-    if tb.daemon.infra.store.get_image(name).unwrap().is_some() {
-        out.push(format!("row {name}"));
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn test_pull_flattens_a_multi_layer_index_image_into_the_exact_ext4() {
     let reg = registry();
@@ -234,7 +214,7 @@ async fn test_pull_flattens_a_multi_layer_index_image_into_the_exact_ext4() {
         "the arm64 layer never applied"
     );
     assert!(debugfs(&rootfs, "stat /usr/local/libexec/banger-init").contains("Mode:  0755"));
-    assert!(pull_leftovers(&tb, "nothing").is_empty());
+    assert!(tb.pull_leftovers("nothing").is_empty());
 
     // A second pull of the same layers (another name) downloads nothing.
     let begun = tb
@@ -310,9 +290,9 @@ async fn test_hostile_layers_are_refused_and_leave_no_image_row_or_staging_dir()
             err.message
         );
         assert!(
-            pull_leftovers(&tb, &name).is_empty(),
+            tb.pull_leftovers(&name).is_empty(),
             "{tag}: {:?}",
-            pull_leftovers(&tb, &name)
+            tb.pull_leftovers(&name)
         );
     }
     assert!(
@@ -344,7 +324,7 @@ async fn test_hostile_layers_are_refused_and_leave_no_image_row_or_staging_dir()
     .wire()
     .unwrap_err();
     assert!(err.message.contains("digest mismatch"), "{}", err.message);
-    assert!(pull_leftovers(&tb, "bad-mismatch").is_empty());
+    assert!(tb.pull_leftovers("bad-mismatch").is_empty());
 
     // A truncated gzip stream (the blob itself is intact: its digest is of the cut bytes).
     let tar = layer_tar(&[file("big", &"x".repeat(200_000), 0o644, 0)]);
@@ -375,7 +355,7 @@ async fn test_hostile_layers_are_refused_and_leave_no_image_row_or_staging_dir()
     .wire()
     .unwrap_err();
     assert!(err.message.contains("layer sha256:"), "{}", err.message);
-    assert!(pull_leftovers(&tb, "bad-trunc").is_empty());
+    assert!(tb.pull_leftovers("bad-trunc").is_empty());
 
     // Not linux/amd64, unknown tag, bad reference, bad name: clear errors, nothing left.
     let arm = reg
@@ -410,7 +390,7 @@ async fn test_hostile_layers_are_refused_and_leave_no_image_row_or_staging_dir()
     .unwrap_err();
     assert_eq!(err.kind(), ErrorCode::BadRequest);
     for n in ["bad-arm", "bad-nope"] {
-        assert!(pull_leftovers(&tb, n).is_empty());
+        assert!(tb.pull_leftovers(n).is_empty());
     }
     assert!(
         tb.daemon.infra.store.list_images().unwrap().len() == 1,
@@ -477,7 +457,7 @@ async fn test_concurrent_pulls_coalesce_and_a_name_race_fails_fast() {
     // Once done, the name is taken for good.
     let err = pull(&tb, params(&other, "co")).await.wire().unwrap_err();
     assert_eq!(err.kind(), ErrorCode::AlreadyExists);
-    assert!(pull_leftovers(&tb, "x").is_empty());
+    assert!(tb.pull_leftovers("x").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -860,7 +840,7 @@ async fn test_catalog_bundles_export_pull_autopull_and_refusals() {
         .wire()
         .unwrap_err();
         assert!(err.message.contains(expect), "{name}: {}", err.message);
-        assert!(pull_leftovers(&tb, name).is_empty(), "{name}");
+        assert!(tb.pull_leftovers(name).is_empty(), "{name}");
     }
     let err = svc
         .kernel_pull("nope", &Arc::default())

@@ -332,6 +332,40 @@ impl TestBed {
         out
     }
 
+    /// Nothing an image pull or a workspace prepare could leave: staging dirs, partial
+    /// downloads, workspace staging repos, an image row or directory named `name`.
+    pub fn pull_leftovers(&self, name: &str) -> Vec<String> {
+        let layout = &self.daemon.infra.layout;
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(layout.images_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with(".staging") || n == name {
+                out.push(format!("dir {n}"));
+            }
+        }
+        let partial = layout.cache_dir.join("blobs/partial");
+        for e in std::fs::read_dir(partial).into_iter().flatten().flatten() {
+            out.push(format!("partial {}", e.path().display()));
+        }
+        for e in std::fs::read_dir(&layout.cache_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(".workspace-") {
+                out.push(format!("workspace staging {}", e.path().display()));
+            }
+        }
+        if matches!(self.daemon.infra.store.get_image(name), Ok(Some(_))) {
+            out.push(format!("row {name}"));
+        }
+        out
+    }
+
     /// The home directory.
     pub fn home(&self) -> &Path {
         self.home.path()
