@@ -50,7 +50,8 @@ for i in $(seq "$runs"); do
 done
 summary "cold create → first exec" "$cold"
 summary "warm create (template) → first exec" "$warm"
-echo "warm vs cold (p50): $(( $(pct 50 <<<"$cold") * 10 / $(pct 50 <<<"$warm") ))/10 × faster"
+x10=$(( $(pct 50 <<<"$cold") * 10 / $(pct 50 <<<"$warm") ))
+echo "warm vs cold (p50): $((x10 / 10)).$((x10 % 10))× faster"
 
 # Fork of warm1 → first exec in the child.
 fork=""
