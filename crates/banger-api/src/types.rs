@@ -169,7 +169,7 @@ pub struct VmCgroup {
     /// The most ever charged, bytes, where the kernel reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_peak_bytes: Option<u64>,
-    /// CPU time allowed per period, µs (one period per vCPU: one host CPU each).
+    /// CPU time allowed per period, µs (one period per vCPU plus one for the VMM's threads).
     pub cpu_quota_us: u64,
     /// The CPU period, µs.
     pub cpu_period_us: u64,

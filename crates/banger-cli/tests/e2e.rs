@@ -166,7 +166,7 @@ impl Guest {
         );
         let period = cg["cpu_period_us"].as_u64().unwrap();
         let quota = cg["cpu_quota_us"].as_u64().unwrap();
-        assert_eq!(quota, show["vcpu"].as_u64().unwrap() * period);
+        assert_eq!(quota, (show["vcpu"].as_u64().unwrap() + 1) * period);
         assert_eq!(cg["pids_max"], 512);
         let dir = self.cgroups().path(show["id"].as_str().unwrap());
         let tail: PathBuf = dir
