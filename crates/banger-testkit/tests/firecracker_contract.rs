@@ -422,4 +422,5 @@ fn launch_places_firecracker_in_the_vms_cgroup() {
     assert_eq!(usage.limits, limits);
     assert!(cg.remove("fc"));
     assert!(cg.names().is_empty());
+    cg.remove_instance();
 }
