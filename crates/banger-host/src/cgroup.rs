@@ -404,6 +404,14 @@ impl VmCgroups {
         }
     }
 
+    /// VM `name`'s cgroup directory in each hierarchy (v1: memory, cpu, pids).
+    fn dirs(&self, name: &str) -> Vec<PathBuf> {
+        self.roots()
+            .iter()
+            .map(|r| r.join(&self.parent).join(name))
+            .collect()
+    }
+
     /// VM `name`'s cgroup directory (v1: in the memory hierarchy).
     #[must_use]
     pub fn path(&self, name: &str) -> PathBuf {
@@ -421,11 +429,7 @@ impl VmCgroups {
     }
 
     fn create_inner(&self, name: &str, l: &Limits) -> Result<Vec<PathBuf>, CgroupError> {
-        let dirs: Vec<PathBuf> = self
-            .roots()
-            .iter()
-            .map(|r| r.join(&self.parent).join(name))
-            .collect();
+        let dirs = self.dirs(name);
         for d in &dirs {
             mkdir(d)?;
         }
@@ -461,32 +465,18 @@ impl VmCgroups {
     /// Removes VM `name`'s cgroup (nothing when it is gone; the kernel refuses while a
     /// process is still in it). Returns whether none is left.
     pub fn remove(&self, name: &str) -> bool {
-        let left = self.try_remove(name);
+        let left = self.remove_quietly(name);
         for (dir, e) in &left {
             tracing::warn!(path = %dir.display(), "cannot remove cgroup: {e}");
         }
         left.is_empty()
     }
 
-    /// [`VmCgroups::remove`], retried until `timeout` while the kernel still counts a task
-    /// in it (a killed VMM leaves its cgroup only once it has been reaped).
-    pub fn remove_within(&self, name: &str, timeout: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if self.try_remove(name).is_empty() {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return self.remove(name);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
-
-    fn try_remove(&self, name: &str) -> Vec<(PathBuf, std::io::Error)> {
+    /// [`VmCgroups::remove`] without the warnings, for a caller that retries (a killed VMM
+    /// leaves its cgroup only once it has been reaped): what is left, and why.
+    pub fn remove_quietly(&self, name: &str) -> Vec<(PathBuf, std::io::Error)> {
         let mut left = Vec::new();
-        for root in self.roots() {
-            let dir = root.join(&self.parent).join(name);
+        for dir in self.dirs(name) {
             match std::fs::remove_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -526,11 +516,7 @@ impl VmCgroups {
     /// What VM `name`'s cgroup holds; none when it does not exist.
     #[must_use]
     pub fn usage(&self, name: &str) -> Option<Usage> {
-        let dirs: Vec<PathBuf> = self
-            .roots()
-            .iter()
-            .map(|r| r.join(&self.parent).join(name))
-            .collect();
+        let dirs = self.dirs(name);
         if !dirs[0].is_dir() {
             return None;
         }

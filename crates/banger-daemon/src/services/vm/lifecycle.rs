@@ -278,8 +278,15 @@ impl VmService {
             // Empty once the VMM is gone and reaped; a VMM that outlived its kill keeps it,
             // and the next reconcile tries again.
             let id = id.to_owned();
-            let _ = blocking(move || -> Result<bool, VmError> {
-                Ok(cg.remove_within(&id, Duration::from_secs(3)))
+            let clock = Arc::clone(&self.infra.clock);
+            let _ = blocking(move || -> Result<(), VmError> {
+                clock.wait_until(
+                    Duration::from_secs(3),
+                    Duration::from_millis(5),
+                    &mut || cg.remove_quietly(&id).is_empty(),
+                );
+                cg.remove(&id);
+                Ok(())
             })
             .await;
         }
