@@ -1,10 +1,9 @@
 //! `reidentify`: a guest restored from a snapshot takes its own identity before anything
 //! else runs in it — clock, kernel RNG, files (hostname, hosts, network config, ssh host
-//! key, machine-id), hostname, then the interface's MAC, address and route.
+//! key, machine-id), hostname, then the interface's MAC, address and route (`netconf`).
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::Command;
 
 use banger_agent_proto::{GuestFile, Identity};
 
@@ -58,41 +57,6 @@ fn reseed(entropy: &str) -> Result<(), String> {
         .map_err(|e| format!("reseed the kernel RNG: {e}"))
 }
 
-/// Runs `ip -batch -` over `commands` (one process: each fork costs under TCG).
-fn ip_batch(commands: &[Vec<&str>]) -> Result<(), String> {
-    let mut script = String::new();
-    for c in commands {
-        if c.iter()
-            .any(|a| a.is_empty() || a.contains(char::is_whitespace))
-        {
-            return Err(format!("refusing ip arguments {c:?}"));
-        }
-        script.push_str(&c.join(" "));
-        script.push('\n');
-    }
-    let mut child = Command::new("ip")
-        .args(["-batch", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("ip: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("ip: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// Applies `id`; stops at the first failure (the host then discards the VM).
 pub(crate) fn apply(id: &Identity) -> Result<(), String> {
     let now = rustix::time::Timespec {
@@ -107,23 +71,18 @@ pub(crate) fn apply(id: &Identity) -> Result<(), String> {
     }
     rustix::system::sethostname(id.hostname.as_bytes())
         .map_err(|e| format!("set the hostname: {e}"))?;
-    let dev = id.iface.as_str();
-    ip_batch(&[
-        vec!["link", "set", "dev", dev, "down"],
-        vec!["link", "set", "dev", dev, "address", &id.mac],
-        vec!["link", "set", "dev", dev, "up"],
-        vec!["addr", "flush", "dev", dev],
-        vec!["addr", "add", &id.address, "dev", dev],
-        vec![
-            "route",
-            "replace",
-            "default",
-            "via",
-            &id.gateway,
-            "dev",
-            dev,
-        ],
-    ])
+    let (address, prefix_len) = crate::netconf::parse_cidr(&id.address)
+        .ok_or_else(|| format!("bad address {:?}", id.address))?;
+    crate::netconf::apply(&crate::netconf::Config {
+        iface: id.iface.clone(),
+        mac: crate::netconf::parse_mac(&id.mac).ok_or_else(|| format!("bad mac {:?}", id.mac))?,
+        address,
+        prefix_len,
+        gateway: id
+            .gateway
+            .parse()
+            .map_err(|_| format!("bad gateway {:?}", id.gateway))?,
+    })
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 
 mod exec;
 mod identity;
+mod netconf;
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::time::Duration;

@@ -239,6 +239,10 @@ pub struct VmForkParams {
     /// Turn NAT on in the children.
     #[serde(default)]
     pub nat: bool,
+    /// Keep the snapshot the children start from (listed, usable by `vm create --from`);
+    /// by default it is the fork's own and goes when the children are up.
+    #[serde(default)]
+    pub keep_snapshot: bool,
 }
 
 fn one() -> u32 {
@@ -248,8 +252,9 @@ fn one() -> u32 {
 /// Result of `vm.fork`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VmForkResult {
-    /// The snapshot the children started from.
-    pub snapshot: SnapshotInfo,
+    /// The snapshot the children started from, when it was kept (`keep_snapshot`).
+    #[serde(default)]
+    pub snapshot: Option<SnapshotInfo>,
     /// The children, running.
     pub vms: Vec<VmInfo>,
 }

@@ -155,6 +155,10 @@ pub(crate) enum VmCommand {
         /// Turn NAT on in the children.
         #[arg(long)]
         nat: bool,
+        /// Keep the snapshot (listed, usable by `vm create --from`); by default it goes
+        /// once the children are up.
+        #[arg(long)]
+        keep_snapshot: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,

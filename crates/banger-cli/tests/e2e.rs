@@ -142,6 +142,33 @@ impl Guest {
         VmCgroups::new(Hierarchy::detect().unwrap(), &instance).unwrap()
     }
 
+    /// Files of forks of this home's daemon: snapshot slots beside the snapshots, state and
+    /// memory in shared memory.
+    fn fork_files_left(&self) -> Vec<String> {
+        let instance = banger_host::cgroup::instance_name(&self.env.home().join("state"));
+        let shm = banger_host::vmm::qemu::shared_memory_dir();
+        let mut left = Vec::new();
+        for (dir, prefix) in [
+            (
+                Some(self.env.home().join("state/snapshots")),
+                ".fork-".to_owned(),
+            ),
+            (shm, format!("fork-{instance}-")),
+        ] {
+            for e in dir
+                .and_then(|d| std::fs::read_dir(d).ok())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    left.push(e.path().display().to_string());
+                }
+            }
+        }
+        left
+    }
+
     /// The VM cgroups of this home's daemon that exist.
     fn cgroups_left(&self) -> Vec<String> {
         let cg = self.cgroups();
@@ -275,6 +302,11 @@ impl Guest {
             .unwrap_or_default();
         assert!(left.is_empty(), "files left under {}", vms.display());
         assert_eq!(self.cgroups_left(), Vec::<String>::new(), "cgroups left");
+        assert_eq!(
+            self.fork_files_left(),
+            Vec::<String>::new(),
+            "fork files left"
+        );
     }
 }
 
@@ -1725,6 +1757,7 @@ fn e2e_crash_matrix_pull_workspace_fork() {
         {
             left.push(e.path().display().to_string());
         }
+        left.extend(g.fork_files_left());
         assert!(left.is_empty(), "after a kill at {what}: {left:?}");
     };
     for stage in ["manifest", "flatten", "ext4", "publish"] {
@@ -1758,7 +1791,7 @@ fn e2e_crash_matrix_pull_workspace_fork() {
 
     for point in [
         "snapshot:paused",
-        "snapshot:row",
+        "fork:slots",
         "stage:disks",
         "stage:host key",
         "stage:network",
@@ -1913,7 +1946,9 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
         "parent\ntmp\n"
     );
 
-    // Fork: three children with their own identity and the parent's state.
+    // Fork: three children with their own identity and the parent's state; the fork's
+    // snapshot is its own (not listed, its files gone once the children run).
+    let snapshots = g.ok(&["snapshot", "list", "--json"]);
     let fork = json(&g.ok(&["vm", "fork", "s1", "--count", "3", "--name", "k", "--json"]));
     let kids: Vec<String> = fork["vms"]
         .as_array()
@@ -1922,6 +1957,21 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
         .map(|v| v["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(kids, ["k-1", "k-2", "k-3"], "{fork}");
+    assert!(fork["snapshot"].is_null(), "{fork}");
+    assert_eq!(g.ok(&["snapshot", "list", "--json"]), snapshots);
+    assert_eq!(g.fork_files_left(), Vec::<String>::new());
+    let k1 = json(&g.ok(&["vm", "show", "k-1", "--json"]));
+    assert_eq!(k1["started_from"], "fork of s1", "{k1}");
+    // `--keep-snapshot` keeps it, for `vm create --from`.
+    let fork = json(&g.ok(&[
+        "vm",
+        "fork",
+        "s1",
+        "--name",
+        "k4",
+        "--keep-snapshot",
+        "--json",
+    ]));
     let snap = fork["snapshot"]["name"].as_str().unwrap().to_owned();
     let mut seen = std::collections::BTreeSet::new();
     for id in [&id_s1, &id_b1] {
@@ -1968,7 +2018,7 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
     let out = g.run(&["snapshot", "rm", &snap]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("in use by running vm(s) k-1"),
+        stderr(&out).contains("in use by running vm(s) k4"),
         "{}",
         stderr(&out)
     );
@@ -2034,7 +2084,7 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
     g.ok(&["vm", "exec", "k-3", "--", "cat", "/root/pf"]);
 
     // Everything goes, snapshots last.
-    g.ok(&["vm", "delete", "b1", "k-1", "k-2", "k-3", "f1"]);
+    g.ok(&["vm", "delete", "b1", "k-1", "k-2", "k-3", "k4", "f1"]);
     for s in json(&g.ok(&["snapshot", "list", "--json"]))
         .as_array()
         .unwrap()

@@ -863,7 +863,6 @@ impl Banger {
                     .extend(names.iter().cloned());
                 Ok(json!({
                     "sandboxes": r.vms.iter().map(sandbox_json).collect::<Vec<_>>(),
-                    "snapshot": r.snapshot.name,
                 }))
             }
             .await,

@@ -54,6 +54,7 @@ fn spec(dir: &Path) -> VmSpec {
         console_log: dir.join("console.log"),
         vmm_log: dir.join("vmm.log"),
         restore: None,
+        restore_owned: false,
         cgroup: Vec::new(),
     }
 }

@@ -92,6 +92,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             count,
             child_name,
             nat,
+            keep_snapshot,
             json,
         }) => {
             let p = banger_api::types::VmForkParams {
@@ -99,6 +100,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 count,
                 child_name,
                 nat,
+                keep_snapshot,
             };
             snapshot::fork(&layout, p, json).await
         }

@@ -69,12 +69,16 @@ pub(crate) async fn fork(
     if as_json {
         output::json(&r)?;
     } else {
+        let kept = r
+            .snapshot
+            .as_ref()
+            .map(|s| format!(" (snapshot {} kept)", s.name))
+            .unwrap_or_default();
         output::status(&format!(
-            "{} child(ren) of {} ready in {:.1}s (snapshot {})",
+            "{} child(ren) of {} ready in {:.1}s{kept}",
             r.vms.len(),
             p.name,
             started.elapsed().as_secs_f64(),
-            r.snapshot.name
         ));
         for vm in &r.vms {
             output::data(&vm.name);

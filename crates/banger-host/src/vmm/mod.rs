@@ -77,6 +77,10 @@ pub struct VmSpec {
     /// instead of booting; the guest resumes where the snapshot was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<PathBuf>,
+    /// The restore directory's files are this VM's alone (a fork's per-child slot): the
+    /// backend may move its memory file instead of copying it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore_owned: bool,
     /// `cgroup.procs` files the VMM process enters before it runs
     /// ([`crate::cgroup::CgroupEntry`]); empty: the daemon's own cgroup.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

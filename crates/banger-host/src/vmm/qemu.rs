@@ -231,7 +231,7 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
             "memory-backend-memfd,id=mem,size={}M,share=on",
             spec.memory_mib
         ),
-        Some(dir) if dir.join(SNAPSHOT_MEMORY).is_file() => format!(
+        Some(dir) if has_memory_file(spec, dir) => format!(
             "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
             spec.memory_mib,
             kv(&memory_copy_path(spec))
@@ -310,18 +310,32 @@ fn wait_migration(q: &mut Qmp, deadline: Instant) -> Result<(), VmmError> {
 /// Where a restored VM's copy of the snapshot memory goes: `/dev/shm/banger-<uid>/` (shared
 /// memory, like a boot's memfd), else the VM's run directory.
 pub fn memory_copy_path(spec: &VmSpec) -> PathBuf {
-    let uid = rustix::process::getuid().as_raw();
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        shm.join(format!("banger-{uid}"))
-    } else {
-        spec.run_dir.clone()
-    };
+    let dir = shared_memory_dir().unwrap_or_else(|| spec.run_dir.clone());
     let id = spec
         .run_dir
         .file_name()
         .map_or_else(|| spec.name.clone(), |n| n.to_string_lossy().into_owned());
     dir.join(format!("{id}.mem"))
+}
+
+/// Whether restore directory `dir` carries the guest memory as a file (a VM's own slot
+/// always does: it may have been moved out already, by this launch).
+fn has_memory_file(spec: &VmSpec, dir: &Path) -> bool {
+    spec.restore_owned || dir.join(SNAPSHOT_MEMORY).is_file()
+}
+
+/// This user's directory in shared memory (`/dev/shm/banger-<uid>`), where restored VMs'
+/// memory and a fork's transient snapshot live; `None` without `/dev/shm`.
+pub fn shared_memory_dir() -> Option<PathBuf> {
+    let uid = rustix::process::getuid().as_raw();
+    let shm = Path::new("/dev/shm");
+    shm.is_dir().then(|| shm.join(format!("banger-{uid}")))
+}
+
+/// Makes [`shared_memory_dir`]'s `dir` (owner-only) if it is missing.
+pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
 }
 
 /// The guest memory of QEMU process `pid` (`/proc/PID/fd/N`): its memfd, or its (unlinked)
@@ -462,11 +476,21 @@ impl Vmm for QemuVmm {
         drop(state);
         q.execute("migrate", serde_json::json!({"uri": "fd:banger-snapshot"}))
             .map_err(qmp_err)?;
+        let t = Instant::now();
         wait_migration(&mut q, Instant::now() + Duration::from_mins(5))?;
+        tracing::debug!(
+            ms = t.elapsed().as_millis() as u64,
+            "snapshot: device state migrated"
+        );
         let memory = dir.join(SNAPSHOT_MEMORY);
         let len = spec.memory_mib << 20;
         if let Some(mem) = guest_memory_of(handle.pid) {
+            let t = Instant::now();
             sparse_copy(&mem, &memory, len).map_err(io(memory))?;
+            tracing::debug!(
+                ms = t.elapsed().as_millis() as u64,
+                "snapshot: memory copied"
+            );
         }
         Ok(())
     }
@@ -490,18 +514,20 @@ impl Vmm for QemuVmm {
         };
         // A restore maps its own copy of the snapshot's memory (see `qemu_args`).
         let copy = match &spec.restore {
-            Some(dir) if dir.join(SNAPSHOT_MEMORY).is_file() => {
+            Some(dir) if has_memory_file(spec, dir) => {
                 let path = memory_copy_path(spec);
                 let made = (|| {
                     if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent)?;
-                        std::fs::set_permissions(
-                            parent,
-                            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-                        )?;
+                        make_private_dir(parent)?;
                     }
                     let _ = std::fs::remove_file(&path);
-                    sparse_copy(&dir.join(SNAPSHOT_MEMORY), &path, spec.memory_mib << 20)
+                    let from = dir.join(SNAPSHOT_MEMORY);
+                    // A fork's child owns its slot: its memory file moves (same tmpfs), else
+                    // it is copied.
+                    if spec.restore_owned && std::fs::rename(&from, &path).is_ok() {
+                        return Ok(());
+                    }
+                    sparse_copy(&from, &path, spec.memory_mib << 20)
                 })();
                 if let Err(source) = made {
                     let _ = std::fs::remove_file(&path);
@@ -691,6 +717,7 @@ mod tests {
             console_log: "/v/console.log".into(),
             vmm_log: "/v/vmm.log".into(),
             restore: None,
+            restore_owned: false,
             cgroup: Vec::new(),
         }
     }

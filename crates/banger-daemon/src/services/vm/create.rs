@@ -83,7 +83,9 @@ impl VmService {
         if let Some(from) = p.from_snapshot.clone() {
             let snap = self.get_snapshot(&from).await?;
             let how = format!("snapshot {}", snap.name);
-            return self.create_from(p, snap, how, progress).await;
+            return self
+                .create_from(p, snap, (how, super::snapshot::Source::Stored), progress)
+                .await;
         }
         // Validation first: nothing is created for bad input.
         if let Some(name) = &p.name {
@@ -113,7 +115,9 @@ impl VmService {
                     disk_size: None,
                     ..p
                 };
-                return self.create_from(params, t, how, progress).await;
+                return self
+                    .create_from(params, t, (how, super::snapshot::Source::Stored), progress)
+                    .await;
             }
             template_key = Some(key);
         }

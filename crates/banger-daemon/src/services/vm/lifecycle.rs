@@ -31,6 +31,8 @@ pub(super) struct Restore {
     pub label: String,
     /// What maps the memory file: a snapshot id, or `suspend` for the VM's own.
     pub memory_from: String,
+    /// `dir` is this VM's alone (a fork's slot): its memory file may be moved.
+    pub owned: bool,
 }
 
 /// A lifecycle operation.
@@ -118,6 +120,7 @@ impl VmService {
             console_log: dir.join("console.log"),
             vmm_log: dir.join("vmm.log"),
             restore: None,
+            restore_owned: false,
             cgroup: Vec::new(),
         }
     }
@@ -138,6 +141,7 @@ impl VmService {
             .map_err(|_| VmError::CorruptGuestIp(vm.guest_ip.clone()))?;
         let mut spec = self.vm_spec(vm, kernel, ip);
         spec.restore = restore.as_ref().map(|r| r.dir.clone());
+        spec.restore_owned = restore.as_ref().is_some_and(|r| r.owned);
         let network = Arc::clone(&self.network);
         let vmm = Arc::clone(&self.infra.vmm);
         let cgroups = self.infra.cgroups.clone();

@@ -97,14 +97,26 @@ impl Plan {
         Ok(())
     }
 
-    /// A copy of snapshot `snap`: its disks and a fresh, pinned host key. Returns the key
-    /// (private, public) for the guest's new identity; the private half is not kept.
-    fn run_restore(&self, snap: &Path, progress: &Progress) -> Result<(String, String), VmError> {
+    /// A copy of snapshot `snap`: its disks (moved when `owned`: a fork's slot for this VM;
+    /// else copied) and a fresh, pinned host key. Returns the key (private, public) for the
+    /// guest's new identity; the private half is not kept.
+    fn run_restore(
+        &self,
+        snap: &Path,
+        owned: bool,
+        progress: &Progress,
+    ) -> Result<(String, String), VmError> {
         progress.stage("disks")?;
         fs_err::create_dir_all(&self.dir).map_err(VmError::VmDir)?;
+        if owned {
+            for f in ["root.ext4", "work.ext4"] {
+                fs_err::rename(snap.join(f), self.dir.join(f)).map_err(VmError::SnapshotFiles)?;
+            }
+        }
         std::thread::scope(|scope| {
             let copies: Vec<_> = ["root.ext4", "work.ext4"]
                 .into_iter()
+                .filter(|_| !owned)
                 .map(|f| {
                     let (from, to) = (snap.join(f), self.dir.join(f));
                     scope.spawn(move || disk::cow_copy(self.runner.as_ref(), &from, &to))
@@ -285,12 +297,12 @@ impl VmService {
         &self,
         vm: &VmRecord,
         image: &ImageRecord,
-        snap: PathBuf,
+        (snap, owned): (PathBuf, bool),
         progress: &Arc<Progress>,
     ) -> Result<(String, String), VmError> {
         let plan = self.plan(vm, image);
         let progress = Arc::clone(progress);
-        blocking(move || plan.run_restore(&snap, &progress)).await
+        blocking(move || plan.run_restore(&snap, owned, &progress)).await
     }
 
     /// Removes VM `id`'s pinned host key from banger's known_hosts.

@@ -31,6 +31,118 @@ use crate::services::support::{blocking, chain, new_id, with_store};
 /// Most children one fork makes.
 const MAX_FORK: u32 = 16;
 
+/// Where a copy of a snapshot takes its files from.
+#[derive(Debug, Clone)]
+pub(super) enum Source {
+    /// A stored snapshot's directory: copied.
+    Stored,
+    /// A fork's slot for this child: moved into place.
+    Slot {
+        /// VMM state and memory.
+        state: PathBuf,
+        /// `root.ext4` and `work.ext4`.
+        disks: PathBuf,
+    },
+}
+
+/// Bytes of a snapshot's memory file.
+fn snap_memory_len(s: &SnapshotRecord) -> u64 {
+    s.memory_mib << 20
+}
+
+/// A fork's own snapshot, one slot per child: `<slot>/{state, memory}` in shared memory
+/// (`/dev/shm/banger-<uid>/fork-<daemon instance>-<id>/`, so a child's memory moves into
+/// place instead of being copied) and `<slot>/{root,work}.ext4` under
+/// `<state>/snapshots/.fork-<id>/` (same filesystem as the VM directories). Removed when
+/// the fork ends; after a kill, the next start's sweep removes them.
+struct ForkFiles {
+    state: PathBuf,
+    disks: PathBuf,
+}
+
+impl ForkFiles {
+    fn new(snapshots: &Path, instance: &str, id: &str) -> Self {
+        let disks = snapshots.join(format!(".fork-{id}"));
+        let state = banger_host::vmm::qemu::shared_memory_dir().map_or_else(
+            || disks.clone(),
+            |d| d.join(format!("fork-{instance}-{id}")),
+        );
+        ForkFiles { state, disks }
+    }
+
+    fn state(&self, slot: usize) -> PathBuf {
+        self.state.join(slot.to_string())
+    }
+
+    fn disks(&self, slot: usize) -> PathBuf {
+        self.disks.join(slot.to_string())
+    }
+
+    /// Fills slots 1.. from slot 0 (state hard-linked, memory and disks copied, in
+    /// parallel) for `count` children.
+    async fn fill(
+        &self,
+        count: u32,
+        memory_len: u64,
+        runner: Arc<dyn banger_host::CommandRunner>,
+    ) -> Result<(), VmError> {
+        let slots = usize::try_from(count).unwrap_or(1);
+        if slots <= 1 {
+            return Ok(());
+        }
+        let (state, disks) = (self.state.clone(), self.disks.clone());
+        blocking(move || {
+            let io = VmError::SnapshotFiles;
+            let (s0, d0) = (state.join("0"), disks.join("0"));
+            let mut jobs: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
+            for i in 1..slots {
+                let (si, di) = (state.join(i.to_string()), disks.join(i.to_string()));
+                fs_err::create_dir_all(&si).map_err(io)?;
+                fs_err::create_dir_all(&di).map_err(io)?;
+                for e in fs_err::read_dir(&s0).map_err(io)? {
+                    let name = e.map_err(io)?.file_name();
+                    let big = name == banger_host::vmm::qemu::SNAPSHOT_MEMORY;
+                    jobs.push((s0.join(&name), si.join(&name), big));
+                }
+                for f in ["root.ext4", "work.ext4"] {
+                    jobs.push((d0.join(f), di.join(f), true));
+                }
+            }
+            std::thread::scope(|scope| {
+                let running: Vec<_> = jobs
+                    .iter()
+                    .map(|(from, to, big)| {
+                        let runner = &runner;
+                        scope.spawn(move || -> Result<(), VmError> {
+                            if to.extension().is_some_and(|x| x == "ext4") {
+                                return disk::cow_copy(runner.as_ref(), from, to)
+                                    .map_err(VmError::SnapshotDisk);
+                            }
+                            if *big {
+                                return banger_host::vmm::qemu::sparse_copy(from, to, memory_len)
+                                    .map_err(io);
+                            }
+                            fs_err::hard_link(from, to)
+                                .or_else(|_| fs_err::copy(from, to).map(drop))
+                                .map_err(io)
+                        })
+                    })
+                    .collect();
+                running.into_iter().try_for_each(|t| {
+                    t.join()
+                        .map_err(|_| io(std::io::Error::other("a fork copy panicked")))?
+                })
+            })
+        })
+        .await
+    }
+
+    fn remove(&self) {
+        let _ = fs_err::remove_dir_all(&self.state);
+        let _ = fs_err::remove_dir_all(&self.disks);
+    }
+}
+
 /// What a restore must match: the kernel, the image, the backend, the sizes and this
 /// build (its agent is in the snapshot's memory).
 pub(super) fn restore_key(
@@ -173,8 +285,117 @@ impl VmService {
         self.snapshot_info(rec).await
     }
 
-    /// Pauses running VM `vm`, writes its VMM state, memory and disks into a new snapshot
-    /// directory, resumes it, and records the snapshot. Holds the VM's lock (caller).
+    /// Pauses running VM `vm`, writes its VMM state and memory into `state_dir` and copies
+    /// its disks into `disks_dir` (side by side, one instant), then resumes it whatever
+    /// happened. Holds the VM's lock (caller).
+    async fn capture(
+        &self,
+        vm: &VmRecord,
+        state_dir: PathBuf,
+        disks_dir: PathBuf,
+    ) -> Result<(), VmError> {
+        if !self.infra.vmm.supports_snapshots() {
+            return Err(VmError::SnapshotUnsupported(self.infra.vmm.name()));
+        }
+        let handle = self
+            .handles
+            .get(&vm.id)
+            .filter(|h| self.infra.vmm.is_alive(&h.vmm))
+            .ok_or_else(|| VmError::NotRunning(vm.name.clone()))?;
+        let kernel = self.kernel_for(vm).await?;
+        let ip = vm
+            .guest_ip
+            .parse()
+            .map_err(|_| VmError::CorruptGuestIp(vm.guest_ip.clone()))?;
+        let spec = self.vm_spec(vm, &kernel, ip);
+        let (vmm, runner) = (Arc::clone(&self.infra.vmm), Arc::clone(&self.infra.runner));
+        let vm_dir = self.vm_dir(&vm.id);
+        blocking(move || -> Result<(), VmError> {
+            for d in [&state_dir, &disks_dir] {
+                fs_err::create_dir_all(d).map_err(VmError::SnapshotFiles)?;
+            }
+            let paused = std::time::Instant::now();
+            vmm.pause(&handle.vmm).map_err(VmError::Snapshot)?;
+            crate::crashpoint::hit("snapshot:paused");
+            // Memory, device state and disks at one instant (copied side by side while the
+            // guest is paused); the guest resumes whatever happened.
+            let taken = std::thread::scope(|scope| {
+                let disks: Vec<_> = ["root.ext4", "work.ext4"]
+                    .into_iter()
+                    .map(|f| {
+                        let (runner, from, to) = (&runner, vm_dir.join(f), disks_dir.join(f));
+                        scope.spawn(move || disk::cow_copy(runner.as_ref(), &from, &to))
+                    })
+                    .collect();
+                let state = vmm
+                    .snapshot(&handle.vmm, &spec, &state_dir)
+                    .map_err(VmError::Snapshot);
+                let copies = disks.into_iter().try_for_each(|t| {
+                    t.join()
+                        .map_err(|_| {
+                            VmError::SnapshotFiles(std::io::Error::other("disk copy panicked"))
+                        })?
+                        .map_err(VmError::SnapshotDisk)
+                });
+                state.and(copies)
+            });
+            let resumed = vmm.resume(&handle.vmm).map_err(VmError::Snapshot);
+            tracing::debug!(
+                vm = spec.name,
+                paused_ms = u64::try_from(paused.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "snapshot captured"
+            );
+            taken?;
+            resumed
+        })
+        .await
+    }
+
+    /// The record of a snapshot `id` of `vm` (not stored).
+    async fn snapshot_record(
+        &self,
+        vm: &VmRecord,
+        (id, name, kind): (String, String, &str),
+        size_bytes: u64,
+    ) -> Result<SnapshotRecord, VmError> {
+        let kernel = self.kernel_for(vm).await?;
+        let image_id = vm.image_id.clone();
+        let image = with_store(&self.infra.store, move |s| s.get_image(&image_id))
+            .await?
+            .ok_or(VmError::StartMissing("image is gone"))?;
+        let mut spec_json = serde_json::json!({});
+        for k in ["init", "labels", "kernel"] {
+            if let Some(v) = vm.spec.get(k) {
+                spec_json[k] = v.clone();
+            }
+        }
+        if let Some(w) = &vm.workspace {
+            spec_json["workspace"] = w.clone();
+        }
+        Ok(SnapshotRecord {
+            id,
+            name,
+            kind: kind.to_owned(),
+            source_vm: vm.name.clone(),
+            image_id: vm.image_id.clone(),
+            vcpu: vm.vcpu,
+            memory_mib: vm.memory_mib,
+            disk_bytes: vm.disk_bytes,
+            vmm: self.infra.vmm.name(),
+            key: restore_key(
+                &kernel,
+                &image,
+                &self.infra.vmm.name(),
+                (vm.vcpu, vm.memory_mib, vm.disk_bytes),
+            ),
+            spec: spec_json,
+            size_bytes,
+            created_at: self.infra.clock.now_rfc3339(),
+        })
+    }
+
+    /// Snapshots running VM `vm` into a new snapshot directory and records it. Holds the
+    /// VM's lock (caller).
     pub(super) async fn snapshot_locked(
         &self,
         vm: &VmRecord,
@@ -195,61 +416,18 @@ impl VmService {
         if with_store(&self.infra.store, move |s| s.snapshot_name_taken(&taken)).await? {
             return Err(VmError::SnapshotNameTaken(name));
         }
-        let handle = self
-            .handles
-            .get(&vm.id)
-            .filter(|h| self.infra.vmm.is_alive(&h.vmm))
-            .ok_or_else(|| VmError::NotRunning(vm.name.clone()))?;
-        let kernel = self.kernel_for(vm).await?;
-        let image_id = vm.image_id.clone();
-        let image = with_store(&self.infra.store, move |s| s.get_image(&image_id))
-            .await?
-            .ok_or(VmError::StartMissing("image is gone"))?;
-        let ip = vm
-            .guest_ip
-            .parse()
-            .map_err(|_| VmError::CorruptGuestIp(vm.guest_ip.clone()))?;
-        let spec = self.vm_spec(vm, &kernel, ip);
         let id = new_id();
         let staging = self.snapshots_dir().join(format!(".partial-{id}"));
         let final_dir = self.snapshot_dir(&id);
-        let (vmm, runner) = (Arc::clone(&self.infra.vmm), Arc::clone(&self.infra.runner));
-        let vm_dir = self.vm_dir(&vm.id);
-        let (st, fin) = (staging.clone(), final_dir.clone());
-        let written = blocking(move || -> Result<u64, VmError> {
-            fs_err::create_dir_all(&st).map_err(VmError::SnapshotFiles)?;
-            vmm.pause(&handle.vmm).map_err(VmError::Snapshot)?;
-            crate::crashpoint::hit("snapshot:paused");
-            // Memory, device state and disks at one instant (copied side by side while the
-            // guest is paused); the guest resumes whatever happened.
-            let taken = std::thread::scope(|scope| {
-                let disks: Vec<_> = ["root.ext4", "work.ext4"]
-                    .into_iter()
-                    .map(|f| {
-                        let (runner, from, to) = (&runner, vm_dir.join(f), st.join(f));
-                        scope.spawn(move || disk::cow_copy(runner.as_ref(), &from, &to))
-                    })
-                    .collect();
-                let state = vmm
-                    .snapshot(&handle.vmm, &spec, &st)
-                    .map_err(VmError::Snapshot);
-                let copies = disks.into_iter().try_for_each(|t| {
-                    t.join()
-                        .map_err(|_| {
-                            VmError::SnapshotFiles(std::io::Error::other("disk copy panicked"))
-                        })?
-                        .map_err(VmError::SnapshotDisk)
-                });
-                state.and(copies)
-            });
-            let resumed = vmm.resume(&handle.vmm).map_err(VmError::Snapshot);
-            taken?;
-            resumed?;
-            let size = du(&st);
-            fs_err::rename(&st, &fin).map_err(VmError::SnapshotFiles)?;
-            Ok(size)
-        })
-        .await;
+        let written = match self.capture(vm, staging.clone(), staging.clone()).await {
+            Ok(()) => {
+                let size = du(&staging);
+                fs_err::rename(&staging, &final_dir)
+                    .map(|()| size)
+                    .map_err(VmError::SnapshotFiles)
+            }
+            Err(e) => Err(e),
+        };
         let size_bytes = match written {
             Ok(size) => size,
             Err(e) => {
@@ -258,34 +436,12 @@ impl VmService {
             }
         };
         crate::crashpoint::hit("snapshot:row");
-        let mut spec_json = serde_json::json!({});
-        for k in ["init", "labels", "kernel"] {
-            if let Some(v) = vm.spec.get(k) {
-                spec_json[k] = v.clone();
+        let rec = match self.snapshot_record(vm, (id, name, kind), size_bytes).await {
+            Ok(rec) => rec,
+            Err(e) => {
+                let _ = fs_err::remove_dir_all(&final_dir);
+                return Err(e);
             }
-        }
-        if let Some(w) = &vm.workspace {
-            spec_json["workspace"] = w.clone();
-        }
-        let rec = SnapshotRecord {
-            id,
-            name,
-            kind: kind.to_owned(),
-            source_vm: vm.name.clone(),
-            image_id: vm.image_id.clone(),
-            vcpu: vm.vcpu,
-            memory_mib: vm.memory_mib,
-            disk_bytes: vm.disk_bytes,
-            vmm: self.infra.vmm.name(),
-            key: restore_key(
-                &kernel,
-                &image,
-                &self.infra.vmm.name(),
-                (vm.vcpu, vm.memory_mib, vm.disk_bytes),
-            ),
-            spec: spec_json,
-            size_bytes,
-            created_at: self.infra.clock.now_rfc3339(),
         };
         let row = rec.clone();
         if let Err(e) = with_store(&self.infra.store, move |s| s.insert_snapshot(&row)).await {
@@ -337,7 +493,7 @@ impl VmService {
         &self,
         p: VmCreateParams,
         snap: SnapshotRecord,
-        how: String,
+        (how, source): (String, Source),
         progress: &Arc<Progress>,
     ) -> Result<VmInfo, VmError> {
         if let Some(name) = &p.name {
@@ -419,16 +575,23 @@ impl VmService {
             from = how,
             "creating vm from a snapshot"
         );
-        let dir = self.snapshot_dir(&snap.id);
+        let (state_dir, disks_dir, owned) = match source {
+            Source::Stored => {
+                let dir = self.snapshot_dir(&snap.id);
+                (dir.clone(), dir, false)
+            }
+            Source::Slot { state, disks } => (state, disks, true),
+        };
         let result = async {
             let host_key = self
-                .provision_restore(&vm, &image, dir.clone(), progress)
+                .provision_restore(&vm, &image, (disks_dir, owned), progress)
                 .await?;
             let restore = Restore {
-                dir,
+                dir: state_dir,
                 identity: Some(self.identity(&vm, host_key)),
                 label: how,
                 memory_from: snap.id.clone(),
+                owned,
             };
             self.start_locked(&mut vm, &kernel, progress, Some(restore))
                 .await?;
@@ -445,8 +608,11 @@ impl VmService {
     }
 
     /// `vm fork`: snapshots a running VM (under its lock), then starts `count` children
-    /// from the snapshot concurrently. All or nothing: when one child fails, the others
-    /// are deleted and the error returned.
+    /// from it concurrently. The snapshot is the fork's own unless `keep_snapshot`: its
+    /// files are made once per child (memory in shared memory, disks beside the snapshots)
+    /// and each child moves its set into place, so a fork copies the parent's disks and
+    /// memory once per child and lists no snapshot. All or nothing: when one child fails,
+    /// the others are deleted and the error returned.
     pub async fn fork(&self, p: VmForkParams) -> Result<VmForkResult, VmError> {
         if !(1..=MAX_FORK).contains(&p.count) {
             return Err(VmError::ForkCount(p.count));
@@ -459,20 +625,94 @@ impl VmService {
         for n in names.iter().flatten() {
             validate_name(n)?;
         }
-        let snap = {
-            let (_guard, row) = self.lock_vm(&p.name).await?;
-            self.snapshot_locked(&row.vm, None, "snapshot").await?
-        };
-        let how = format!("snapshot {}", snap.name);
-        let progress: Vec<Arc<Progress>> = names.iter().map(|_| Arc::default()).collect();
-        let children = names.into_iter().zip(&progress).map(|(name, pr)| {
-            let params = VmCreateParams {
-                name,
-                nat: p.nat,
-                ..VmCreateParams::default()
+        if p.keep_snapshot {
+            let snap = {
+                let (_guard, row) = self.lock_vm(&p.name).await?;
+                self.snapshot_locked(&row.vm, None, "snapshot").await?
             };
-            self.create_from(params, snap.clone(), how.clone(), pr)
-        });
+            let how = format!("snapshot {}", snap.name);
+            let vms = self
+                .fork_children(&p, names, &snap, |_| (how.clone(), Source::Stored))
+                .await?;
+            return Ok(VmForkResult {
+                snapshot: Some(self.snapshot_info(snap).await?),
+                vms,
+            });
+        }
+        let id = new_id();
+        let files = ForkFiles::new(
+            &self.snapshots_dir(),
+            &banger_host::cgroup::instance_name(&self.infra.layout.state_dir),
+            &id,
+        );
+        let made = async {
+            let (_guard, row) = self.lock_vm(&p.name).await?;
+            self.capture(&row.vm, files.state(0), files.disks(0))
+                .await?;
+            let how = format!("fork of {}", row.vm.name);
+            let snap = self
+                .snapshot_record(&row.vm, (id.clone(), how.clone(), "fork"), 0)
+                .await?;
+            Ok::<_, VmError>((snap, how))
+        }
+        .await;
+        let made = match made {
+            Ok(m) => files
+                .fill(
+                    p.count,
+                    snap_memory_len(&m.0),
+                    Arc::clone(&self.infra.runner),
+                )
+                .await
+                .map(|()| m),
+            Err(e) => Err(e),
+        };
+        let (snap, how) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                files.remove();
+                return Err(e);
+            }
+        };
+        crate::crashpoint::hit("fork:slots");
+        let vms = self
+            .fork_children(&p, names, &snap, |i| {
+                let slot = Source::Slot {
+                    state: files.state(i),
+                    disks: files.disks(i),
+                };
+                (how.clone(), slot)
+            })
+            .await;
+        files.remove();
+        Ok(VmForkResult {
+            snapshot: None,
+            vms: vms?,
+        })
+    }
+
+    /// Starts one child of `snap` per name, concurrently (`source(i)`: where child `i`'s
+    /// files come from); when one fails, the others are deleted.
+    async fn fork_children(
+        &self,
+        p: &VmForkParams,
+        names: Vec<Option<String>>,
+        snap: &SnapshotRecord,
+        source: impl Fn(usize) -> (String, Source),
+    ) -> Result<Vec<VmInfo>, VmError> {
+        let progress: Vec<Arc<Progress>> = names.iter().map(|_| Arc::default()).collect();
+        let children = names
+            .into_iter()
+            .zip(&progress)
+            .enumerate()
+            .map(|(i, (name, pr))| {
+                let params = VmCreateParams {
+                    name,
+                    nat: p.nat,
+                    ..VmCreateParams::default()
+                };
+                self.create_from(params, snap.clone(), source(i), pr)
+            });
         let results = futures::future::join_all(children).await;
         let mut vms = Vec::new();
         let mut first_err = None;
@@ -495,10 +735,7 @@ impl VmService {
             }
             return Err(e);
         }
-        Ok(VmForkResult {
-            snapshot: self.snapshot_info(snap).await?,
-            vms,
-        })
+        Ok(vms)
     }
 
     /// The kernel of `image`.
@@ -609,6 +846,7 @@ impl VmService {
                 identity: None,
                 label: "resume".into(),
                 memory_from: "suspend".into(),
+                owned: false,
             })
     }
 
@@ -626,8 +864,21 @@ impl VmService {
         }
     }
 
-    /// At startup: partial snapshot directories and directories no row owns are removed.
+    /// At startup: partial snapshot directories, directories no row owns and the files of
+    /// forks this daemon was killed in the middle of are removed.
     pub(super) async fn sweep_snapshots(&self) {
+        let instance = banger_host::cgroup::instance_name(&self.infra.layout.state_dir);
+        let prefix = format!("fork-{instance}-");
+        if let Some(shm) = banger_host::vmm::qemu::shared_memory_dir()
+            && let Ok(entries) = std::fs::read_dir(shm)
+        {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    info!(dir = %e.path().display(), "removing an interrupted fork's files");
+                    let _ = fs_err::remove_dir_all(e.path());
+                }
+            }
+        }
         let Ok(rows) = with_store(&self.infra.store, Store::list_snapshots).await else {
             return;
         };
