@@ -177,6 +177,13 @@ pub struct Config {
     pub vmm: VmmKind,
     /// Firecracker binary (default: `firecracker` on PATH).
     pub firecracker_bin: Option<PathBuf>,
+    /// Firecracker's `jailer`: when set, every Firecracker VMM runs chrooted in its VM's
+    /// directory as `jailer_uid:jailer_gid` (no effect on the QEMU backend).
+    pub jailer_bin: Option<PathBuf>,
+    /// The user a jailed Firecracker runs as (required with `jailer_bin`).
+    pub jailer_uid: Option<u32>,
+    /// The group a jailed Firecracker runs as (required with `jailer_bin`).
+    pub jailer_gid: Option<u32>,
     /// QEMU binary (default: `qemu-system-x86_64` on PATH).
     pub qemu_bin: Option<PathBuf>,
     /// Under TCG, the size of QEMU's translation cache per VM in MiB (QEMU's own default
@@ -317,6 +324,9 @@ impl Default for Config {
             log_level: LogLevel::Info,
             vmm: VmmKind::Auto,
             firecracker_bin: None,
+            jailer_bin: None,
+            jailer_uid: None,
+            jailer_gid: None,
             qemu_bin: None,
             qemu_tb_size_mib: 128,
             vmm_cgroups: true,
@@ -396,6 +406,28 @@ impl Config {
                 "bridge_ip",
                 format!("{} is not inside cidr {}", self.bridge_ip, self.cidr),
             ));
+        }
+        if self.jailer_bin.is_some() {
+            for (key, v) in [
+                ("jailer_uid", self.jailer_uid),
+                ("jailer_gid", self.jailer_gid),
+            ] {
+                match v {
+                    None => {
+                        return Err(invalid(
+                            key,
+                            "must be set with jailer_bin: the unprivileged user and group jailed firecracker runs as (e.g. of `useradd --system banger-vmm`)".into(),
+                        ));
+                    }
+                    Some(0) => {
+                        return Err(invalid(
+                            key,
+                            "must not be 0: a jailed firecracker runs unprivileged".into(),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
         }
         if self.cidr.prefix_len() > 30 {
             return Err(invalid(
@@ -597,6 +629,27 @@ mod tests {
     fn test_config_bridge_ip_outside_cidr_rejected() {
         let err = parse("bridge_ip = \"10.0.0.1\"\n").unwrap_err().to_string();
         assert!(err.contains("bridge_ip"), "{err}");
+    }
+
+    #[test]
+    fn test_config_jailer_needs_an_unprivileged_user_and_group() {
+        let err = parse("jailer_bin = \"/usr/bin/jailer\"\njailer_gid = 900\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("jailer_uid") && err.contains("useradd"),
+            "{err}"
+        );
+        let err = parse("jailer_bin = \"/usr/bin/jailer\"\njailer_uid = 0\njailer_gid = 900\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("jailer_uid") && err.contains("not be 0"),
+            "{err}"
+        );
+        let c = parse("jailer_bin = \"/usr/bin/jailer\"\njailer_uid = 900\njailer_gid = 900\n")
+            .unwrap();
+        assert_eq!((c.jailer_uid, c.jailer_gid), (Some(900), Some(900)));
     }
 
     #[test]

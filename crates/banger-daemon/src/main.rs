@@ -299,7 +299,23 @@ fn select_vmm(config: &Config) -> Arc<dyn Vmm> {
     );
     info!("vmm backend: {}", resolved.why);
     match resolved.choice {
-        Choice::Firecracker(bin) => Arc::new(FirecrackerVmm::new(bin)),
+        Choice::Firecracker(bin) => {
+            let jailer = match (&config.jailer_bin, config.jailer_uid, config.jailer_gid) {
+                (Some(binary), Some(uid), Some(gid)) => {
+                    info!(
+                        "firecracker runs under the jailer {} as {uid}:{gid}",
+                        binary.display()
+                    );
+                    Some(banger_host::vmm::firecracker::Jailer {
+                        binary: binary.clone(),
+                        uid,
+                        gid,
+                    })
+                }
+                _ => None,
+            };
+            Arc::new(FirecrackerVmm::new(bin).with_jailer(jailer))
+        }
         Choice::Qemu(accel) => {
             let qemu = config
                 .qemu_bin

@@ -71,6 +71,8 @@ pub enum After {
 #[derive(Debug)]
 pub struct FakeFirecracker {
     spec: ApiSpec,
+    /// The jail's root when run by the jailer: every path resolves inside it.
+    root: Option<PathBuf>,
     id: String,
     version: String,
     journal: Option<PathBuf>,
@@ -83,14 +85,24 @@ fn fault(msg: impl Into<String>) -> (u16, Value) {
 
 const AFTER_START: &str = "The requested operation is not supported after starting the microVM.";
 
-fn must_exist(what: &str, v: Option<&Value>) -> Result<(), (u16, Value)> {
-    match v.and_then(Value::as_str) {
-        Some(p) if Path::new(p).exists() => Ok(()),
-        Some(p) => Err(fault(format!(
-            "{what}: cannot open {p}: No such file or directory (os error 2)"
-        ))),
-        None => Ok(()),
+/// Where path `p`, as given to a jailed Firecracker, is for the fake: relative to its
+/// directory, the jail's root (so, as in a real chroot, nothing above the root is
+/// traversed: the dropped user may not be able to). A path that would leave the jail is
+/// refused.
+pub fn jailed_path(p: &str) -> Result<PathBuf, String> {
+    let rel = Path::new(p);
+    if rel
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!("{p} leaves the jail"));
     }
+    let rel = rel.strip_prefix("/").unwrap_or(rel);
+    Ok(if rel.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        rel.to_owned()
+    })
 }
 
 impl FakeFirecracker {
@@ -98,10 +110,36 @@ impl FakeFirecracker {
     pub fn new(spec: ApiSpec, id: &str, version: &str, journal: Option<PathBuf>) -> Self {
         FakeFirecracker {
             spec,
+            root: None,
             id: id.to_owned(),
             version: version.to_owned(),
             journal,
             state: Mutex::default(),
+        }
+    }
+
+    /// The fake, jailed in `root` (see [`jailed_path`]).
+    #[must_use]
+    pub fn jailed(mut self, root: Option<PathBuf>) -> Self {
+        self.root = root;
+        self
+    }
+
+    /// Host path of `p` as this process sees it.
+    fn host(&self, p: &str) -> Result<PathBuf, (u16, Value)> {
+        match &self.root {
+            None => Ok(PathBuf::from(p)),
+            Some(_) => jailed_path(p).map_err(fault),
+        }
+    }
+
+    fn must_exist(&self, what: &str, v: Option<&Value>) -> Result<(), (u16, Value)> {
+        match v.and_then(Value::as_str) {
+            Some(p) if self.host(p)?.exists() => Ok(()),
+            Some(p) => Err(fault(format!(
+                "{what}: cannot open {p}: No such file or directory (os error 2)"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -213,12 +251,12 @@ impl FakeFirecracker {
                 After::Continue,
             )),
             "putLogger" => {
-                must_exist("logger", body.get("log_path"))?;
+                self.must_exist("logger", body.get("log_path"))?;
                 st.logger = Some(body.clone());
                 ok
             }
             "putMetrics" => {
-                must_exist("metrics", body.get("metrics_path"))?;
+                self.must_exist("metrics", body.get("metrics_path"))?;
                 st.metrics = Some(body.clone());
                 ok
             }
@@ -227,8 +265,8 @@ impl FakeFirecracker {
                 ok
             }
             "putGuestBootSource" => {
-                must_exist("kernel", body.get("kernel_image_path"))?;
-                must_exist("initrd", body.get("initrd_path"))?;
+                self.must_exist("kernel", body.get("kernel_image_path"))?;
+                self.must_exist("initrd", body.get("initrd_path"))?;
                 st.boot_source = Some(body.clone());
                 ok
             }
@@ -236,7 +274,15 @@ impl FakeFirecracker {
                 if body.get("drive_id").and_then(Value::as_str) != Some(param) {
                     return Err(fault("The id from the path does not match the id from the body!"));
                 }
-                must_exist("Unable to create the virtio block device", body.get("path_on_host"))?;
+                self.must_exist("Unable to create the virtio block device", body.get("path_on_host"))?;
+                // Opened as Firecracker does, with this process's (jailed: dropped) rights.
+                let writable = body.get("is_read_only") != Some(&Value::Bool(true));
+                let host = self.host(body.get("path_on_host").and_then(Value::as_str).unwrap_or_default())?;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(writable)
+                    .open(&host)
+                    .map_err(|e| fault(format!("Unable to create the virtio block device: {e}")))?;
                 let root = body.get("is_root_device") == Some(&Value::Bool(true));
                 if root && st.drives.iter().any(|(id, d)| id != param && d["is_root_device"] == true) {
                     return Err(fault("A root block device already exists!"));
@@ -252,9 +298,9 @@ impl FakeFirecracker {
                 ok
             }
             "putGuestVsock" => {
-                let uds = body.get("uds_path").and_then(Value::as_str).unwrap_or_default();
-                let _ = std::fs::remove_file(uds);
-                let l = UnixListener::bind(uds)
+                let uds = self.host(body.get("uds_path").and_then(Value::as_str).unwrap_or_default())?;
+                let _ = std::fs::remove_file(&uds);
+                let l = UnixListener::bind(&uds)
                     .map_err(|e| fault(format!("Cannot create vsock device: {e}")))?;
                 st.vsock_listener = Some(l);
                 st.vsock = Some(body.clone());
@@ -297,11 +343,11 @@ impl FakeFirecracker {
                     "network-interfaces": st.nets,
                     "vsock": st.vsock,
                 });
-                let path = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-                std::fs::write(path("snapshot_path"), state.to_string())
+                let path = |k: &str| self.host(body.get(k).and_then(Value::as_str).unwrap_or_default());
+                std::fs::write(path("snapshot_path")?, state.to_string())
                     .map_err(|e| fault(format!("Cannot save the microVM state: {e}")))?;
                 let mib = st.machine.as_ref().and_then(|m| m["mem_size_mib"].as_u64()).unwrap_or(128);
-                std::fs::File::create(path("mem_file_path"))
+                std::fs::File::create(path("mem_file_path")?)
                     .and_then(|f| f.set_len(mib << 20))
                     .map_err(|e| fault(format!("Cannot save the guest memory: {e}")))?;
                 ok
@@ -312,8 +358,8 @@ impl FakeFirecracker {
                 }
                 let path = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
                 let mem = path(body.pointer("/mem_backend/backend_path").or_else(|| body.get("mem_file_path")));
-                must_exist("Cannot load the guest memory", Some(&json!(mem)))?;
-                let text = std::fs::read_to_string(path(body.get("snapshot_path")))
+                self.must_exist("Cannot load the guest memory", Some(&json!(mem)))?;
+                let text = std::fs::read_to_string(self.host(&path(body.get("snapshot_path")))?)
                     .map_err(|e| fault(format!("Load snapshot error: Cannot open the snapshot file: {e}")))?;
                 let saved: Value = serde_json::from_str(&text)
                     .map_err(|e| fault(format!("Load snapshot error: bad state file: {e}")))?;
@@ -321,7 +367,7 @@ impl FakeFirecracker {
                 // process's directory).
                 let mut drives = BTreeMap::new();
                 for (id, d) in saved["drives"].as_object().into_iter().flatten() {
-                    must_exist("Load snapshot error: block device", d.get("path_on_host"))?;
+                    self.must_exist("Load snapshot error: block device", d.get("path_on_host"))?;
                     drives.insert(id.clone(), d.clone());
                 }
                 let mut nets: BTreeMap<String, Value> = saved["network-interfaces"]
@@ -340,9 +386,9 @@ impl FakeFirecracker {
                     v["uds_path"] = uds.clone();
                 }
                 if let Some(v) = &vsock {
-                    let uds = v["uds_path"].as_str().unwrap_or_default();
-                    let _ = std::fs::remove_file(uds);
-                    let l = UnixListener::bind(uds)
+                    let uds = self.host(v["uds_path"].as_str().unwrap_or_default())?;
+                    let _ = std::fs::remove_file(&uds);
+                    let l = UnixListener::bind(&uds)
                         .map_err(|e| fault(format!("Load snapshot error: vsock: {e}")))?;
                     st.vsock_listener = Some(l);
                 }

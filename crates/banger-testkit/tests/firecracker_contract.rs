@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use banger_host::vmm::firecracker::{api_request, api_socket};
+use banger_host::vmm::firecracker::{Jail, Jailer, api_request, api_socket, jail_paths};
 use banger_host::vmm::{Drive, FirecrackerVmm, NetSpec, VmSpec, Vmm, VmmError, VsockSpec};
 use banger_testkit::fake_firecracker::read_journal;
 
@@ -430,4 +430,251 @@ fn launch_places_firecracker_in_the_vms_cgroup() {
     }
     assert!(cg.names().is_empty());
     cg.remove_instance();
+}
+
+const JAILER: &str = env!("CARGO_BIN_EXE_fake-jailer");
+
+/// The fake's journal of a jailed launch (it is written inside the jail).
+fn jail_journal(jail: &Jail) -> Vec<banger_testkit::fake_firecracker::JournalEntry> {
+    read_journal(&jail.host(jail_paths::API_SOCK))
+}
+
+/// Firecracker under the jailer (config `jailer_bin`): the jailer gets the VM id, the
+/// binary, uid/gid and a chroot base in the VM's directory; Firecracker runs there as
+/// uid:gid, every path it is given is inside the jail (the fake resolves them there and
+/// refuses others), the drives are the VM's own files (same inode), the API and vsock
+/// sockets answer at their usual paths; a snapshot moves out of the jail and a copy
+/// restores in its own jail with its own disks.
+#[test]
+fn jailer_runs_firecracker_chrooted_as_its_user_on_the_vms_own_files() {
+    use banger_testkit::require;
+    use std::os::unix::fs::MetadataExt as _;
+    if !require::met(&[require::root()]) {
+        return;
+    }
+    let (uid, gid) = (65534, 65534);
+    let jailer = Jailer {
+        binary: PathBuf::from(JAILER),
+        uid,
+        gid,
+    };
+    let vmm = FirecrackerVmm::new(PathBuf::from(FAKE)).with_jailer(Some(jailer));
+    let parent_dir = tempfile::tempdir().unwrap();
+    let parent = spec(parent_dir.path());
+    let jail = Jail::of(&parent, Path::new(FAKE)).unwrap();
+    assert_eq!(jail.base, parent_dir.path().join("jail"));
+    let h = vmm.launch(&parent).unwrap();
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(jail.root.parent().unwrap().join("jailer.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["id"], "run");
+    assert_eq!(record["uid"], uid);
+    assert_eq!(
+        record["extra"],
+        serde_json::json!(["--api-sock", "/fc.sock"])
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid)).unwrap();
+    let ids = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+    };
+    assert_eq!((ids("Uid:"), ids("Gid:")), (uid, gid), "{status}");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/cwd", h.pid)).unwrap(),
+        jail.root
+    );
+    let journal = jail_journal(&jail);
+    assert!(!journal.is_empty());
+    for e in &journal {
+        assert!(
+            e.violations.is_empty(),
+            "{} {}: {:?}",
+            e.method,
+            e.path,
+            e.violations
+        );
+        assert_eq!(e.status, 204, "{} {}: {}", e.method, e.path, e.body);
+    }
+    let body = |path: &str| &journal.iter().find(|e| e.path == path).unwrap().body;
+    assert_eq!(body("/boot-source")["kernel_image_path"], "/vmlinux");
+    assert_eq!(body("/logger")["log_path"], "/vmm.log");
+    assert_eq!(body("/vsock")["uds_path"], "/v.sock");
+    for (id, file) in [("rootfs", "root.ext4"), ("work", "work.ext4")] {
+        assert_eq!(body(&format!("/drives/{id}"))["path_on_host"], file);
+        let inside = std::fs::metadata(jail.root.join(file)).unwrap();
+        let own = std::fs::metadata(parent_dir.path().join(file)).unwrap();
+        assert_eq!(inside.ino(), own.ino(), "{file} is the vm's own");
+        assert_eq!((own.uid(), own.gid()), (uid, gid));
+    }
+    // The API and vsock sockets answer where the daemon looks for them.
+    let r = api_request(&api_socket(&parent.run_dir), "GET", "/", None).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    std::os::unix::net::UnixStream::connect(&parent.vsock.as_ref().unwrap().uds_path).unwrap();
+
+    // Snapshot: written in the jail, moved out.
+    let snap = tempfile::tempdir().unwrap();
+    vmm.pause(&h).unwrap();
+    vmm.snapshot(&h, &parent, snap.path()).unwrap();
+    vmm.resume(&h).unwrap();
+    for f in ["state", "memory"] {
+        assert!(snap.path().join(f).is_file(), "{f}");
+    }
+    assert!(!jail.host(jail_paths::SNAPSHOT_OUT).exists());
+    let create = jail_journal(&jail)
+        .into_iter()
+        .rfind(|e| e.path == "/snapshot/create")
+        .unwrap();
+    assert_eq!(create.body["snapshot_path"], "/snapshot-out/state");
+    assert!(create.violations.is_empty(), "{:?}", create.violations);
+
+    // A copy restores in its own jail, on its own disks.
+    let child_dir = tempfile::tempdir().unwrap();
+    let mut child = spec(child_dir.path());
+    child.net.as_mut().unwrap().tap = "bt-abcdefabcdef".into();
+    child.restore = Some(snap.path().to_owned());
+    let c = vmm.launch(&child).unwrap();
+    let child_jail = Jail::of(&child, Path::new(FAKE)).unwrap();
+    let journal = jail_journal(&child_jail);
+    let load = journal.iter().find(|e| e.path == "/snapshot/load").unwrap();
+    assert!(load.violations.is_empty(), "{:?}", load.violations);
+    assert_eq!(load.status, 204, "{}", load.body);
+    assert_eq!(load.body["snapshot_path"], "/snapshot/state");
+    assert_eq!(load.body["vsock_override"]["uds_path"], "/v.sock");
+    let config = api_request(&c.control_socket, "GET", "/vm/config", None).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config.body).unwrap();
+    for d in config["drives"].as_array().unwrap() {
+        let name = d["path_on_host"].as_str().unwrap();
+        let inside = std::fs::metadata(child_jail.root.join(name)).unwrap();
+        let own = std::fs::metadata(child_dir.path().join(name)).unwrap();
+        let parents = std::fs::metadata(parent_dir.path().join(name)).unwrap();
+        assert_eq!(inside.ino(), own.ino());
+        assert_ne!(inside.ino(), parents.ino());
+    }
+    vmm.kill(&h);
+    vmm.kill(&c);
+    assert!(wait_dead(&vmm, &h) && wait_dead(&vmm, &c));
+}
+
+/// The jailer refuses what the real one refuses, and banger reports it without leaving a
+/// process.
+#[test]
+fn a_jailer_that_fails_leaves_no_process_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path());
+    // Not a valid jail id: refused before anything runs.
+    s.run_dir = dir.path().join("bad id");
+    std::fs::create_dir_all(&s.run_dir).unwrap();
+    let vmm = FirecrackerVmm::new(PathBuf::from(FAKE)).with_jailer(Some(Jailer {
+        binary: PathBuf::from(JAILER),
+        uid: 65534,
+        gid: 65534,
+    }));
+    let err = vmm.launch(&s).unwrap_err().to_string();
+    assert!(err.contains("jail"), "{err}");
+    assert_eq!(processes_with_arg(&dir.path().join("jail")), 0);
+}
+
+/// The daemon on Firecracker under the jailer (config `jailer_bin`): a cold create, a warm
+/// create from the image's template and a fork of two, each VMM jailed in its own VM's
+/// directory with every request valid; deleting everything leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_on_a_jailed_firecracker_creates_restores_and_forks() {
+    use banger_api::types::{VmCreateParams, VmForkParams, VmState};
+    use banger_daemon::progress::Progress;
+    use banger_daemon::services::Lifecycle;
+    use banger_testkit::daemon::{TEST_IMAGE, TestBed};
+    use banger_testkit::require;
+    use std::sync::Arc;
+    if !require::met(&[require::root()]) {
+        return;
+    }
+    let config = banger_config::Config {
+        default_image_name: TEST_IMAGE.into(),
+        boot_timeout_secs: 5,
+        stop_timeout_secs: 5,
+        tap_pool_size: 0,
+        vm_defaults: banger_config::VmDefaults {
+            vcpu: Some(2),
+            memory_mib: Some(256),
+            disk_size: Some("256M".into()),
+        },
+        ..banger_config::Config::default()
+    };
+    let fc: Arc<dyn Vmm> = Arc::new(FirecrackerVmm::new(PathBuf::from(FAKE)).with_jailer(Some(
+        Jailer {
+            binary: PathBuf::from(JAILER),
+            uid: 65534,
+            gid: 65534,
+        },
+    )));
+    let bed = TestBed::with_vmm(config, Some(fc)).unwrap();
+    let vms = &bed.daemon.services.vm;
+    let create = |name: &str| VmCreateParams {
+        name: Some(name.into()),
+        ..Default::default()
+    };
+    let vm1 = vms
+        .create(create("j1"), &Arc::new(Progress::default()))
+        .await
+        .unwrap();
+    let vm2 = vms
+        .create(create("j2"), &Arc::new(Progress::default()))
+        .await
+        .unwrap();
+    assert!(
+        vm2.started_from
+            .as_deref()
+            .unwrap()
+            .starts_with("template "),
+        "{vm2:?}"
+    );
+    let fork = vms
+        .fork(VmForkParams {
+            name: "j2".into(),
+            count: 2,
+            ..VmForkParams::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(fork.vms.len(), 2);
+    let mut all = vec![vm1, vm2];
+    all.extend(fork.vms);
+    for vm in &all {
+        assert_eq!(vm.state, VmState::Running, "{vm:?}");
+        let dir = bed.daemon.infra.layout.vms_dir().join(&vm.id);
+        let run = bed.daemon.infra.layout.runtime_dir.join("vms").join(&vm.id);
+        let exec = Path::new(FAKE).file_name().unwrap();
+        let root = dir.join("jail").join(exec).join(&vm.id).join("root");
+        let journal = read_journal(&root.join("fc.sock"));
+        assert!(!journal.is_empty(), "{}", vm.name);
+        for e in &journal {
+            assert!(
+                e.violations.is_empty() && e.status == 204,
+                "{} {} {}: {:?} {}",
+                vm.name,
+                e.method,
+                e.path,
+                e.violations,
+                e.body
+            );
+        }
+        // Its sockets answer at the daemon's usual paths.
+        let r = api_request(&run.join("fc.sock"), "GET", "/", None).unwrap();
+        assert_eq!(r.status, 200, "{}", vm.name);
+    }
+    for vm in &all {
+        vms.lifecycle(&vm.name, Lifecycle::Delete).await.unwrap();
+    }
+    for s in vms.snapshot_list().await.unwrap() {
+        vms.snapshot_rm(&s.name).await.unwrap();
+    }
+    assert_eq!(bed.leftovers(), Vec::<String>::new());
 }

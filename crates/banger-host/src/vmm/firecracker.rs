@@ -25,6 +25,173 @@ pub const MIN_VERSION: (u32, u32, u32) = (1, 5, 0);
 pub struct FirecrackerVmm {
     binary: PathBuf,
     version: OnceLock<Result<(u32, u32, u32), String>>,
+    jailer: Option<Jailer>,
+}
+
+/// Firecracker's jailer (config `jailer_bin`): each VMM runs chrooted in
+/// `<vm dir>/jail/<exec name>/<vm id>/root` as `uid:gid`. The VM's files are hard-linked
+/// into the jail (same filesystem: the jail is in the VM's directory), so a jailed
+/// Firecracker writes the VM's own disks and nothing else; the API and vsock sockets are
+/// reached through symlinks at their usual places in the run directory. banger still
+/// places the process in the VM's cgroup itself (before exec), so no `--cgroup` is passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jailer {
+    /// The `jailer` binary.
+    pub binary: PathBuf,
+    /// User Firecracker runs as.
+    pub uid: u32,
+    /// Group Firecracker runs as.
+    pub gid: u32,
+}
+
+/// Paths inside a jail, as the jailed Firecracker sees them.
+pub mod jail_paths {
+    /// The API socket.
+    pub const API_SOCK: &str = "/fc.sock";
+    /// The vsock device's socket.
+    pub const VSOCK: &str = "/v.sock";
+    /// The kernel.
+    pub const KERNEL: &str = "/vmlinux";
+    /// The initramfs.
+    pub const INITRD: &str = "/initrd";
+    /// Firecracker's log.
+    pub const LOG: &str = "/vmm.log";
+    /// Firecracker's metrics (relative: the jail's top, as `run_dir` is `/`).
+    pub const METRICS: &str = "metrics.json";
+    /// The snapshot a restore loads.
+    pub const SNAPSHOT_IN: &str = "/snapshot";
+    /// Where `/snapshot/create` writes before the files move out of the jail.
+    pub const SNAPSHOT_OUT: &str = "/snapshot-out";
+}
+
+/// A VM's jail: `<base>/<exec name>/<id>/root`, with `base` = `<drive dir>/jail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jail {
+    /// `--chroot-base-dir`.
+    pub base: PathBuf,
+    /// `--id`.
+    pub id: String,
+    /// The chroot, on the host.
+    pub root: PathBuf,
+}
+
+impl Jail {
+    /// The jail of `spec` for Firecracker binary `exec`; `None` when its drives are not in
+    /// one directory or its run directory's name is not a valid jail id.
+    pub fn of(spec: &VmSpec, exec: &Path) -> Option<Jail> {
+        let dir = drive_dir(spec)?;
+        let id = spec.run_dir.file_name()?.to_string_lossy().into_owned();
+        let valid = !id.is_empty()
+            && id.len() <= 64
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !valid {
+            return None;
+        }
+        let base = dir.join("jail");
+        let root = base.join(exec.file_name()?).join(&id).join("root");
+        Some(Jail { base, id, root })
+    }
+
+    /// Host path of `jailed` (absolute inside the jail).
+    pub fn host(&self, jailed: &str) -> PathBuf {
+        self.root.join(jailed.trim_start_matches('/'))
+    }
+}
+
+/// `spec` as the jailed Firecracker sees it: kernel, initrd, drives, log, metrics and vsock
+/// socket at their places inside the jail (`jail_paths`).
+pub fn jailed_spec(spec: &VmSpec) -> VmSpec {
+    let mut s = spec.clone();
+    s.kernel = PathBuf::from(jail_paths::KERNEL);
+    if s.initrd.is_some() {
+        s.initrd = Some(PathBuf::from(jail_paths::INITRD));
+    }
+    for d in &mut s.drives {
+        if let Some(name) = d.path.file_name() {
+            d.path = Path::new("/").join(name);
+        }
+    }
+    s.vmm_log = PathBuf::from(jail_paths::LOG);
+    s.run_dir = PathBuf::from("/");
+    if let Some(v) = &mut s.vsock {
+        v.uds_path = PathBuf::from(jail_paths::VSOCK);
+    }
+    s.restore = spec
+        .restore
+        .as_ref()
+        .map(|_| PathBuf::from(jail_paths::SNAPSHOT_IN));
+    s
+}
+
+/// Hard-links `from` to `to`, or copies it when they are on different filesystems.
+fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+            std::fs::copy(from, to).map(drop)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves `from` to `to`, copying across filesystems.
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+            std::fs::copy(from, to)?;
+            std::fs::remove_file(from)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Builds `jail` for `spec` (any earlier one of the VM is removed first): its root owned by
+/// `uid:gid`, the kernel, initrd, drives, log, metrics and restore files linked in, the
+/// drives and log writable by `uid:gid`, and symlinks from the run directory's API and
+/// vsock socket paths to the jail's.
+pub fn prepare_jail(spec: &VmSpec, jail: &Jail, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{chown, symlink};
+    let _ = std::fs::remove_dir_all(&jail.base);
+    std::fs::create_dir_all(&jail.root)?;
+    chown(&jail.root, Some(uid), Some(gid))?;
+    link_or_copy(&spec.kernel, &jail.host(jail_paths::KERNEL))?;
+    if let Some(initrd) = &spec.initrd {
+        link_or_copy(initrd, &jail.host(jail_paths::INITRD))?;
+    }
+    for d in &spec.drives {
+        let Some(name) = d.path.file_name() else {
+            continue;
+        };
+        // The VM's own disk, shared by inode: never copied.
+        std::fs::hard_link(&d.path, jail.root.join(name))?;
+        if !d.read_only {
+            chown(&d.path, Some(uid), Some(gid))?;
+        }
+    }
+    let metrics = spec.run_dir.join("metrics.json");
+    for (host, jailed) in [
+        (&spec.vmm_log, jail_paths::LOG),
+        (&metrics, jail_paths::METRICS),
+    ] {
+        link_or_copy(host, &jail.host(jailed))?;
+        chown(host, Some(uid), Some(gid))?;
+    }
+    if let Some(dir) = &spec.restore {
+        let into = jail.host(jail_paths::SNAPSHOT_IN);
+        std::fs::create_dir_all(&into)?;
+        for f in [super::qemu::SNAPSHOT_STATE, super::qemu::SNAPSHOT_MEMORY] {
+            link_or_copy(&dir.join(f), &into.join(f))?;
+        }
+    }
+    let api = api_socket(&spec.run_dir);
+    let _ = std::fs::remove_file(&api);
+    symlink(jail.host(jail_paths::API_SOCK), &api)?;
+    if let Some(v) = &spec.vsock {
+        let _ = std::fs::remove_file(&v.uds_path);
+        symlink(jail.host(jail_paths::VSOCK), &v.uds_path)?;
+    }
+    Ok(())
 }
 
 /// The API socket of a VM run dir.
@@ -247,7 +414,15 @@ impl FirecrackerVmm {
         FirecrackerVmm {
             binary,
             version: OnceLock::new(),
+            jailer: None,
         }
+    }
+
+    /// Runs every VM under `jailer` (none: Firecracker directly).
+    #[must_use]
+    pub fn with_jailer(mut self, jailer: Option<Jailer>) -> Self {
+        self.jailer = jailer;
+        self
     }
 
     /// The binary's version (`--version`), checked once.
@@ -307,17 +482,41 @@ impl Vmm for FirecrackerVmm {
         let metrics = spec.run_dir.join("metrics.json");
         fs_err::File::create(&metrics).map_err(io(&metrics))?;
         let console = fs_err::File::create(&spec.console_log).map_err(io(&spec.console_log))?;
-        let program = self.binary.display().to_string();
         let entry = crate::cgroup::CgroupEntry::open(&spec.cgroup)?;
-        let mut command = Command::new(&self.binary);
+        let (mut command, program, requests_spec) = match &self.jailer {
+            None => {
+                let mut command = Command::new(&self.binary);
+                if let Some(dir) = drive_dir(spec) {
+                    command.current_dir(dir);
+                }
+                command
+                    .arg("--api-sock")
+                    .arg(&sock)
+                    .args(["--id", &spec.name]);
+                (command, self.binary.display().to_string(), spec.clone())
+            }
+            Some(j) => {
+                let jail = Jail::of(spec, &self.binary).ok_or_else(|| {
+                    VmmError::Unsupported(
+                        "the jailer needs the vm's drives in one directory and a run directory named like a jail id".into(),
+                    )
+                })?;
+                prepare_jail(spec, &jail, j.uid, j.gid).map_err(io(&jail.root))?;
+                let mut command = Command::new(&j.binary);
+                command
+                    .arg("--id")
+                    .arg(&jail.id)
+                    .arg("--exec-file")
+                    .arg(&self.binary)
+                    .args(["--uid", &j.uid.to_string(), "--gid", &j.gid.to_string()])
+                    .arg("--chroot-base-dir")
+                    .arg(&jail.base)
+                    .args(["--", "--api-sock", jail_paths::API_SOCK]);
+                (command, j.binary.display().to_string(), jailed_spec(spec))
+            }
+        };
         entry.apply(&mut command);
-        if let Some(dir) = drive_dir(spec) {
-            command.current_dir(dir);
-        }
         let mut child = command
-            .arg("--api-sock")
-            .arg(&sock)
-            .args(["--id", &spec.name])
             .stdin(Stdio::null())
             .stdout(console.into_parts().0)
             .stderr(log.into_parts().0)
@@ -349,9 +548,9 @@ impl Vmm for FirecrackerVmm {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let requests = match &spec.restore {
-                None => config_requests(spec),
-                Some(dir) => restore_requests(spec, dir),
+            let requests = match &requests_spec.restore {
+                None => config_requests(&requests_spec),
+                Some(dir) => restore_requests(&requests_spec, dir),
             };
             for (path, body) in requests {
                 let resp = api_request(&sock, "PUT", &path, Some(&body))
@@ -390,17 +589,59 @@ impl Vmm for FirecrackerVmm {
         call(handle, "PATCH", "/vm", &json!({"state": "Resumed"}))
     }
 
-    fn snapshot(&self, handle: &VmmHandle, _spec: &VmSpec, dir: &Path) -> Result<(), VmmError> {
-        call(
+    /// `/snapshot/create` into `dir`; a jailed Firecracker writes inside its jail and the
+    /// files are moved out.
+    fn snapshot(&self, handle: &VmmHandle, spec: &VmSpec, dir: &Path) -> Result<(), VmmError> {
+        let files = [super::qemu::SNAPSHOT_STATE, super::qemu::SNAPSHOT_MEMORY];
+        let jail = self
+            .jailer
+            .as_ref()
+            .and_then(|_| Jail::of(spec, &self.binary));
+        let Some(jail) = jail else {
+            return call(
+                handle,
+                "PUT",
+                "/snapshot/create",
+                &json!({
+                    "snapshot_type": "Full",
+                    "snapshot_path": dir.join(files[0]),
+                    "mem_file_path": dir.join(files[1]),
+                }),
+            );
+        };
+        let out = jail.host(jail_paths::SNAPSHOT_OUT);
+        let _ = std::fs::remove_dir_all(&out);
+        let owner = self.jailer.as_ref().map(|j| (j.uid, j.gid));
+        std::fs::create_dir_all(&out)
+            .and_then(|()| {
+                let (uid, gid) = owner.unwrap_or((0, 0));
+                std::os::unix::fs::chown(&out, Some(uid), Some(gid))
+            })
+            .map_err(|source| VmmError::Io {
+                path: out.clone(),
+                source,
+            })?;
+        let jailed = |f: &str| format!("{}/{f}", jail_paths::SNAPSHOT_OUT);
+        let made = call(
             handle,
             "PUT",
             "/snapshot/create",
             &json!({
                 "snapshot_type": "Full",
-                "snapshot_path": dir.join(super::qemu::SNAPSHOT_STATE),
-                "mem_file_path": dir.join(super::qemu::SNAPSHOT_MEMORY),
+                "snapshot_path": jailed(files[0]),
+                "mem_file_path": jailed(files[1]),
             }),
         )
+        .and_then(|()| {
+            files.iter().try_for_each(|f| {
+                move_file(&out.join(f), &dir.join(f)).map_err(|source| VmmError::Io {
+                    path: dir.join(f),
+                    source,
+                })
+            })
+        });
+        let _ = std::fs::remove_dir_all(&out);
+        made
     }
 
     fn request_shutdown(&self, handle: &VmmHandle) {

@@ -73,6 +73,18 @@ fn main() -> ExitCode {
         }
     }
     let sock = sock.unwrap_or_else(|| PathBuf::from("/run/firecracker.socket"));
+    // Run by `fake-jailer`: paths are the jail's.
+    let root = std::env::var_os("FAKE_FIRECRACKER_ROOT").map(PathBuf::from);
+    let sock = match &root {
+        None => sock,
+        Some(_) => match banger_testkit::fake_firecracker::jailed_path(&sock.to_string_lossy()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("fake-firecracker: --api-sock {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let spec = match ApiSpec::firecracker() {
         Ok(s) => s,
         Err(e) => {
@@ -80,12 +92,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let fake = Arc::new(FakeFirecracker::new(
-        spec,
-        &id,
-        &version,
-        Some(journal_path(&sock)),
-    ));
+    let fake =
+        Arc::new(FakeFirecracker::new(spec, &id, &version, Some(journal_path(&sock))).jailed(root));
     eprintln!("Running Firecracker v{version}");
     if let Err(e) = fake.serve(&sock) {
         eprintln!(
