@@ -205,19 +205,11 @@ fn old_versions_and_long_socket_paths_are_refused_before_spawning() {
     assert!(err.to_string().contains("no-such-firecracker"), "{err}");
 }
 
-/// The daemon's VM lifecycle on the Firecracker backend (fake Firecracker, fake guest):
-/// create boots through the API, `vm show` names the backend, stop shuts down gracefully,
-/// delete leaves nothing.
-#[tokio::test(flavor = "multi_thread")]
-async fn daemon_lifecycle_on_the_firecracker_backend() {
-    use banger_api::types::{VmCreateParams, VmState};
-    use banger_daemon::progress::Progress;
-    use banger_daemon::services::Lifecycle;
-    use banger_testkit::daemon::{TEST_IMAGE, TestBed};
-    use std::sync::Arc;
-
-    let config = banger_config::Config {
-        default_image_name: TEST_IMAGE.into(),
+/// The daemon config of the daemon-level contract tests: the test image, short timeouts,
+/// small VMs.
+fn daemon_config() -> banger_config::Config {
+    banger_config::Config {
+        default_image_name: banger_testkit::daemon::TEST_IMAGE.into(),
         boot_timeout_secs: 5,
         stop_timeout_secs: 5,
         tap_pool_size: 0,
@@ -227,7 +219,21 @@ async fn daemon_lifecycle_on_the_firecracker_backend() {
             disk_size: Some("256M".into()),
         },
         ..banger_config::Config::default()
-    };
+    }
+}
+
+/// The daemon's VM lifecycle on the Firecracker backend (fake Firecracker, fake guest):
+/// create boots through the API, `vm show` names the backend, stop shuts down gracefully,
+/// delete leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_lifecycle_on_the_firecracker_backend() {
+    use banger_api::types::{VmCreateParams, VmState};
+    use banger_daemon::progress::Progress;
+    use banger_daemon::services::Lifecycle;
+    use banger_testkit::daemon::TestBed;
+    use std::sync::Arc;
+
+    let config = daemon_config();
     let fc: Arc<dyn Vmm> = Arc::new(FirecrackerVmm::new(PathBuf::from(FAKE)));
     let bed = TestBed::with_vmm(config, Some(fc)).unwrap();
     let vms = &bed.daemon.services.vm;
@@ -590,24 +596,13 @@ async fn daemon_on_a_jailed_firecracker_creates_restores_and_forks() {
     use banger_api::types::{VmCreateParams, VmForkParams, VmState};
     use banger_daemon::progress::Progress;
     use banger_daemon::services::Lifecycle;
-    use banger_testkit::daemon::{TEST_IMAGE, TestBed};
+    use banger_testkit::daemon::TestBed;
     use banger_testkit::require;
     use std::sync::Arc;
     if !require::met(&[require::root()]) {
         return;
     }
-    let config = banger_config::Config {
-        default_image_name: TEST_IMAGE.into(),
-        boot_timeout_secs: 5,
-        stop_timeout_secs: 5,
-        tap_pool_size: 0,
-        vm_defaults: banger_config::VmDefaults {
-            vcpu: Some(2),
-            memory_mib: Some(256),
-            disk_size: Some("256M".into()),
-        },
-        ..banger_config::Config::default()
-    };
+    let config = daemon_config();
     let fc: Arc<dyn Vmm> = Arc::new(FirecrackerVmm::new(PathBuf::from(FAKE)).with_jailer(Some(
         Jailer {
             binary: PathBuf::from(JAILER),
