@@ -498,6 +498,8 @@ impl Vmm for QemuVmm {
     fn launch(&self, spec: &VmSpec) -> Result<VmmHandle, VmmError> {
         let qmp = qmp_socket(&spec.run_dir);
         check_socket_path(&qmp)?;
+        let started = Instant::now();
+        let ms = |t: Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
         let helper = match (&spec.vsock, &self.agent_mux) {
             (Some(_), Some(bin)) => Some(Self::start_mux(spec, bin)?),
             (Some(_), None) => {
@@ -538,11 +540,27 @@ impl Vmm for QemuVmm {
             }
             _ => None,
         };
+        // Where a start's time goes (agent channel helper and memory, QEMU, snapshot load).
+        let prepare_ms = ms(started);
+        let spawned = Instant::now();
         let launched = self
             .launch_qemu(spec, qmp)
+            .inspect(|_| {
+                tracing::debug!(
+                    vm = spec.name,
+                    prepare_ms,
+                    spawn_ms = ms(spawned),
+                    "qemu started"
+                )
+            })
             .and_then(|h| match &spec.restore {
                 None => Ok(h),
-                Some(dir) => match self.load_snapshot(&h, dir) {
+                Some(dir) => match {
+                    let loading = Instant::now();
+                    let r = self.load_snapshot(&h, dir);
+                    tracing::debug!(vm = spec.name, load_ms = ms(loading), "snapshot loaded");
+                    r
+                } {
                     Ok(()) => Ok(h),
                     Err(e) => {
                         crate::process::kill(h.pid, h.start_time);

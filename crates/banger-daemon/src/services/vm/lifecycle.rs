@@ -215,10 +215,18 @@ impl VmService {
             let (addr, h) = (self.guest_addr(vm), handle.clone());
             let identity = r.identity.clone();
             blocking(move || -> Result<(), VmError> {
+                let t = Instant::now();
                 if let Some(id) = &identity {
                     guest.reidentify(&addr, id).map_err(VmError::Reidentify)?;
                 }
-                vmm.set_link(&h, true).map_err(VmError::Snapshot)
+                let reidentify_ms = t.elapsed().as_millis();
+                vmm.set_link(&h, true).map_err(VmError::Snapshot)?;
+                tracing::debug!(
+                    reidentify_ms,
+                    link_ms = t.elapsed().as_millis() - reidentify_ms,
+                    "identity taken"
+                );
+                Ok(())
             })
             .await?;
         }
