@@ -543,31 +543,27 @@ impl Vmm for QemuVmm {
         // Where a start's time goes (agent channel helper and memory, QEMU, snapshot load).
         let prepare_ms = ms(started);
         let spawned = Instant::now();
-        let launched = self
-            .launch_qemu(spec, qmp)
-            .inspect(|_| {
-                tracing::debug!(
-                    vm = spec.name,
-                    prepare_ms,
-                    spawn_ms = ms(spawned),
-                    "qemu started"
-                )
-            })
-            .and_then(|h| match &spec.restore {
-                None => Ok(h),
-                Some(dir) => match {
-                    let loading = Instant::now();
-                    let r = self.load_snapshot(&h, dir);
-                    tracing::debug!(vm = spec.name, load_ms = ms(loading), "snapshot loaded");
-                    r
-                } {
-                    Ok(()) => Ok(h),
-                    Err(e) => {
-                        crate::process::kill(h.pid, h.start_time);
-                        Err(e)
-                    }
-                },
-            });
+        let launched = self.launch_qemu(spec, qmp).and_then(|h| {
+            tracing::debug!(
+                vm = spec.name,
+                prepare_ms,
+                spawn_ms = ms(spawned),
+                "qemu started"
+            );
+            let Some(dir) = &spec.restore else {
+                return Ok(h);
+            };
+            let loading = Instant::now();
+            let loaded = self.load_snapshot(&h, dir);
+            tracing::debug!(vm = spec.name, load_ms = ms(loading), "snapshot loaded");
+            match loaded {
+                Ok(()) => Ok(h),
+                Err(e) => {
+                    crate::process::kill(h.pid, h.start_time);
+                    Err(e)
+                }
+            }
+        });
         // QEMU has the copy mapped (or failed): its name goes, its memory with QEMU.
         if let Some(path) = copy {
             let _ = std::fs::remove_file(path);
