@@ -584,7 +584,9 @@ impl Vmm for QemuVmm {
 impl QemuVmm {
     /// Feeds `dir/state` to a QEMU started with `-incoming defer` and runs the guest.
     fn load_snapshot(&self, h: &VmmHandle, dir: &Path) -> Result<(), VmmError> {
+        let t0 = Instant::now();
         let mut q = qmp(h)?;
+        let connected = t0.elapsed();
         q.execute(
             "migrate-set-capabilities",
             serde_json::json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
@@ -602,6 +604,7 @@ impl QemuVmm {
             serde_json::json!({"uri": "fd:banger-restore"}),
         )
         .map_err(qmp_err)?;
+        let incoming = t0.elapsed();
         let deadline = Instant::now() + Duration::from_mins(2);
         loop {
             if !crate::process::is_same_process(h.pid, h.start_time) {
@@ -621,11 +624,20 @@ impl QemuVmm {
                 // A snapshot is taken paused: the copy starts paused too. Its link stays
                 // down until the caller has given it its identity (`set_link`).
                 Some("paused" | "postmigrate" | "prelaunch") => {
+                    let loaded = t0.elapsed();
                     let _ = q.execute("set_link", serde_json::json!({"name": "n0", "up": false}));
-                    return q
+                    let r = q
                         .execute("cont", serde_json::Value::Null)
                         .map(drop)
                         .map_err(qmp_err);
+                    tracing::debug!(
+                        ?connected,
+                        ?incoming,
+                        ?loaded,
+                        running = ?t0.elapsed(),
+                        "snapshot load steps"
+                    );
+                    return r;
                 }
                 other => {
                     return Err(VmmError::Startup {
