@@ -59,6 +59,20 @@ fn spec(dir: &Path) -> VmSpec {
     }
 }
 
+/// Every journalled request was valid against the spec and answered 204.
+fn assert_all_accepted(journal: &[banger_testkit::fake_firecracker::JournalEntry]) {
+    for e in journal {
+        assert!(
+            e.violations.is_empty(),
+            "{} {}: {:?}",
+            e.method,
+            e.path,
+            e.violations
+        );
+        assert_eq!(e.status, 204, "{} {}: {}", e.method, e.path, e.body);
+    }
+}
+
 fn wait_dead(vmm: &dyn Vmm, h: &banger_host::vmm::VmmHandle) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while vmm.is_alive(h) {
@@ -90,16 +104,7 @@ fn launch_sends_only_spec_valid_requests_and_boots() {
     assert_eq!(h.backend, "firecracker");
     assert!(vmm.is_alive(&h));
     let journal = read_journal(&h.control_socket);
-    for e in &journal {
-        assert!(
-            e.violations.is_empty(),
-            "{} {}: {:?}",
-            e.method,
-            e.path,
-            e.violations
-        );
-        assert_eq!(e.status, 204, "{} {}: {}", e.method, e.path, e.body);
-    }
+    assert_all_accepted(&journal);
     let paths: Vec<&str> = journal.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -499,16 +504,7 @@ fn jailer_runs_firecracker_chrooted_as_its_user_on_the_vms_own_files() {
     );
     let journal = jail_journal(&jail);
     assert!(!journal.is_empty());
-    for e in &journal {
-        assert!(
-            e.violations.is_empty(),
-            "{} {}: {:?}",
-            e.method,
-            e.path,
-            e.violations
-        );
-        assert_eq!(e.status, 204, "{} {}: {}", e.method, e.path, e.body);
-    }
+    assert_all_accepted(&journal);
     let body = |path: &str| &journal.iter().find(|e| e.path == path).unwrap().body;
     assert_eq!(body("/boot-source")["kernel_image_path"], "/vmlinux");
     assert_eq!(body("/logger")["log_path"], "/vmm.log");
