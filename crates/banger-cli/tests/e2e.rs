@@ -1960,6 +1960,11 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
     assert!(fork["snapshot"].is_null(), "{fork}");
     assert_eq!(g.ok(&["snapshot", "list", "--json"]), snapshots);
     assert_eq!(g.fork_files_left(), Vec::<String>::new());
+    // Guest memory passed through shared memory: owner-only.
+    let shm = banger_host::vmm::qemu::shared_memory_dir().unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&shm).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "{}", shm.display());
     let k1 = json(&g.ok(&["vm", "show", "k-1", "--json"]));
     assert_eq!(k1["started_from"], "fork of s1", "{k1}");
     // `--keep-snapshot` keeps it, for `vm create --from`.

@@ -74,6 +74,17 @@ impl ForkFiles {
         self.state.join(slot.to_string())
     }
 
+    /// Makes the shared-memory directory the state goes in, owner-only (guest memory is
+    /// written there).
+    fn prepare(&self) -> Result<(), VmError> {
+        match self.state.parent() {
+            Some(dir) if self.state != self.disks => {
+                banger_host::vmm::qemu::make_private_dir(dir).map_err(VmError::SnapshotFiles)
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn disks(&self, slot: usize) -> PathBuf {
         self.disks.join(slot.to_string())
     }
@@ -646,6 +657,7 @@ impl VmService {
             &id,
         );
         let made = async {
+            files.prepare()?;
             let (_guard, row) = self.lock_vm(&p.name).await?;
             self.capture(&row.vm, files.state(0), files.disks(0))
                 .await?;
