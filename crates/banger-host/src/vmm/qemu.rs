@@ -318,6 +318,11 @@ pub fn memory_copy_path(spec: &VmSpec) -> PathBuf {
     dir.join(format!("{id}.mem"))
 }
 
+/// Milliseconds since `t` (debug timings).
+fn elapsed_ms(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Whether restore directory `dir` carries the guest memory as a file (a VM's own slot
 /// always does: it may have been moved out already, by this launch).
 fn has_memory_file(spec: &VmSpec, dir: &Path) -> bool {
@@ -332,7 +337,7 @@ pub fn shared_memory_dir() -> Option<PathBuf> {
     shm.is_dir().then(|| shm.join(format!("banger-{uid}")))
 }
 
-/// Makes [`shared_memory_dir`]'s `dir` (owner-only) if it is missing.
+/// Makes `dir` (e.g. [`shared_memory_dir`]) if it is missing, and owner-only.
 pub fn make_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -478,19 +483,13 @@ impl Vmm for QemuVmm {
             .map_err(qmp_err)?;
         let t = Instant::now();
         wait_migration(&mut q, Instant::now() + Duration::from_mins(5))?;
-        tracing::debug!(
-            ms = t.elapsed().as_millis() as u64,
-            "snapshot: device state migrated"
-        );
+        tracing::debug!(ms = elapsed_ms(t), "snapshot: device state migrated");
         let memory = dir.join(SNAPSHOT_MEMORY);
         let len = spec.memory_mib << 20;
         if let Some(mem) = guest_memory_of(handle.pid) {
             let t = Instant::now();
             sparse_copy(&mem, &memory, len).map_err(io(memory))?;
-            tracing::debug!(
-                ms = t.elapsed().as_millis() as u64,
-                "snapshot: memory copied"
-            );
+            tracing::debug!(ms = elapsed_ms(t), "snapshot: memory copied");
         }
         Ok(())
     }
@@ -499,7 +498,6 @@ impl Vmm for QemuVmm {
         let qmp = qmp_socket(&spec.run_dir);
         check_socket_path(&qmp)?;
         let started = Instant::now();
-        let ms = |t: Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
         let helper = match (&spec.vsock, &self.agent_mux) {
             (Some(_), Some(bin)) => Some(Self::start_mux(spec, bin)?),
             (Some(_), None) => {
@@ -540,23 +538,21 @@ impl Vmm for QemuVmm {
             }
             _ => None,
         };
-        // Where a start's time goes (agent channel helper and memory, QEMU, snapshot load).
-        let prepare_ms = ms(started);
+        // Where a start's time goes (agent channel helper and memory, then QEMU; the load
+        // logs its own steps).
+        let prepare_ms = elapsed_ms(started);
         let spawned = Instant::now();
         let launched = self.launch_qemu(spec, qmp).and_then(|h| {
             tracing::debug!(
                 vm = spec.name,
                 prepare_ms,
-                spawn_ms = ms(spawned),
+                spawn_ms = elapsed_ms(spawned),
                 "qemu started"
             );
             let Some(dir) = &spec.restore else {
                 return Ok(h);
             };
-            let loading = Instant::now();
-            let loaded = self.load_snapshot(&h, dir);
-            tracing::debug!(vm = spec.name, load_ms = ms(loading), "snapshot loaded");
-            match loaded {
+            match self.load_snapshot(&h, dir) {
                 Ok(()) => Ok(h),
                 Err(e) => {
                     crate::process::kill(h.pid, h.start_time);
