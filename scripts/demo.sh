@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates a network namespace and taps)" >&2; exit 1; }
 ensure_apt build-essential pkg-config git cpio e2fsprogs iproute2 openssh-client \
-  qemu-system-x86 busybox-static debootstrap nftables
+  qemu-system-x86 qemu-utils busybox-static debootstrap nftables
 cargo build --release --bins --locked >&2
 build_agent
 bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release

@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 ensure_apt build-essential pkg-config git python3 cpio e2fsprogs iproute2 openssh-client \
-  qemu-system-x86 busybox-static debootstrap procps nftables bind9-dnsutils docker-registry \
+  qemu-system-x86 qemu-utils busybox-static debootstrap procps nftables bind9-dnsutils docker-registry \
   util-linux systemd
 # The official MCP Python SDK: the end-to-end test of `banger mcp` drives it as an agent would.
 ensure_pip mcp.client 'mcp>=2,<3'

@@ -35,4 +35,6 @@ pub struct Infra {
     /// The static guest agent binary put into every VM (none: guests run without it and
     /// the daemon uses ssh).
     pub agent: Option<std::path::PathBuf>,
+    /// Disk layers (`<state>/layers/`) and their collector's lock.
+    pub layers: Arc<crate::layers::Layers>,
 }

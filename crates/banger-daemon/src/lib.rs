@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod dns;
 pub mod edge;
 pub mod infra;
+pub mod layers;
 pub mod logging;
 pub mod ops;
 pub mod progress;

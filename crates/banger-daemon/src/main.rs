@@ -179,6 +179,7 @@ async fn serve_until_stopped(layout: Layout, config: Config) -> anyhow::Result<(
     let cgroups = vm_cgroups(&layout, &config);
     let infra = Infra {
         cgroups: cgroups.clone(),
+        layers: Arc::new(banger_daemon::layers::Layers::new(&layout)),
         layout: layout.clone(),
         config: Arc::new(config),
         store: Arc::new(store),
@@ -329,7 +330,8 @@ fn select_vmm(config: &Config) -> Arc<dyn Vmm> {
             Arc::new(
                 QemuVmm::new(qemu, accel)
                     .with_agent_mux(mux)
-                    .with_tb_size(config.qemu_tb_size_mib),
+                    .with_tb_size(config.qemu_tb_size_mib)
+                    .with_qemu_img(banger_host::process::find_in_path("qemu-img")),
             )
         }
     }

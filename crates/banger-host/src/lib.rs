@@ -14,6 +14,7 @@ pub mod nat;
 pub mod privileged;
 pub mod probe;
 pub mod process;
+pub mod qcow2;
 pub mod runner;
 pub mod sshkey;
 pub mod vmm;

@@ -248,6 +248,7 @@ impl TestBed {
         let guest = Arc::new(FakeGuest::default());
         let probe = Arc::new(BedProbe::default());
         let infra = Infra {
+            layers: Arc::new(banger_daemon::layers::Layers::new(&layout)),
             layout,
             config: Arc::new(config),
             store: Arc::new(store),

@@ -15,6 +15,12 @@ pub(super) fn checks(f: &dyn Facts, out: &mut Vec<Check>) {
         ("nft", "nftables", "NAT (--nat)", false),
         ("git", "git", "workspaces", false),
         (
+            "qemu-img",
+            "qemu-utils",
+            "snapshots and forks that layer disks instead of copying them (QEMU)",
+            false,
+        ),
+        (
             "debootstrap",
             "debootstrap",
             "building the default image",

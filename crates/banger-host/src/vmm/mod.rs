@@ -186,6 +186,24 @@ pub trait Vmm: Send + Sync + fmt::Debug {
     fn supports_snapshots(&self) -> bool {
         false
     }
+    /// The program that makes disk overlays (`qemu-img`) when this backend layers disks at
+    /// snapshots ([`Vmm::layer_disks`]); `None`: snapshots copy disks.
+    fn overlay_tool(&self) -> Option<PathBuf> {
+        None
+    }
+    /// Moves a paused VM's drives onto new overlays, `(drive id, overlay)`: each overlay
+    /// exists and is backed by the drive's current file (by another name, [`crate::qcow2`]);
+    /// from now on the VM writes the overlays and only reads the files it wrote until now.
+    fn layer_disks(
+        &self,
+        _handle: &VmmHandle,
+        _overlays: &[(String, PathBuf)],
+    ) -> Result<(), VmmError> {
+        Err(VmmError::Unsupported(format!(
+            "{} cannot layer disks",
+            self.name()
+        )))
+    }
     /// Stops the guest's vCPUs (its devices quiesce).
     fn pause(&self, _handle: &VmmHandle) -> Result<(), VmmError> {
         Err(VmmError::Unsupported(format!(

@@ -24,6 +24,7 @@ pub struct QemuVmm {
     accel: Accel,
     agent_mux: Option<PathBuf>,
     tb_size_mib: u32,
+    qemu_img: Option<PathBuf>,
 }
 
 impl QemuVmm {
@@ -34,6 +35,7 @@ impl QemuVmm {
             accel,
             agent_mux: None,
             tb_size_mib: 0,
+            qemu_img: None,
         }
     }
 
@@ -51,6 +53,14 @@ impl QemuVmm {
     #[must_use]
     pub fn with_tb_size(mut self, mib: u32) -> Self {
         self.tb_size_mib = mib;
+        self
+    }
+
+    /// Layers disks at snapshots ([`Vmm::layer_disks`]), making overlays with `qemu_img`;
+    /// without it, snapshots copy disks.
+    #[must_use]
+    pub fn with_qemu_img(mut self, qemu_img: Option<PathBuf>) -> Self {
+        self.qemu_img = qemu_img;
         self
     }
 
@@ -201,9 +211,10 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel) -> Vec<String> {
         push(&[
             "-drive",
             &format!(
-                "id={},file={},format=raw,if=none,cache=unsafe{ro}",
+                "id={},file={},format={},if=none,cache=unsafe{ro}",
                 d.id,
-                kv(&d.path)
+                kv(&d.path),
+                crate::qcow2::Format::of(&d.path).as_str()
             ),
         ]);
         push(&["-device", &format!("virtio-blk-device,drive={}", d.id)]);
@@ -428,6 +439,30 @@ impl Vmm for QemuVmm {
 
     fn supports_snapshots(&self) -> bool {
         self.agent_mux.is_some()
+    }
+
+    fn overlay_tool(&self) -> Option<PathBuf> {
+        self.qemu_img.clone().filter(|_| self.supports_snapshots())
+    }
+
+    /// One `transaction` of `blockdev-snapshot-sync` (`mode: existing`): every drive moves
+    /// onto its overlay or none does; QEMU reopens the files it leaves read-only.
+    fn layer_disks(&self, handle: &VmmHandle, overlays: &[(String, PathBuf)]) -> Result<(), VmmError> {
+        let actions: Vec<_> = overlays
+            .iter()
+            .map(|(drive, file)| {
+                serde_json::json!({"type": "blockdev-snapshot-sync", "data": {
+                    "device": drive,
+                    "snapshot-file": file,
+                    "format": "qcow2",
+                    "mode": "existing",
+                }})
+            })
+            .collect();
+        qmp(handle)?
+            .execute("transaction", serde_json::json!({"actions": actions}))
+            .map(drop)
+            .map_err(qmp_err)
     }
 
     fn pause(&self, handle: &VmmHandle) -> Result<(), VmmError> {
@@ -778,6 +813,15 @@ mod tests {
             "/run/x,y z/qemu.pid",
             "plain arguments stay as they are"
         );
+    }
+
+    #[test]
+    fn test_a_qcow2_drive_is_opened_as_qcow2_by_its_name_only() {
+        let mut s = spec();
+        s.drives[0].path = "/v/root-1a2b.qcow2".into();
+        let args = qemu_args(&s, Accel::Tcg).join(" ");
+        assert!(args.contains("id=rootfs,file=/v/root-1a2b.qcow2,format=qcow2,"), "{args}");
+        assert!(args.contains("id=work,file=/v/work.ext4,format=raw,"), "{args}");
     }
 
     #[test]

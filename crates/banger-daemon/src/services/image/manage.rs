@@ -48,6 +48,9 @@ impl ImageService {
         for t in templates {
             let _ = fs_err::remove_dir_all(self.infra.layout.state_dir.join("snapshots").join(t));
         }
+        // The disk layers only they read through go with them.
+        let layers = std::sync::Arc::clone(&self.infra.layers);
+        let _ = tokio::task::spawn_blocking(move || layers.collect()).await;
         if rec.managed
             && let Some(dir) = Path::new(&rec.rootfs_path).parent()
             && dir.starts_with(self.infra.layout.images_dir())

@@ -142,7 +142,7 @@ impl VmService {
         crate::crashpoint::hit("stage:created");
         self.finish_create(&mut vm).await?;
         if let Some(key) = template_key {
-            self.make_template(&vm, &image, &key).await;
+            self.make_template(&mut vm, &image, &key).await;
         }
         self.sync_ssh_config().await;
         self.show(&vm.id).await
@@ -273,6 +273,7 @@ impl VmService {
     pub(super) async fn remove_unfinished(&self, vm: &VmRecord) {
         self.teardown(vm).await;
         let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
+        self.collect_layers().await;
         let id = vm.id.clone();
         let _ = with_store(&self.infra.store, move |s| s.delete_vm(&id)).await;
         self.forget_host_key(&vm.id).await;

@@ -207,6 +207,9 @@ pub enum VmError {
     /// Copying a snapshot's disks.
     #[error("snapshot disks")]
     SnapshotDisk(#[source] DiskError),
+    /// Freezing a disk as a layer.
+    #[error("snapshot disk layers")]
+    SnapshotLayer(#[source] banger_host::qcow2::LayerError),
     /// The restored guest refused its new identity.
     #[error("reidentify")]
     Reidentify(#[source] GuestIoError),

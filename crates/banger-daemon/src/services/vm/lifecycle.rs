@@ -109,7 +109,10 @@ impl VmService {
             kernel: PathBuf::from(&kernel.vmlinux_path),
             initrd: kernel.initrd_path.as_ref().map(PathBuf::from),
             cmdline: boot_cmdline(vm.spec.get("init").and_then(serde_json::Value::as_str)),
-            drives: vec![drive("rootfs", "root.ext4"), drive("work", "work.ext4")],
+            drives: super::disks::disk_files(&vm.spec)
+                .iter()
+                .map(|(id, file)| drive(id, file))
+                .collect(),
             net: None,
             // The guest's IPv4 address as its CID: unique among VMs, never 0-2 or u32::MAX.
             vsock: self.infra.vmm.supports_vsock().then(|| VsockSpec {
@@ -412,6 +415,7 @@ impl VmService {
                 with_store(&self.infra.store, move |s| s.delete_vm(&id)).await?;
                 crate::crashpoint::hit("delete:files");
                 let _ = fs_err::remove_dir_all(self.vm_dir(&vm.id));
+                self.collect_layers().await;
                 self.forget_host_key(&vm.id).await;
                 lock(&self.vm_locks).remove(&vm.id);
                 self.sync_ssh_config().await;

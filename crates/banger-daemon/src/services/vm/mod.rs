@@ -13,6 +13,7 @@
 //! `cpu_samples` are leaf locks, never held across I/O.
 
 mod create;
+mod disks;
 mod error;
 mod exec;
 mod guest_access;

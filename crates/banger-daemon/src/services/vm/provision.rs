@@ -97,8 +97,8 @@ impl Plan {
         Ok(())
     }
 
-    /// A copy of snapshot `snap`: its disks (moved when `owned`: a fork's slot for this VM;
-    /// else copied) and a fresh, pinned host key. Returns the key (private, public) for the
+    /// A copy of snapshot `snap`: its disks (the files the VM's row names, which are the
+    /// snapshot's: moved when `owned`, a fork's slot for this VM; else copied) and a fresh, pinned host key. Returns the key (private, public) for the
     /// guest's new identity; the private half is not kept.
     fn run_restore(
         &self,
@@ -108,16 +108,17 @@ impl Plan {
     ) -> Result<(String, String), VmError> {
         progress.stage("disks")?;
         fs_err::create_dir_all(&self.dir).map_err(VmError::VmDir)?;
+        let files = super::disks::disk_files(&self.vm.spec);
         if owned {
-            for f in ["root.ext4", "work.ext4"] {
+            for (_, f) in &files {
                 fs_err::rename(snap.join(f), self.dir.join(f)).map_err(VmError::SnapshotFiles)?;
             }
         }
         std::thread::scope(|scope| {
-            let copies: Vec<_> = ["root.ext4", "work.ext4"]
-                .into_iter()
+            let copies: Vec<_> = files
+                .iter()
                 .filter(|_| !owned)
-                .map(|f| {
+                .map(|(_, f)| {
                     let (from, to) = (snap.join(f), self.dir.join(f));
                     scope.spawn(move || disk::cow_copy(self.runner.as_ref(), &from, &to))
                 })

@@ -55,6 +55,7 @@ impl VmService {
         self.remove_orphan_dirs(&live).await;
         self.prune_host_keys(live).await;
         self.sweep_snapshots().await;
+        self.collect_layers().await;
         for row in rows {
             let mut vm = row.vm;
             if vm.spec.get(CREATING).is_some() {

@@ -90,7 +90,8 @@ impl ForkFiles {
     }
 
     /// Fills slots 1.. from slot 0 (state hard-linked, memory and disks copied, in
-    /// parallel) for `count` children.
+    /// parallel) for `count` children. A disk that is an overlay on frozen layers copies in
+    /// no time; only a raw one (no layers here) costs its size.
     async fn fill(
         &self,
         count: u32,
@@ -105,37 +106,47 @@ impl ForkFiles {
         blocking(move || {
             let io = VmError::SnapshotFiles;
             let (s0, d0) = (state.join("0"), disks.join("0"));
-            let mut jobs: Vec<(PathBuf, PathBuf, bool)> = Vec::new();
+            let disk_names: Vec<String> = super::disks::snapshot_disks(&d0)
+                .into_iter()
+                .map(|(_, f)| f)
+                .collect();
+            let mut jobs: Vec<(PathBuf, PathBuf, SlotFile)> = Vec::new();
             for i in 1..slots {
                 let (si, di) = (state.join(i.to_string()), disks.join(i.to_string()));
                 fs_err::create_dir_all(&si).map_err(io)?;
                 fs_err::create_dir_all(&di).map_err(io)?;
                 for e in fs_err::read_dir(&s0).map_err(io)? {
                     let name = e.map_err(io)?.file_name();
-                    let big = name == banger_host::vmm::qemu::SNAPSHOT_MEMORY;
-                    jobs.push((s0.join(&name), si.join(&name), big));
+                    let kind = if disk_names.iter().any(|d| name == d.as_str()) {
+                        continue;
+                    } else if name == banger_host::vmm::qemu::SNAPSHOT_MEMORY {
+                        SlotFile::Memory
+                    } else {
+                        SlotFile::Small
+                    };
+                    jobs.push((s0.join(&name), si.join(&name), kind));
                 }
-                for f in ["root.ext4", "work.ext4"] {
-                    jobs.push((d0.join(f), di.join(f), true));
+                for name in &disk_names {
+                    jobs.push((d0.join(name), di.join(name), SlotFile::Disk));
                 }
             }
             std::thread::scope(|scope| {
                 let running: Vec<_> = jobs
                     .iter()
-                    .map(|(from, to, big)| {
+                    .map(|(from, to, kind)| {
                         let runner = &runner;
                         scope.spawn(move || -> Result<(), VmError> {
-                            if to.extension().is_some_and(|x| x == "ext4") {
-                                return disk::cow_copy(runner.as_ref(), from, to)
-                                    .map_err(VmError::SnapshotDisk);
+                            match kind {
+                                SlotFile::Disk => disk::cow_copy(runner.as_ref(), from, to)
+                                    .map_err(VmError::SnapshotDisk),
+                                SlotFile::Memory => {
+                                    banger_host::vmm::qemu::sparse_copy(from, to, memory_len)
+                                        .map_err(io)
+                                }
+                                SlotFile::Small => fs_err::hard_link(from, to)
+                                    .or_else(|_| fs_err::copy(from, to).map(drop))
+                                    .map_err(io),
                             }
-                            if *big {
-                                return banger_host::vmm::qemu::sparse_copy(from, to, memory_len)
-                                    .map_err(io);
-                            }
-                            fs_err::hard_link(from, to)
-                                .or_else(|_| fs_err::copy(from, to).map(drop))
-                                .map_err(io)
                         })
                     })
                     .collect();
@@ -152,6 +163,17 @@ impl ForkFiles {
         let _ = fs_err::remove_dir_all(&self.state);
         let _ = fs_err::remove_dir_all(&self.disks);
     }
+}
+
+/// How a fork's slot file is filled from slot 0's.
+#[derive(Debug, Clone, Copy)]
+enum SlotFile {
+    /// A disk: copied (a reflink, or a few hundred KiB for an overlay on layers).
+    Disk,
+    /// Guest memory: copied sparsely.
+    Memory,
+    /// VMM state: hard-linked (never written).
+    Small,
 }
 
 /// What a restore must match: the kernel, the image, the backend, the sizes and this
@@ -282,6 +304,7 @@ impl VmService {
         let id = s.id.clone();
         with_store(&self.infra.store, move |st| st.delete_snapshot(&id)).await?;
         let _ = fs_err::remove_dir_all(self.snapshot_dir(&s.id));
+        self.collect_layers().await;
         Ok(info)
     }
 
@@ -291,17 +314,18 @@ impl VmService {
         name: &str,
         snap: Option<String>,
     ) -> Result<SnapshotInfo, VmError> {
-        let (_guard, row) = self.lock_vm(name).await?;
-        let rec = self.snapshot_locked(&row.vm, snap, "snapshot").await?;
+        let (_guard, mut row) = self.lock_vm(name).await?;
+        let rec = self.snapshot_locked(&mut row.vm, snap, "snapshot").await?;
         self.snapshot_info(rec).await
     }
 
-    /// Pauses running VM `vm`, writes its VMM state and memory into `state_dir` and copies
-    /// its disks into `disks_dir` (side by side, one instant), then resumes it whatever
-    /// happened. Holds the VM's lock (caller).
+    /// Pauses running VM `vm`, writes its VMM state and memory into `state_dir` and takes
+    /// its disks into `disks_dir` (frozen as layers, or copied side by side: one instant,
+    /// `take_disks`), then resumes it whatever happened. Holds the VM's lock (caller); a
+    /// VM whose disks were layered has its new files in `vm` and its row.
     async fn capture(
         &self,
-        vm: &VmRecord,
+        vm: &mut VmRecord,
         state_dir: PathBuf,
         disks_dir: PathBuf,
     ) -> Result<(), VmError> {
@@ -318,48 +342,51 @@ impl VmService {
             .guest_ip
             .parse()
             .map_err(|_| VmError::CorruptGuestIp(vm.guest_ip.clone()))?;
-        let spec = self.vm_spec(vm, &kernel, ip);
-        let (vmm, runner) = (Arc::clone(&self.infra.vmm), Arc::clone(&self.infra.runner));
-        let vm_dir = self.vm_dir(&vm.id);
-        blocking(move || -> Result<(), VmError> {
-            for d in [&state_dir, &disks_dir] {
+        let vmm = Arc::clone(&self.infra.vmm);
+        let (v, h, dirs) = (
+            Arc::clone(&vmm),
+            handle.vmm.clone(),
+            [state_dir.clone(), disks_dir.clone()],
+        );
+        let paused = blocking(move || -> Result<std::time::Instant, VmError> {
+            for d in &dirs {
                 fs_err::create_dir_all(d).map_err(VmError::SnapshotFiles)?;
             }
             let paused = std::time::Instant::now();
-            vmm.pause(&handle.vmm).map_err(VmError::Snapshot)?;
-            crate::crashpoint::hit("snapshot:paused");
-            // Memory, device state and disks at one instant (copied side by side while the
-            // guest is paused); the guest resumes whatever happened.
-            let taken = std::thread::scope(|scope| {
-                let disks: Vec<_> = ["root.ext4", "work.ext4"]
-                    .into_iter()
-                    .map(|f| {
-                        let (runner, from, to) = (&runner, vm_dir.join(f), disks_dir.join(f));
-                        scope.spawn(move || disk::cow_copy(runner.as_ref(), &from, &to))
-                    })
-                    .collect();
-                let state = vmm
-                    .snapshot(&handle.vmm, &spec, &state_dir)
-                    .map_err(VmError::Snapshot);
-                let copies = disks.into_iter().try_for_each(|t| {
-                    t.join()
-                        .map_err(|_| {
-                            VmError::SnapshotFiles(std::io::Error::other("disk copy panicked"))
-                        })?
-                        .map_err(VmError::SnapshotDisk)
-                });
-                state.and(copies)
-            });
-            let resumed = vmm.resume(&handle.vmm).map_err(VmError::Snapshot);
-            tracing::debug!(
-                vm = spec.name,
-                paused_ms = u64::try_from(paused.elapsed().as_millis()).unwrap_or(u64::MAX),
-                "snapshot captured"
-            );
-            taken?;
-            resumed
+            v.pause(&h).map_err(VmError::Snapshot)?;
+            Ok(paused)
         })
-        .await
+        .await?;
+        crate::crashpoint::hit("snapshot:paused");
+        let taken = async {
+            // Layered disks before the device state (which then names the VM's new files);
+            // copies beside it.
+            let layered = match vmm.overlay_tool() {
+                Some(tool) => self.layer_disks(vm, &handle.vmm, &disks_dir, tool).await?,
+                None => false,
+            };
+            let spec = self.vm_spec(vm, &kernel, ip);
+            let (v, h) = (Arc::clone(&vmm), handle.vmm.clone());
+            let state = blocking(move || {
+                v.snapshot(&h, &spec, &state_dir)
+                    .map_err(VmError::Snapshot)
+            });
+            if layered {
+                return state.await;
+            }
+            let (state, copies) = tokio::join!(state, self.copy_disks(vm, &disks_dir));
+            state.and(copies)
+        }
+        .await;
+        let h = handle.vmm.clone();
+        let resumed = blocking(move || vmm.resume(&h).map_err(VmError::Snapshot)).await;
+        tracing::debug!(
+            vm = vm.name,
+            paused_ms = u64::try_from(paused.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "snapshot captured"
+        );
+        taken?;
+        resumed
     }
 
     /// The record of a snapshot `id` of `vm` (not stored).
@@ -409,7 +436,7 @@ impl VmService {
     /// VM's lock (caller).
     pub(super) async fn snapshot_locked(
         &self,
-        vm: &VmRecord,
+        vm: &mut VmRecord,
         name: Option<String>,
         kind: &str,
     ) -> Result<SnapshotRecord, VmError> {
@@ -443,6 +470,7 @@ impl VmService {
             Ok(size) => size,
             Err(e) => {
                 let _ = fs_err::remove_dir_all(&staging);
+                self.collect_layers().await;
                 return Err(e);
             }
         };
@@ -593,6 +621,7 @@ impl VmService {
             }
             Source::Slot { state, disks } => (state, disks, true),
         };
+        super::disks::set_disk_files(&mut vm.spec, &super::disks::snapshot_disks(&disks_dir));
         let result = async {
             let host_key = self
                 .provision_restore(&vm, &image, (disks_dir, owned), progress)
@@ -638,8 +667,8 @@ impl VmService {
         }
         if p.keep_snapshot {
             let snap = {
-                let (_guard, row) = self.lock_vm(&p.name).await?;
-                self.snapshot_locked(&row.vm, None, "snapshot").await?
+                let (_guard, mut row) = self.lock_vm(&p.name).await?;
+                self.snapshot_locked(&mut row.vm, None, "snapshot").await?
             };
             let how = format!("snapshot {}", snap.name);
             let vms = self
@@ -658,8 +687,8 @@ impl VmService {
         );
         let made = async {
             files.prepare()?;
-            let (_guard, row) = self.lock_vm(&p.name).await?;
-            self.capture(&row.vm, files.state(0), files.disks(0))
+            let (_guard, mut row) = self.lock_vm(&p.name).await?;
+            self.capture(&mut row.vm, files.state(0), files.disks(0))
                 .await?;
             let how = format!("fork of {}", row.vm.name);
             let snap = self
@@ -683,6 +712,7 @@ impl VmService {
             Ok(m) => m,
             Err(e) => {
                 files.remove();
+                self.collect_layers().await;
                 return Err(e);
             }
         };
@@ -697,6 +727,9 @@ impl VmService {
             })
             .await;
         files.remove();
+        if vms.is_err() {
+            self.collect_layers().await;
+        }
         Ok(VmForkResult {
             snapshot: None,
             vms: vms?,
@@ -780,7 +813,7 @@ impl VmService {
 
     /// After a cold create: snapshot the fresh VM as its image's template (best effort; a
     /// concurrent create may have made it first). Holds the VM's lock (caller).
-    pub(super) async fn make_template(&self, vm: &VmRecord, image: &ImageRecord, key: &str) {
+    pub(super) async fn make_template(&self, vm: &mut VmRecord, image: &ImageRecord, key: &str) {
         if matches!(self.template_for(key.to_owned()).await, Ok(Some(_))) {
             return;
         }
