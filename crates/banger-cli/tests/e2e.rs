@@ -307,6 +307,31 @@ impl Guest {
             Vec::<String>::new(),
             "fork files left"
         );
+        let layers: Vec<_> = std::fs::read_dir(self.env.home().join("state/layers"))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(layers.is_empty(), "disk layers left: {layers:?}");
+    }
+
+    /// VM `name`'s disk files (in its directory) with the files each reads through.
+    fn disk_chains(&self, name: &str) -> Vec<(String, Vec<PathBuf>)> {
+        let id = json(&self.ok(&["vm", "show", name, "--json"]))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let dir = self.env.home().join("state/vms").join(id);
+        let mut out: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".qcow2") || f.ends_with(".ext4"))
+            .map(|f| {
+                let chain = banger_host::qcow2::backing_chain(&dir.join(&f)).unwrap();
+                (f, chain)
+            })
+            .collect();
+        out.sort();
+        out
     }
 }
 
@@ -1967,6 +1992,25 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
     assert_eq!(mode & 0o777, 0o700, "{}", shm.display());
     let k1 = json(&g.ok(&["vm", "show", "k-1", "--json"]));
     assert_eq!(k1["started_from"], "fork of s1", "{k1}");
+    // The fork froze the parent's disks as layers instead of copying them: each child has
+    // its own small overlays reading through them.
+    let layers_dir = g.env.home().join("state/layers");
+    let kid_disks = g.disk_chains("k-1");
+    assert_eq!(
+        kid_disks
+            .iter()
+            .map(|(f, _)| f.as_str())
+            .collect::<Vec<_>>(),
+        ["root.qcow2", "work.qcow2"],
+        "{kid_disks:?}"
+    );
+    for (f, chain) in &kid_disks {
+        assert!(
+            !chain.is_empty() && chain.iter().all(|l| l.starts_with(&layers_dir)),
+            "{f}: {chain:?}"
+        );
+    }
+    assert_ne!(g.disk_chains("k-2"), Vec::new());
     // `--keep-snapshot` keeps it, for `vm create --from`.
     let fork = json(&g.ok(&[
         "vm",
@@ -2027,6 +2071,33 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
         "{}",
         stderr(&out)
     );
+    // The parent writes on after the fork; the children do not see it, and a cold restart
+    // of the parent (its disks are overlays on layers now) keeps everything it wrote.
+    g.ok(&[
+        "vm",
+        "exec",
+        "s1",
+        "--",
+        "sh",
+        "-c",
+        "echo later > /root/after-fork; sync",
+    ]);
+    let out = g.run(&["vm", "exec", "k-2", "--", "cat", "/root/after-fork"]);
+    assert!(!out.status.success(), "k-2 sees the parent's later write");
+    g.ok(&["vm", "stop", "s1"]);
+    g.ok(&["vm", "start", "s1"]);
+    assert_eq!(
+        g.ok(&[
+            "vm",
+            "exec",
+            "s1",
+            "--",
+            "cat",
+            "/root/pf",
+            "/root/after-fork"
+        ]),
+        "parent\nlater\n"
+    );
     // The parent goes; the children stay.
     g.ok(&["vm", "delete", "s1"]);
     assert_eq!(
@@ -2057,7 +2128,7 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
 
     // bangerd killed mid-snapshot, mid-restore, mid-suspend: nothing half-made is listed.
     let before = json(&g.ok(&["snapshot", "list", "--json"]));
-    for point in ["snapshot:paused", "snapshot:row"] {
+    for point in ["snapshot:paused", "snapshot:layered", "snapshot:row"] {
         g.crash(point, &["vm", "snapshot", "k-1", "--name", "x1"]);
         let now = json(&g.ok(&["snapshot", "list", "--json"]));
         assert_eq!(now, before, "after {point}");
@@ -2072,6 +2143,14 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
             "after {point}: {dirs:?}"
         );
     }
+    // Killed between recording its new disk files and moving onto them, k-1 wrote on to
+    // the old ones, which its new files read through: a cold restart keeps its data.
+    g.ok(&["vm", "stop", "k-1"]);
+    g.ok(&["vm", "start", "k-1"]);
+    assert_eq!(
+        g.ok(&["vm", "exec", "k-1", "--", "cat", "/root/only-k1"]),
+        "mine\n"
+    );
     for stage in ["disks", "vmm", "identity", "created"] {
         let list = g.crash(
             &format!("stage:{stage}"),

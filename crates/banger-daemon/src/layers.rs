@@ -63,10 +63,9 @@ impl Layers {
             move |source| LayerError::Io { path, source }
         };
         let ext = qcow2::Format::of(file).as_str().replace("raw", "ext4");
-        let layer = self.dir.join(format!(
-            "{}.{ext}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let layer = self
+            .dir
+            .join(format!("{}.{ext}", uuid::Uuid::new_v4().simple()));
         let _held = crate::services::support::lock(&self.lock);
         fs_err::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         match std::fs::hard_link(file, &layer) {
@@ -100,7 +99,8 @@ impl Layers {
             for f in files {
                 match qcow2::backing_chain(&f) {
                     Ok(chain) => live.extend(chain),
-                    Err(e) if matches!(&e, LayerError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound) => {}
+                    Err(e) if matches!(&e, LayerError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound) =>
+                        {}
                     Err(e) => {
                         warn!(file = %f.display(), "layers kept: {e}");
                         return 0;
@@ -135,5 +135,84 @@ fn qcow2_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         } else if kind.is_file() && qcow2::Format::of(&path) == qcow2::Format::Qcow2 {
             out.push(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_host::RealRunner;
+    use banger_testkit::require::{self, tool};
+
+    fn layout(home: &Path) -> Layout {
+        let home = home.to_owned();
+        Layout::from_vars(
+            move |k| (k == banger_config::env::BANGER_HOME).then(|| home.clone()),
+            0,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn test_a_frozen_disk_lives_while_an_overlay_reads_through_it() {
+        banger_testkit::require!(tool("qemu-img"));
+        let qemu_img = banger_host::process::find_in_path("qemu-img").unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let layout = layout(home.path());
+        let layers = Layers::new(&layout);
+        let vm = layout.vms_dir().join("v1");
+        let snap = layout.state_dir.join("snapshots/.fork-x/1");
+        std::fs::create_dir_all(&vm).unwrap();
+        std::fs::create_dir_all(&snap).unwrap();
+        let disk = vm.join("root.ext4");
+        std::fs::write(&disk, vec![1u8; 1 << 16]).unwrap();
+
+        let (vm_next, snap_top) = (vm.join("root-1.qcow2"), snap.join("root.qcow2"));
+        let layer = layers
+            .freeze(
+                &RealRunner,
+                &qemu_img,
+                &disk,
+                &[vm_next.clone(), snap_top.clone()],
+            )
+            .unwrap()
+            .unwrap();
+        // The same file under a second name, not a copy.
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(
+            std::fs::metadata(&layer).unwrap().ino(),
+            std::fs::metadata(&disk).unwrap().ino()
+        );
+        assert_eq!(layer.extension().unwrap(), "ext4");
+        for top in [&vm_next, &snap_top] {
+            assert_eq!(qcow2::backing_chain(top).unwrap(), vec![layer.clone()]);
+        }
+        // A layer nothing reads through goes; one an overlay reads through stays, wherever
+        // the overlay is (a VM's directory or a fork's slot).
+        let stray = layers.dir().join("stray.ext4");
+        std::fs::write(&stray, "x").unwrap();
+        assert_eq!(layers.collect(), 1);
+        assert!(layer.exists() && !stray.exists());
+        std::fs::remove_file(&vm_next).unwrap();
+        assert_eq!(layers.collect(), 0);
+        assert!(layer.exists(), "the slot's overlay still reads it");
+        std::fs::remove_file(&snap_top).unwrap();
+        assert_eq!(layers.collect(), 1);
+        assert!(!layer.exists());
+    }
+
+    #[test]
+    fn test_an_unreadable_chain_keeps_every_layer() {
+        let home = tempfile::tempdir().unwrap();
+        let layout = layout(home.path());
+        let layers = Layers::new(&layout);
+        std::fs::create_dir_all(layers.dir()).unwrap();
+        let vm = layout.vms_dir().join("v1");
+        std::fs::create_dir_all(&vm).unwrap();
+        std::fs::write(layers.dir().join("a.ext4"), "x").unwrap();
+        // An overlay whose header cannot be read: what it needs is unknown.
+        std::fs::write(vm.join("root-1.qcow2"), "not qcow2").unwrap();
+        assert_eq!(layers.collect(), 0);
+        assert!(layers.dir().join("a.ext4").exists());
     }
 }

@@ -138,10 +138,7 @@ pub fn inspect(path: &Path) -> Result<DiskInfo, LayerError> {
         });
     }
     let mut head = Vec::with_capacity(104);
-    (&mut file)
-        .take(104)
-        .read_to_end(&mut head)
-        .map_err(io)?;
+    (&mut file).take(104).read_to_end(&mut head).map_err(io)?;
     let Some((virtual_size, backing)) = parse_header(&head).map_err(bad)? else {
         return Err(bad("no qcow2 magic"));
     };
@@ -158,7 +155,9 @@ pub fn inspect(path: &Path) -> Result<DiskInfo, LayerError> {
             if name.len() != len as usize {
                 return Err(bad("backing file name cut short"));
             }
-            let name = PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name));
+            let name = PathBuf::from(
+                <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name),
+            );
             // A relative name is relative to the overlay's own directory.
             Some(match path.parent() {
                 Some(dir) if name.is_relative() => dir.join(name),
@@ -267,7 +266,10 @@ mod tests {
         assert_eq!(backing_chain(&fake).unwrap(), Vec::<PathBuf>::new());
         let missing_magic = dir.path().join("zero.qcow2");
         std::fs::write(&missing_magic, [0u8; 104]).unwrap();
-        assert!(matches!(inspect(&missing_magic), Err(LayerError::BadHeader { .. })));
+        assert!(matches!(
+            inspect(&missing_magic),
+            Err(LayerError::BadHeader { .. })
+        ));
     }
 
     #[test]
@@ -291,7 +293,10 @@ mod tests {
         assert!(matches!(inspect(&p), Err(LayerError::BadHeader { .. })));
         // An overlay backed by itself.
         std::fs::write(&p, header(1, Some("d.qcow2"))).unwrap();
-        assert!(matches!(backing_chain(&p), Err(LayerError::BadHeader { .. })));
+        assert!(matches!(
+            backing_chain(&p),
+            Err(LayerError::BadHeader { .. })
+        ));
     }
 
     #[test]

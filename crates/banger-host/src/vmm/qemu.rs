@@ -447,7 +447,11 @@ impl Vmm for QemuVmm {
 
     /// One `transaction` of `blockdev-snapshot-sync` (`mode: existing`): every drive moves
     /// onto its overlay or none does; QEMU reopens the files it leaves read-only.
-    fn layer_disks(&self, handle: &VmmHandle, overlays: &[(String, PathBuf)]) -> Result<(), VmmError> {
+    fn layer_disks(
+        &self,
+        handle: &VmmHandle,
+        overlays: &[(String, PathBuf)],
+    ) -> Result<(), VmmError> {
         let actions: Vec<_> = overlays
             .iter()
             .map(|(drive, file)| {
@@ -820,8 +824,14 @@ mod tests {
         let mut s = spec();
         s.drives[0].path = "/v/root-1a2b.qcow2".into();
         let args = qemu_args(&s, Accel::Tcg).join(" ");
-        assert!(args.contains("id=rootfs,file=/v/root-1a2b.qcow2,format=qcow2,"), "{args}");
-        assert!(args.contains("id=work,file=/v/work.ext4,format=raw,"), "{args}");
+        assert!(
+            args.contains("id=rootfs,file=/v/root-1a2b.qcow2,format=qcow2,"),
+            "{args}"
+        );
+        assert!(
+            args.contains("id=work,file=/v/work.ext4,format=raw,"),
+            "{args}"
+        );
     }
 
     #[test]

@@ -27,7 +27,10 @@ pub(super) fn disk_files(spec: &serde_json::Value) -> Vec<(&'static str, String)
                 .and_then(|d| d.get(drive))
                 .and_then(serde_json::Value::as_str)
                 .filter(|f| is_plain_name(f));
-            (*drive, named.map_or_else(|| format!("{stem}.ext4"), str::to_owned))
+            (
+                *drive,
+                named.map_or_else(|| format!("{stem}.ext4"), str::to_owned),
+            )
         })
         .collect()
 }
@@ -102,9 +105,7 @@ impl VmService {
                     .iter()
                     .map(|(from, to)| {
                         let runner = &runner;
-                        scope.spawn(move || {
-                            banger_host::disk::cow_copy(runner.as_ref(), from, to)
-                        })
+                        scope.spawn(move || banger_host::disk::cow_copy(runner.as_ref(), from, to))
                     })
                     .collect();
                 copies.into_iter().try_for_each(|t| {
@@ -194,7 +195,8 @@ impl VmService {
             .map(|(d, _, n, _)| ((*d).to_owned(), vm_dir.join(n)))
             .collect();
         let (vmm, h) = (Arc::clone(&self.infra.vmm), handle.clone());
-        let switched = blocking(move || vmm.layer_disks(&h, &overlays).map_err(VmError::Snapshot)).await;
+        let switched =
+            blocking(move || vmm.layer_disks(&h, &overlays).map_err(VmError::Snapshot)).await;
         if let Err(e) = switched {
             *vm = before;
             let _ = self.save(vm).await;
@@ -214,21 +216,33 @@ mod tests {
         let mut v = serde_json::json!({});
         assert_eq!(
             disk_files(&v),
-            [("rootfs", "root.ext4".to_owned()), ("work", "work.ext4".to_owned())]
+            [
+                ("rootfs", "root.ext4".to_owned()),
+                ("work", "work.ext4".to_owned())
+            ]
         );
         set_disk_files(
             &mut v,
-            &[("rootfs", "root-1.qcow2".into()), ("work", "work-1.qcow2".into())],
+            &[
+                ("rootfs", "root-1.qcow2".into()),
+                ("work", "work-1.qcow2".into()),
+            ],
         );
         assert_eq!(
             disk_files(&v),
-            [("rootfs", "root-1.qcow2".to_owned()), ("work", "work-1.qcow2".to_owned())]
+            [
+                ("rootfs", "root-1.qcow2".to_owned()),
+                ("work", "work-1.qcow2".to_owned())
+            ]
         );
         // A name that would leave the VM's directory is not taken from the row.
         let v = serde_json::json!({"disks": {"rootfs": "../../etc/x.qcow2", "work": ".."}});
         assert_eq!(
             disk_files(&v),
-            [("rootfs", "root.ext4".to_owned()), ("work", "work.ext4".to_owned())]
+            [
+                ("rootfs", "root.ext4".to_owned()),
+                ("work", "work.ext4".to_owned())
+            ]
         );
     }
 
@@ -241,7 +255,10 @@ mod tests {
         std::fs::write(dir.path().join("work.ext4"), "").unwrap();
         assert_eq!(
             snapshot_disks(dir.path()),
-            [("rootfs", "root.qcow2".to_owned()), ("work", "work.ext4".to_owned())]
+            [
+                ("rootfs", "root.qcow2".to_owned()),
+                ("work", "work.ext4".to_owned())
+            ]
         );
     }
 }

@@ -367,10 +367,8 @@ impl VmService {
             };
             let spec = self.vm_spec(vm, &kernel, ip);
             let (v, h) = (Arc::clone(&vmm), handle.vmm.clone());
-            let state = blocking(move || {
-                v.snapshot(&h, &spec, &state_dir)
-                    .map_err(VmError::Snapshot)
-            });
+            let state =
+                blocking(move || v.snapshot(&h, &spec, &state_dir).map_err(VmError::Snapshot));
             if layered {
                 return state.await;
             }
