@@ -313,6 +313,35 @@ impl Guest {
         assert!(layers.is_empty(), "disk layers left: {layers:?}");
     }
 
+    /// Disk layers no VM's or snapshot's disk file reads through.
+    fn unreferenced_layers(&self) -> Vec<PathBuf> {
+        fn qcow2s(dir: &std::path::Path, depth: u32, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() && depth > 1 {
+                    qcow2s(&p, depth - 1, out);
+                } else if p.extension().is_some_and(|x| x == "qcow2") {
+                    out.push(p);
+                }
+            }
+        }
+        let home = self.env.home();
+        let mut tops = Vec::new();
+        qcow2s(&home.join("state/snapshots"), 3, &mut tops);
+        qcow2s(&home.join("state/vms"), 2, &mut tops);
+        let live: std::collections::HashSet<PathBuf> = tops
+            .iter()
+            .flat_map(|t| banger_host::qcow2::backing_chain(t).unwrap())
+            .collect();
+        std::fs::read_dir(home.join("state/layers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| !live.contains(p))
+            .collect()
+    }
+
     /// VM `name`'s disk files (in its directory) with the files each reads through.
     fn disk_chains(&self, name: &str) -> Vec<(String, Vec<PathBuf>)> {
         let id = json(&self.ok(&["vm", "show", name, "--json"]))["id"]
@@ -1775,6 +1804,11 @@ fn e2e_crash_matrix_pull_workspace_fork() {
                 }
             }
         }
+        left.extend(
+            g.unreferenced_layers()
+                .iter()
+                .map(|p| p.display().to_string()),
+        );
         for e in std::fs::read_dir(home.join("cache/blobs/partial"))
             .into_iter()
             .flatten()
@@ -1816,6 +1850,7 @@ fn e2e_crash_matrix_pull_workspace_fork() {
 
     for point in [
         "snapshot:paused",
+        "snapshot:layered",
         "fork:slots",
         "stage:disks",
         "stage:host key",
