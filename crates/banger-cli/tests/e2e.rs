@@ -353,7 +353,11 @@ impl Guest {
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|f| f.ends_with(".qcow2") || f.ends_with(".ext4"))
+            .filter(|f| {
+                std::path::Path::new(f)
+                    .extension()
+                    .is_some_and(|x| x == "qcow2" || x == "ext4")
+            })
             .map(|f| {
                 let chain = banger_host::qcow2::backing_chain(&dir.join(&f)).unwrap();
                 (f, chain)

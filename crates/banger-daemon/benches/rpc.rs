@@ -68,6 +68,7 @@ fn bench_rpc(c: &mut Criterion) {
         .build()
         .unwrap();
     let infra = Infra {
+        layers: Arc::new(banger_daemon::layers::Layers::new(&layout)),
         layout: layout.clone(),
         config: Arc::new(Config::default()),
         store: Arc::new(store),

@@ -142,7 +142,7 @@ fn qcow2_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
 mod tests {
     use super::*;
     use banger_host::RealRunner;
-    use banger_testkit::require::{self, tool};
+    use banger_testkit::require::tool;
 
     fn layout(home: &Path) -> Layout {
         let home = home.to_owned();

@@ -86,9 +86,12 @@ pub enum LayerError {
     Run(#[from] crate::runner::RunError),
 }
 
+/// Where a qcow2 header says its backing file name is: (offset, length).
+type NameAt = Option<(u64, u32)>;
+
 /// Parses a qcow2 header's fixed part (`head`: the file's first bytes) into the virtual size
-/// and where the backing file name is (offset, length), or `None` when `head` is not qcow2.
-fn parse_header(head: &[u8]) -> Result<Option<(u64, Option<(u64, u32)>)>, &'static str> {
+/// and where the backing file name is, or `None` when `head` is not qcow2.
+fn parse_header(head: &[u8]) -> Result<Option<(u64, NameAt)>, &'static str> {
     if head.len() < 4 || head[..4] != MAGIC {
         return Ok(None);
     }
@@ -284,7 +287,7 @@ mod tests {
         h[4..8].copy_from_slice(&9u32.to_be_bytes());
         std::fs::write(&p, &h).unwrap();
         assert!(matches!(inspect(&p), Err(LayerError::BadHeader { .. })));
-        std::fs::write(&p, &MAGIC).unwrap();
+        std::fs::write(&p, MAGIC).unwrap();
         assert!(matches!(inspect(&p), Err(LayerError::BadHeader { .. })));
         // A name promised past the end of the file.
         let mut h = header(1, Some("abc"));
