@@ -688,25 +688,13 @@ fn exec_through_the_agent(g: &Guest, vm: &str) {
 fn e2e_work_disk_persists_and_vms_survive_daemon_kill() {
     let Some(g) = Guest::new() else { return };
     g.ok(&["vm", "create", "--name", "p1", "--disk-size", "1G"]);
-    g.ok(&[
-        "vm",
-        "exec",
-        "p1",
-        "--",
-        "sh",
-        "-c",
-        "echo kept > /root/marker && sync",
-    ]);
+    sh(&g, "p1", "echo kept > /root/marker && sync");
     // Under QEMU the agent answers on its virtio-serial port (which migrates).
-    g.ok(&[
-        "vm",
-        "exec",
+    sh(
+        &g,
         "p1",
-        "--",
-        "sh",
-        "-c",
         "grep -qx org.banger.agent /sys/class/virtio-ports/*/name",
-    ]);
+    );
     g.ok(&["vm", "stop", "p1"]);
     let show: Value = serde_json::from_str(&g.ok(&["vm", "show", "p1", "--json"])).unwrap();
     assert_eq!(show["state"], "stopped");
@@ -997,15 +985,7 @@ fn e2e_workspace_run_export_agent_ports_stats_and_auto_stop() {
         "vm run -d with workspace: {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    g.ok(&[
-        "vm",
-        "exec",
-        "w2",
-        "--",
-        "sh",
-        "-c",
-        "test -f untracked && ! test -e ignored",
-    ]);
+    sh(&g, "w2", "test -f untracked && ! test -e ignored");
     assert_eq!(
         g.ok(&[
             "vm",
@@ -1901,6 +1881,11 @@ fn e2e_crash_matrix_pull_workspace_fork() {
     g.assert_nothing_left();
 }
 
+/// Runs `script` with `sh -c` in `vm` through the agent; its stdout.
+fn sh(g: &Guest, vm: &str, script: &str) -> String {
+    g.ok(&["vm", "exec", vm, "--", "sh", "-c", script])
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -1966,15 +1951,11 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
     g.ok(&["vm", "delete", "c1"]);
 
     // A process and files in s1.
-    g.ok(&[
-        "vm",
-        "exec",
+    sh(
+        &g,
         "s1",
-        "--",
-        "sh",
-        "-c",
         "echo parent > /root/pf; echo tmp > /tmp/tf; setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 &",
-    ]);
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while g
         .run(&["vm", "exec", "s1", "--", "cat", "/tmp/counter"])
@@ -2089,15 +2070,7 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
         // Its new host key is the pinned one: strict ssh works.
         g.ok(&["vm", "ssh", k, "--", "true"]);
     }
-    g.ok(&[
-        "vm",
-        "exec",
-        "k-1",
-        "--",
-        "sh",
-        "-c",
-        "echo mine > /root/only-k1; sync",
-    ]);
+    sh(&g, "k-1", "echo mine > /root/only-k1; sync");
     for other in ["s1", "k-2", "k-3"] {
         let out = g.run(&["vm", "exec", other, "--", "cat", "/root/only-k1"]);
         assert!(!out.status.success(), "{other} sees k-1's write");
@@ -2112,15 +2085,7 @@ fn e2e_snapshots_fork_suspend_and_warm_starts() {
     );
     // The parent writes on after the fork; the children do not see it, and a cold restart
     // of the parent (its disks are overlays on layers now) keeps everything it wrote.
-    g.ok(&[
-        "vm",
-        "exec",
-        "s1",
-        "--",
-        "sh",
-        "-c",
-        "echo later > /root/after-fork; sync",
-    ]);
+    sh(&g, "s1", "echo later > /root/after-fork; sync");
     let out = g.run(&["vm", "exec", "k-2", "--", "cat", "/root/after-fork"]);
     assert!(!out.status.success(), "k-2 sees the parent's later write");
     g.ok(&["vm", "stop", "s1"]);

@@ -68,6 +68,24 @@ pub(super) fn snapshot_disks(dir: &Path) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// Copies each `(from, to)` disk file, side by side (blocking).
+pub(super) fn copy_side_by_side(
+    runner: &dyn banger_host::CommandRunner,
+    jobs: &[(PathBuf, PathBuf)],
+) -> Result<(), VmError> {
+    std::thread::scope(|scope| {
+        let copies: Vec<_> = jobs
+            .iter()
+            .map(|(from, to)| scope.spawn(move || banger_host::disk::cow_copy(runner, from, to)))
+            .collect();
+        copies.into_iter().try_for_each(|t| {
+            t.join()
+                .map_err(|_| VmError::SnapshotFiles(std::io::Error::other("disk copy panicked")))?
+                .map_err(VmError::SnapshotDisk)
+        })
+    })
+}
+
 /// A snapshot's file for drive `stem` whose VM file is `file`: same format.
 fn snapshot_name(stem: &str, file: &str) -> String {
     let ext = if Path::new(file).extension().is_some_and(|e| e == "qcow2") {
@@ -99,25 +117,7 @@ impl VmService {
                 )
             })
             .collect();
-        blocking(move || {
-            std::thread::scope(|scope| {
-                let copies: Vec<_> = jobs
-                    .iter()
-                    .map(|(from, to)| {
-                        let runner = &runner;
-                        scope.spawn(move || banger_host::disk::cow_copy(runner.as_ref(), from, to))
-                    })
-                    .collect();
-                copies.into_iter().try_for_each(|t| {
-                    t.join()
-                        .map_err(|_| {
-                            VmError::SnapshotFiles(std::io::Error::other("disk copy panicked"))
-                        })?
-                        .map_err(VmError::SnapshotDisk)
-                })
-            })
-        })
-        .await
+        blocking(move || copy_side_by_side(runner.as_ref(), &jobs)).await
     }
 
     /// Freezes each disk of paused VM `vm` as a layer, with an overlay for the VM and one in

@@ -113,24 +113,13 @@ impl Plan {
             for (_, f) in &files {
                 fs_err::rename(snap.join(f), self.dir.join(f)).map_err(VmError::SnapshotFiles)?;
             }
-        }
-        std::thread::scope(|scope| {
-            let copies: Vec<_> = files
+        } else {
+            let jobs: Vec<_> = files
                 .iter()
-                .filter(|_| !owned)
-                .map(|(_, f)| {
-                    let (from, to) = (snap.join(f), self.dir.join(f));
-                    scope.spawn(move || disk::cow_copy(self.runner.as_ref(), &from, &to))
-                })
+                .map(|(_, f)| (snap.join(f), self.dir.join(f)))
                 .collect();
-            copies.into_iter().try_for_each(|t| {
-                t.join()
-                    .map_err(|_| {
-                        VmError::SnapshotFiles(std::io::Error::other("disk copy panicked"))
-                    })?
-                    .map_err(VmError::SnapshotDisk)
-            })
-        })?;
+            super::disks::copy_side_by_side(self.runner.as_ref(), &jobs)?;
+        }
         progress.stage("host key")?;
         let host_key = self.host_key()?;
         self.pin_host_key(&host_key)?;
