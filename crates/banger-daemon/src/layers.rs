@@ -62,7 +62,7 @@ impl Layers {
             let path = path.to_owned();
             move |source| LayerError::Io { path, source }
         };
-        let ext = qcow2::Format::of(file).as_str().replace("raw", "ext4");
+        let ext = qcow2::Format::of(file).extension();
         let layer = self
             .dir
             .join(format!("{}.{ext}", uuid::Uuid::new_v4().simple()));

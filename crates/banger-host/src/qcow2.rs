@@ -41,6 +41,14 @@ impl Format {
         }
     }
 
+    /// The extension banger names such a file with (`Format::of` reads it back).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Raw => "ext4",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+
     /// The name QEMU knows it by.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -88,11 +88,7 @@ pub(super) fn copy_side_by_side(
 
 /// A snapshot's file for drive `stem` whose VM file is `file`: same format.
 fn snapshot_name(stem: &str, file: &str) -> String {
-    let ext = if Path::new(file).extension().is_some_and(|e| e == "qcow2") {
-        "qcow2"
-    } else {
-        "ext4"
-    };
+    let ext = banger_host::qcow2::Format::of(Path::new(file)).extension();
     format!("{stem}.{ext}")
 }
 
